@@ -1,0 +1,31 @@
+"""Pure tensor functions: similarities, alignment losses and metrics' math.
+
+Nothing here holds state or needs Lightning; the callback, the distillation module and the
+metrics are thin owners of state around these functions.
+"""
+
+from lightning_semvec.functional.alignment import (
+    alignment_loss,
+    alignment_loss_dense,
+    alignment_loss_factorized,
+    choose_alignment_form,
+    gram_frobenius_sq,
+)
+from lightning_semvec.functional.similarity import (
+    activation_similarity,
+    normalize_vectors,
+    semantic_similarity,
+    standardize_activations,
+)
+
+__all__ = [
+    "activation_similarity",
+    "alignment_loss",
+    "alignment_loss_dense",
+    "alignment_loss_factorized",
+    "choose_alignment_form",
+    "gram_frobenius_sq",
+    "normalize_vectors",
+    "semantic_similarity",
+    "standardize_activations",
+]

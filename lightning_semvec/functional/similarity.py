@@ -1,0 +1,131 @@
+"""Neuron similarities: how alike two neurons are, seen from the data or from their vectors.
+
+Pure tensor functions (no Lightning, no state). Shapes use M for samples, N for neurons and
+d for the semantic dimension.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+SimilarityKind = Literal["pearson", "cosine"]
+SIMILARITY_KINDS: tuple[str, ...] = ("pearson", "cosine")
+
+#: A column whose spread is below this fraction of its magnitude is treated as dead:
+#: float32 round-off alone leaves about 1e-7 of the magnitude after centring a constant column.
+DEAD_RELATIVE_TOLERANCE = 1e-5
+#: A column whose norm is below this absolute value is dead whatever its magnitude.
+DEAD_ABSOLUTE_TOLERANCE = 1e-12
+
+
+def check_similarity_kind(kind: str) -> None:
+    """Raise a clear ``ValueError`` unless ``kind`` is a known similarity kind."""
+    if kind not in SIMILARITY_KINDS:
+        raise ValueError(
+            f"Unknown similarity kind {kind!r}: use 'pearson' (centred, the default) or 'cosine'."
+        )
+
+
+def standardize_activations(
+    activations: Tensor,
+    kind: SimilarityKind = "pearson",
+    sample_weights: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Turn a batch of activations into unit columns whose inner products are similarities.
+
+    For ``"pearson"`` each column (neuron) is centred, then scaled to unit length; for
+    ``"cosine"`` it is only scaled. The result ``Z`` gives the activation similarity as
+    ``Z.T @ Z``. Work is done in float32 whatever the input dtype (mixed precision hooks
+    see float16/bfloat16).
+
+    A neuron whose column has (near) zero spread is *dead* for this batch: its column in
+    ``Z`` is all zeros and ``alive`` is ``False`` there, so it never divides by zero.
+
+    Args:
+        activations: ``(M, N)`` activations, one row per sample, one column per neuron.
+        kind: ``"pearson"`` (default) or ``"cosine"``.
+        sample_weights: optional ``(M,)`` tensor of 0/1 weights; rows with weight 0 are
+            ignored (used for padding when batches are gathered across processes).
+
+    Returns:
+        ``(Z, alive)``: ``Z`` is ``(M, N)`` float32 with unit or zero columns, ``alive`` is
+        an ``(N,)`` bool tensor.
+
+    Example:
+        >>> a = torch.tensor([[1.0, 2.0, 5.0], [2.0, 4.0, 5.0], [3.0, 7.0, 5.0]])
+        >>> z, alive = standardize_activations(a)
+        >>> alive.tolist()
+        [True, True, False]
+        >>> round((z.T @ z)[0, 1].item(), 3)
+        0.993
+    """
+    check_similarity_kind(kind)
+    if activations.ndim != 2:
+        raise ValueError(
+            f"activations must be (samples, neurons), got shape {tuple(activations.shape)}."
+        )
+    a = activations.float()
+    if sample_weights is not None:
+        w = sample_weights.to(dtype=a.dtype).unsqueeze(1)
+        a = a * w
+    if kind == "pearson":
+        if sample_weights is None:
+            mean = a.mean(dim=0, keepdim=True)
+            a = a - mean
+        else:
+            count = w.sum().clamp_min(1.0)
+            mean = a.sum(dim=0, keepdim=True) / count
+            a = (a - mean) * w
+    magnitude = activations.float().abs().amax(dim=0) if sample_weights is None else (
+        (activations.float() * w).abs().amax(dim=0)
+    )
+    norm = torch.linalg.vector_norm(a, dim=0)
+    scale = magnitude * (a.shape[0] ** 0.5)
+    alive = norm > (DEAD_RELATIVE_TOLERANCE * scale + DEAD_ABSOLUTE_TOLERANCE)
+    z = torch.where(alive, a / torch.where(alive, norm, torch.ones_like(norm)), torch.zeros_like(a))
+    return z, alive
+
+
+def activation_similarity(
+    activations: Tensor, kind: SimilarityKind = "pearson"
+) -> Tensor:
+    """The batch's view: an ``(N, N)`` similarity between neurons from ``(M, N)`` activations.
+
+    Entries lie in ``[-1, 1]``; rows and columns of dead neurons are zero (see
+    :func:`standardize_activations`). This allocates ``N x N``; for wide layers use the
+    factorised alignment loss instead.
+
+    Example:
+        >>> a = torch.tensor([[0.0, 1.0], [1.0, 0.0], [2.0, -1.0]])
+        >>> activation_similarity(a).round().tolist()
+        [[1.0, -1.0], [-1.0, 1.0]]
+    """
+    z, _ = standardize_activations(activations, kind)
+    return z.T @ z
+
+
+def normalize_vectors(vectors: Tensor) -> Tensor:
+    """Rows of ``vectors`` scaled to unit length (``(N, d)`` in, ``(N, d)`` float32 out).
+
+    Example:
+        >>> normalize_vectors(torch.tensor([[3.0, 4.0]]))
+        tensor([[0.6000, 0.8000]])
+    """
+    if vectors.ndim != 2:
+        raise ValueError(f"vectors must be (neurons, dim), got shape {tuple(vectors.shape)}.")
+    return torch.nn.functional.normalize(vectors.float(), dim=1, eps=1e-12)
+
+
+def semantic_similarity(vectors: Tensor) -> Tensor:
+    """The static view: cosine similarity between semantic vectors, ``(N, d)`` -> ``(N, N)``.
+
+    Example:
+        >>> semantic_similarity(torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
+        tensor([[1.0000, 0.7071],
+                [0.7071, 1.0000]])
+    """
+    e = normalize_vectors(vectors)
+    return e @ e.T

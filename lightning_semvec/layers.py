@@ -1,0 +1,90 @@
+"""Which modules to read: dotted names, glob patterns or module objects, resolved once."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Sequence
+
+from torch import nn
+
+LayerSpec = str | nn.Module
+
+
+def _matches(pattern: str, name: str) -> bool:
+    """Match a dotted name segment by segment: ``*`` and ``?`` stay inside one segment,
+    ``**`` spans any number of segments (as in file paths)."""
+    pattern_parts, name_parts = pattern.split("."), name.split(".")
+
+    def match(p: int, n: int) -> bool:
+        if p == len(pattern_parts):
+            return n == len(name_parts)
+        if pattern_parts[p] == "**":
+            return any(match(p + 1, k) for k in range(n, len(name_parts) + 1))
+        return n < len(name_parts) and fnmatch.fnmatchcase(name_parts[n], pattern_parts[p]) and match(
+            p + 1, n + 1
+        )
+
+    return match(0, 0)
+
+
+def _is_pattern(spec: str) -> bool:
+    return any(ch in spec for ch in "*?[")
+
+
+def resolve_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec]) -> dict[str, nn.Module]:
+    """Resolve layer specifications to ``{dotted name: module}``, in the model's module order.
+
+    Args:
+        model: the module whose submodules are searched (usually the ``LightningModule``).
+        layers: one spec or a list of them. A spec is an exact dotted name
+            (``"classifier.2"``), a glob pattern (``"features.*"``, ``"layer?.*.conv2"``;
+            ``*`` stays inside one dotted segment, ``**`` spans several) or a module object.
+
+    Raises:
+        ValueError: on an empty list, a name or pattern that matches nothing (the message
+            names the closest existing modules), or a module that is not part of ``model``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> list(resolve_layers(net, ["0", "*"]))
+        ['0', '1', '2']
+    """
+    specs: list[LayerSpec] = [layers] if isinstance(layers, (str, nn.Module)) else list(layers)
+    if not specs:
+        raise ValueError(
+            "No layers given: pass at least one module name, glob pattern or module, "
+            "e.g. layers=['features.*', 'classifier.2']."
+        )
+    named = [(name, module) for name, module in model.named_modules() if name]
+    names = [name for name, _ in named]
+    chosen: set[str] = set()
+    for spec in specs:
+        if isinstance(spec, nn.Module):
+            found = [name for name, module in named if module is spec]
+            if not found:
+                raise ValueError(
+                    f"The module {type(spec).__name__} passed in `layers` is not a submodule of "
+                    f"{type(model).__name__}; pass a module of the model being trained, or its name."
+                )
+            chosen.add(found[0])
+        elif isinstance(spec, str):
+            hits = [n for n in names if _matches(spec, n)] if _is_pattern(spec) else (
+                [spec] if spec in names else []
+            )
+            if not hits:
+                close = difflib.get_close_matches(spec, names, n=5, cutoff=0.4)
+                hint = f" Closest module names: {', '.join(close)}." if close else ""
+                sample = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+                raise ValueError(
+                    f"Layer {spec!r} matches no module of {type(model).__name__}.{hint} "
+                    f"Existing names start with: {sample}. Use dotted names as in "
+                    "model.named_modules(), or glob patterns such as 'features.*'."
+                )
+            chosen.update(hits)
+        else:
+            raise ValueError(
+                f"Each layer must be a module name, a glob pattern or an nn.Module; got "
+                f"{type(spec).__name__}: {spec!r}."
+            )
+    return {name: module for name, module in named if name in chosen}

@@ -1,0 +1,103 @@
+"""Reading neurons out of a module's output: any output shape to a ``(samples, neurons)`` matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+Reduction = Literal["mean", "positions"]
+REDUCTIONS: tuple[str, ...] = ("mean", "positions")
+OutputSelector = int | str | Callable[[Any], Tensor] | None
+
+
+@dataclass(frozen=True)
+class NeuronReadout:
+    """How one layer's output becomes ``(M, N)`` activations (METHOD.md section 1).
+
+    Args:
+        reduction: for outputs with more than two axes, ``"mean"`` averages every axis
+            other than the batch and neuron axes (one sample per input), ``"positions"``
+            makes every position (pixel, token) a sample.
+        neuron_dim: the axis holding the neurons: ``1`` for ``(B, C, H, W)`` conv outputs
+            (default), ``-1`` for ``(B, T, N)`` sequence outputs.
+        select_output: how to pick the tensor when the module returns a tuple, list or dict:
+            an index, a key, or a callable taking the output and returning a tensor.
+
+    Example:
+        >>> NeuronReadout().read(torch.ones(4, 3, 5, 5)).shape
+        torch.Size([4, 3])
+        >>> NeuronReadout(reduction="positions").read(torch.ones(4, 3, 5, 5)).shape
+        torch.Size([100, 3])
+        >>> NeuronReadout(neuron_dim=-1, reduction="positions").read(torch.ones(2, 7, 6)).shape
+        torch.Size([14, 6])
+    """
+
+    reduction: Reduction = "mean"
+    neuron_dim: int = 1
+    select_output: OutputSelector = None
+
+    def __post_init__(self) -> None:
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(
+                f"Unknown reduction {self.reduction!r}: use 'mean' (average over positions) "
+                "or 'positions' (every position is a sample)."
+            )
+        if self.neuron_dim == 0:
+            raise ValueError("neuron_dim=0 is the batch axis; neurons lie on axis 1 or -1.")
+
+    def select(self, output: Any, layer: str = "layer") -> Tensor:
+        """Pick the activation tensor out of a module's output."""
+        selected = output
+        if self.select_output is not None:
+            try:
+                if callable(self.select_output):
+                    selected = self.select_output(output)
+                else:
+                    selected = output[self.select_output]
+            except (IndexError, KeyError, TypeError) as err:
+                raise ValueError(
+                    f"select_output={self.select_output!r} could not pick a tensor out of the "
+                    f"output of {layer!r} ({_describe(output)}): {err}."
+                ) from err
+        if not isinstance(selected, Tensor):
+            raise TypeError(
+                f"Layer {layer!r} returned {_describe(selected)}, not a tensor. Tell the callback "
+                "which tensor holds the neurons with select_output: an index for a tuple "
+                "(e.g. select_output=0), a key for a dict, or a callable returning the tensor; "
+                "per layer with layer_options={'" + layer + "': {'select_output': 0}}."
+            )
+        return selected
+
+    def read(self, output: Any, layer: str = "layer") -> Tensor:
+        """``output`` -> ``(M, N)`` float32 activations, detached from the graph."""
+        x = self.select(output, layer).detach()
+        if not (x.is_floating_point()):
+            raise TypeError(f"Layer {layer!r} returned a {x.dtype} tensor; neurons need floats.")
+        if x.ndim < 2:
+            raise ValueError(
+                f"Layer {layer!r} returned shape {tuple(x.shape)}; expected (batch, neurons, ...)."
+            )
+        if x.ndim == 2:
+            return x.float()
+        neuron_dim = self.neuron_dim % x.ndim
+        if neuron_dim == 0:
+            raise ValueError(f"neuron_dim={self.neuron_dim} points at the batch axis of {layer!r}.")
+        x = x.movedim(neuron_dim, -1)
+        if self.reduction == "mean":
+            return x.mean(dim=tuple(range(1, x.ndim - 1)), dtype=torch.float32)
+        return x.reshape(-1, x.shape[-1]).float()
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, dict):
+        keys: list[Hashable] = list(value.keys())
+        return f"a dict with keys {keys}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    return f"a {type(value).__name__}"

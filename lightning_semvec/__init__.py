@@ -1,3 +1,9 @@
 """lightning_semvec: semantic vectors for the neurons of any Lightning model."""
 
 __version__ = "0.1.0"
+
+from lightning_semvec.callback import SemanticVectorCallback
+from lightning_semvec.layers import resolve_layers
+from lightning_semvec.neurons import NeuronReadout
+
+__all__ = ["NeuronReadout", "SemanticVectorCallback", "__version__", "resolve_layers"]

@@ -11,7 +11,7 @@ from torch import nn
 LayerSpec = str | nn.Module
 
 
-def _matches(pattern: str, name: str) -> bool:
+def matches_pattern(pattern: str, name: str) -> bool:
     """Match a dotted name segment by segment: ``*`` and ``?`` stay inside one segment,
     ``**`` spans any number of segments (as in file paths)."""
     pattern_parts, name_parts = pattern.split("."), name.split(".")
@@ -69,7 +69,7 @@ def resolve_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec]) ->
                 )
             chosen.add(found[0])
         elif isinstance(spec, str):
-            hits = [n for n in names if _matches(spec, n)] if _is_pattern(spec) else (
+            hits = [n for n in names if matches_pattern(spec, n)] if _is_pattern(spec) else (
                 [spec] if spec in names else []
             )
             if not hits:

@@ -1,0 +1,482 @@
+"""``SemanticVectorCallback``: learn a semantic vector per neuron while any LightningModule trains."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+from typing_extensions import override
+
+from lightning_semvec.functional.alignment import ALIGNMENT_FORMS, AlignmentForm, alignment_loss
+from lightning_semvec.functional.similarity import SimilarityKind, check_similarity_kind
+from lightning_semvec.functional.similarity import semantic_similarity as _semantic_similarity
+from lightning_semvec.layers import LayerSpec, matches_pattern, resolve_layers
+from lightning_semvec.neurons import NeuronReadout, OutputSelector, Reduction
+
+if TYPE_CHECKING:
+    from lightning_semvec.knowledge import StaticKnowledge
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+}
+
+
+class SemanticVectorCallback(Callback):
+    """Learn a small semantic vector for every neuron of the chosen layers, as the model trains.
+
+    Forward hooks read the named layers' outputs on every training step (detached, so the
+    model's own training is untouched: the same seed gives the same weights with or without
+    this callback). Every ``every_n_steps`` optimizer steps, the vectors ``E`` (``(N, d)`` per
+    layer, float32) take one step of their own optimizer on the alignment loss between the
+    batch's activation similarity and the vectors' cosine similarity (METHOD.md section 4).
+    Under DDP the activations of all processes are gathered first, so every process holds the
+    same vectors, equal to a one-process run on the global batch.
+
+    Args:
+        layers: module names (``"classifier.2"``), glob patterns (``"features.*"``,
+            ``"layer?.*.conv2"``; ``*`` stays inside one dotted segment, ``**`` spans several)
+            or module objects, relative to the ``LightningModule``.
+        dim: size ``d`` of each semantic vector (2 to 64 is typical).
+        every_n_steps: update the vectors every this many optimizer steps (gated on
+            ``trainer.global_step``, so gradient accumulation does not repeat updates).
+        similarity: activation similarity, ``"pearson"`` (default: centred) or ``"cosine"``.
+        reduction: for outputs with more than two axes, ``"mean"`` over positions (default)
+            or ``"positions"`` (every position is a sample).
+        neuron_dim: the axis holding the neurons (``1`` for conv outputs, ``-1`` for
+            ``(B, T, N)`` sequence outputs).
+        select_output: picks the tensor out of a tuple/dict output: an index, a key or a
+            callable.
+        layer_options: per-layer overrides of ``reduction``, ``neuron_dim`` and
+            ``select_output``, keyed by resolved layer name or glob pattern.
+        optimizer: ``"adam"`` (default), ``"adamw"``, ``"sgd"``, or a callable that takes the
+            parameters and returns a ``torch.optim.Optimizer``.
+        lr: learning rate for a named optimizer.
+        form: alignment loss form, ``"auto"`` (by size; never an ``N x N`` matrix for wide
+            layers), ``"dense"`` or ``"factorized"``.
+        seed: seeds the vectors' initialisation (a private generator: the global RNG, and so
+            the model's training, is never touched).
+        class_names: names of the classes, stored with the knowledge; taken from
+            ``trainer.datamodule.class_names`` when not given.
+
+    Example:
+        >>> import lightning.pytorch as pl
+        >>> from torch.utils.data import DataLoader
+        >>> from lightning.pytorch.demos.boring_classes import BoringModel, RandomDataset
+        >>> class Model(BoringModel):  # any LightningModule; this one has a Linear(32, 2) "layer"
+        ...     def train_dataloader(self):
+        ...         return DataLoader(RandomDataset(32, 64), batch_size=8)
+        >>> semvec = SemanticVectorCallback(layers="layer", dim=4)
+        >>> trainer = pl.Trainer(max_steps=3, callbacks=[semvec], logger=False,
+        ...     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        >>> trainer.fit(Model())
+        >>> semvec.semantic_vectors["layer"].shape
+        torch.Size([2, 4])
+    """
+
+    def __init__(
+        self,
+        layers: LayerSpec | Sequence[LayerSpec],
+        dim: int = 16,
+        every_n_steps: int = 1,
+        similarity: SimilarityKind = "pearson",
+        reduction: Reduction = "mean",
+        neuron_dim: int = 1,
+        select_output: OutputSelector = None,
+        layer_options: Mapping[str, Mapping[str, Any]] | None = None,
+        optimizer: str | OptimizerFactory = "adam",
+        lr: float = 1e-2,
+        form: AlignmentForm = "auto",
+        seed: int = 0,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(layers, (str, nn.Module)):
+            layers = [layers]
+        layers = list(layers)
+        if not layers:
+            raise ValueError(
+                "SemanticVectorCallback needs at least one layer: pass module names, glob "
+                "patterns or modules, e.g. layers=['features.*', 'classifier.2']."
+            )
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive integer (2 to 64 is typical), got {dim!r}.")
+        if not isinstance(every_n_steps, int) or every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be a positive integer, got {every_n_steps!r}.")
+        check_similarity_kind(similarity)
+        if form not in ALIGNMENT_FORMS:
+            raise ValueError(f"Unknown form {form!r}: use one of {ALIGNMENT_FORMS}.")
+        if isinstance(optimizer, str) and optimizer not in _OPTIMIZERS:
+            raise ValueError(
+                f"Unknown optimizer {optimizer!r}: use one of {sorted(_OPTIMIZERS)} or pass a "
+                "callable that takes the parameters and returns a torch.optim.Optimizer."
+            )
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr!r}.")
+        self.layer_specs = layers
+        self.dim = dim
+        self.every_n_steps = every_n_steps
+        self.similarity: SimilarityKind = similarity
+        self.default_readout = NeuronReadout(reduction, neuron_dim, select_output)
+        self.layer_options = {key: dict(value) for key, value in (layer_options or {}).items()}
+        self.optimizer = optimizer
+        self.lr = lr
+        self.form: AlignmentForm = form
+        self.seed = seed
+        self._class_names = list(class_names) if class_names is not None else None
+
+        self.readouts: dict[str, NeuronReadout] = {}
+        self.source_model: str | None = None
+        self.training_steps = 0
+        self._modules: dict[str, nn.Module] = {}
+        self._handles: list[RemovableHandle] = []
+        self._captured: dict[str, list[Tensor]] = {}
+        self._capturing = False
+        self._vectors: dict[str, nn.Parameter] = {}
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._skipped: dict[str, Tensor] = {}
+        self._last_loss: dict[str, Tensor] = {}
+        self._last_seen_step: int | None = None
+        self._pending_state: dict[str, Any] | None = None
+        self._warned: set[str] = set()
+        self._global_rank = 0
+
+    # ----------------------------------------------------------------- public views
+    @property
+    def state_key(self) -> str:
+        specs = [s if isinstance(s, str) else type(s).__name__ for s in self.layer_specs]
+        return self._generate_state_key(layers=specs, dim=self.dim)
+
+    @property
+    def layer_names(self) -> list[str]:
+        """The resolved layer names (known from the start of ``fit``)."""
+        return list(self._modules)
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Class names stored with the knowledge, if known."""
+        return self._class_names
+
+    @property
+    def semantic_vectors(self) -> dict[str, Tensor]:
+        """``{layer: (N, d) float32 tensor}``: detached CPU copies of the learned vectors.
+
+        Raises:
+            RuntimeError: before the callback has seen a training step.
+        """
+        if not self._vectors:
+            if self._pending_state is not None:
+                return {k: v.clone() for k, v in self._pending_state["vectors"].items()}
+            raise RuntimeError(
+                "No semantic vectors yet: they are created on the first training step. Run "
+                "trainer.fit(...) with this callback first (or restore it from a checkpoint)."
+            )
+        return {name: p.detach().cpu().clone() for name, p in self._vectors.items()}
+
+    def semantic_similarity(self, layer: str) -> Tensor:
+        """The ``(N, N)`` cosine similarity of one layer's vectors (``S_sem``)."""
+        vectors = self.semantic_vectors
+        if layer not in vectors:
+            raise KeyError(f"No vectors for layer {layer!r}; known layers: {list(vectors)}.")
+        return _semantic_similarity(vectors[layer])
+
+    def skipped_steps(self) -> dict[str, int]:
+        """How many updates were skipped per layer (NaN/Inf activations, < 2 alive neurons)."""
+        return {name: int(count.item()) for name, count in self._skipped.items()}
+
+    def to_knowledge(self) -> StaticKnowledge:
+        """The vectors and their metadata as a :class:`~lightning_semvec.StaticKnowledge`."""
+        from lightning_semvec.knowledge import StaticKnowledge
+
+        return StaticKnowledge.from_callback(self)
+
+    def export_knowledge(self, path: str | Path) -> Path:
+        """Save the learned vectors and metadata to a safetensors knowledge file.
+
+        Only global rank 0 writes; every rank returns the path.
+
+        Example:
+            ``semvec.export_knowledge("teacher.semvec.safetensors")``
+        """
+        knowledge = self.to_knowledge()
+        path = Path(path)
+        if self._global_rank == 0:
+            knowledge.save(path)
+        return path
+
+    # ----------------------------------------------------------------- Lightning hooks
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._remove_hooks()
+        self._global_rank = trainer.global_rank
+        self._modules = resolve_layers(pl_module, self.layer_specs)
+        self.readouts = {name: self._readout_for(name) for name in self._modules}
+        self.source_model = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
+        if self._class_names is None:
+            names = getattr(trainer.datamodule, "class_names", None)
+            self._class_names = list(names) if names is not None else None
+        for name, module in self._modules.items():
+            self._handles.append(module.register_forward_hook(self._make_hook(name)))
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        listing = ", ".join(f"{name} ({type(m).__name__})" for name, m in self._modules.items())
+        rank_zero_info(f"SemanticVectorCallback: learning {self.dim}-d vectors for {listing}.")
+        if self._pending_state is not None:
+            self._restore(self._pending_state, pl_module.device)
+        if self._last_seen_step is None:
+            self._last_seen_step = trainer.global_step
+
+    @override
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._captured = {name: [] for name in self._modules}
+        self._capturing = True
+
+    @override
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        self._capturing = False
+        captured, self._captured = self._captured, {}
+        step = trainer.global_step
+        if step == self._last_seen_step:
+            return  # no optimizer step happened (gradient accumulation): nothing to do yet
+        self._last_seen_step = step
+        if step % self.every_n_steps != 0:
+            return
+        activations = {}
+        for name, chunks in captured.items():
+            if not chunks:
+                self._warn_once(
+                    f"missing:{name}",
+                    f"SemanticVectorCallback: layer {name!r} was not called in this training "
+                    "step, so its vectors were not updated.",
+                )
+                continue
+            activations[name] = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+        self._update(trainer, pl_module, activations)
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._remove_hooks()
+            self._captured = {}
+            self._capturing = False
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        if not self._vectors:
+            return dict(self._pending_state) if self._pending_state is not None else {}
+        return {
+            "vectors": {name: p.detach().cpu().clone() for name, p in self._vectors.items()},
+            "optimizer": self._optimizer.state_dict() if self._optimizer is not None else None,
+            "skipped": {name: c.detach().cpu().clone() for name, c in self._skipped.items()},
+            "last_loss": {name: v.detach().cpu().clone() for name, v in self._last_loss.items()},
+            "last_seen_step": self._last_seen_step,
+            "training_steps": self.training_steps,
+            "dim": self.dim,
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        if state_dict.get("dim") != self.dim:
+            raise ValueError(
+                f"The checkpoint's semantic vectors have dim={state_dict.get('dim')}, this "
+                f"callback has dim={self.dim}: use the same dim to resume."
+            )
+        # Runs before the model is on its device: keep it until on_fit_start places it.
+        self._pending_state = state_dict
+        self._last_seen_step = state_dict.get("last_seen_step")
+        self.training_steps = state_dict.get("training_steps", 0)
+
+    # ----------------------------------------------------------------- internals
+    def _readout_for(self, name: str) -> NeuronReadout:
+        options: dict[str, Any] = {}
+        for key, value in self.layer_options.items():
+            if key == name or matches_pattern(key, name):
+                options.update(value)
+        unknown = set(options) - {"reduction", "neuron_dim", "select_output"}
+        if unknown:
+            raise ValueError(
+                f"Unknown layer_options {sorted(unknown)} for {name!r}: use reduction, "
+                "neuron_dim or select_output."
+            )
+        base = self.default_readout
+        return NeuronReadout(
+            options.get("reduction", base.reduction),
+            options.get("neuron_dim", base.neuron_dim),
+            options.get("select_output", base.select_output),
+        )
+
+    def _make_hook(self, name: str) -> Callable[[nn.Module, Any, Any], None]:
+        readout = self.readouts[name]
+
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if self._capturing and module.training:
+                self._captured[name].append(readout.read(output, name))
+
+        return hook
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            rank_zero_warn(message)
+
+    def _init_vectors(self, name: str, num_neurons: int, device: torch.device) -> nn.Parameter:
+        generator = torch.Generator().manual_seed(self.seed + zlib.crc32(name.encode()))
+        values = torch.randn(num_neurons, self.dim, generator=generator)
+        return nn.Parameter(values.to(device))
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        params = list(self._vectors.values())
+        if callable(self.optimizer):
+            return self.optimizer(params)
+        return _OPTIMIZERS[self.optimizer](params, lr=self.lr)
+
+    def _restore(self, state: dict[str, Any], device: torch.device) -> None:
+        self._vectors = {
+            name: nn.Parameter(v.to(device=device, dtype=torch.float32))
+            for name, v in state["vectors"].items()
+        }
+        self._skipped = {n: c.to(device) for n, c in state.get("skipped", {}).items()}
+        self._last_loss = {n: v.to(device) for n, v in state.get("last_loss", {}).items()}
+        self._optimizer = self._make_optimizer()
+        if state.get("optimizer") is not None:
+            self._optimizer.load_state_dict(state["optimizer"])
+        self._pending_state = None
+
+    def _materialize(self, activations: dict[str, Tensor], device: torch.device) -> None:
+        created = False
+        for name in self._modules:
+            if name in self._vectors or name not in activations:
+                continue
+            self._vectors[name] = self._init_vectors(name, activations[name].shape[1], device)
+            self._skipped[name] = torch.zeros((), dtype=torch.int64, device=device)
+            self._last_loss[name] = torch.zeros((), device=device)
+            created = True
+        if created:
+            # Keep the optimizer's state of layers it already knew (a layer seen late joins).
+            old = self._optimizer
+            self._optimizer = self._make_optimizer()
+            if old is not None:
+                for p in old.state:
+                    self._optimizer.state[p] = old.state[p]
+        for name, p in self._vectors.items():
+            if name in activations and p.shape[0] != activations[name].shape[1]:
+                raise ValueError(
+                    f"Layer {name!r} now has {activations[name].shape[1]} neurons but its "
+                    f"semantic vectors have {p.shape[0]} (from a checkpoint or an earlier step)."
+                )
+
+    def _gather(
+        self, pl_module: pl.LightningModule, world_size: int, activations: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """All processes' activations, padded to one length with 0-weight rows."""
+        if world_size == 1:
+            return activations, None
+        num = activations.shape[0]
+        sizes = pl_module.all_gather(torch.tensor(num, device=activations.device))
+        longest = int(sizes.max())  # the only host sync, and only under several processes
+        weights = torch.ones(num, device=activations.device)
+        if longest > num:
+            pad = longest - num
+            activations = torch.cat([activations, activations.new_zeros(pad, activations.shape[1])])
+            weights = torch.cat([weights, weights.new_zeros(pad)])
+        gathered = pl_module.all_gather(activations).reshape(-1, activations.shape[1])
+        return gathered, pl_module.all_gather(weights).reshape(-1)
+
+    def _update(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, activations: dict[str, Tensor]
+    ) -> None:
+        device = pl_module.device
+        batch: dict[str, tuple[Tensor, Tensor | None]] = {}
+        for name, acts in activations.items():
+            acts, weights = self._gather(pl_module, trainer.world_size, acts.to(device))
+            if acts.shape[0] < 2:
+                self._warn_once(
+                    f"small:{name}",
+                    f"SemanticVectorCallback: a training batch gave layer {name!r} only "
+                    f"{acts.shape[0]} sample; similarity needs at least 2, so the step was "
+                    "skipped (use a batch size of 2 or more).",
+                )
+                continue
+            batch[name] = (acts, weights)
+        if not batch:
+            return
+        self._materialize({n: a for n, (a, _) in batch.items()}, device)
+        assert self._optimizer is not None
+        optimizer = self._optimizer
+        names = list(batch)
+        params = [self._vectors[n] for n in names]
+        snapshot = [(p.detach().clone(), _state_tensors(optimizer, p)) for p in params]
+        ok_flags: list[Tensor] = []
+        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+            total = torch.zeros((), device=device)
+            losses = []
+            for name in names:
+                acts, weights = batch[name]
+                finite = torch.isfinite(acts).all()
+                clean = torch.where(torch.isfinite(acts), acts, torch.zeros_like(acts))
+                loss, alive = alignment_loss(
+                    clean, self._vectors[name], self.similarity, self.form, weights
+                )
+                ok = finite & torch.isfinite(loss) & (alive.sum() >= 2)
+                total = total + torch.where(ok, loss, torch.zeros_like(loss))
+                losses.append(loss.detach())
+                ok_flags.append(ok)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        # A skipped layer keeps its vectors and optimizer state exactly, with no host sync.
+        with torch.no_grad():
+            for p, ok, (old_p, old_state) in zip(params, ok_flags, snapshot):
+                p.copy_(torch.where(ok, p, old_p))
+                for key, value in optimizer.state[p].items():
+                    # Adam's CPU step counter on a GPU run is left as is: moving the flag
+                    # to the host would cost a sync for a bias-correction detail.
+                    if isinstance(value, Tensor) and value.device == ok.device:
+                        before = old_state.get(key, torch.zeros_like(value))
+                        value.copy_(torch.where(ok, value, before))
+        self.training_steps = trainer.global_step
+        for name, loss, ok in zip(names, losses, ok_flags):
+            self._skipped[name] += (~ok).to(torch.int64)
+            self._last_loss[name] = torch.where(ok, loss, self._last_loss[name])
+            pl_module.log(f"semvec/{name}/align_loss", self._last_loss[name], on_step=True,
+                          on_epoch=False, batch_size=1)
+            pl_module.log(f"semvec/{name}/skipped_steps", self._skipped[name].float(),
+                          on_step=True, on_epoch=False, batch_size=1)
+
+
+def _state_tensors(optimizer: torch.optim.Optimizer, param: nn.Parameter) -> dict[str, Tensor]:
+    return {
+        key: value.detach().clone()
+        for key, value in optimizer.state.get(param, {}).items()
+        if isinstance(value, Tensor)
+    }

@@ -1,0 +1,93 @@
+import pytest
+import torch
+from torch import nn
+
+from lightning_semvec import NeuronReadout, resolve_layers
+from lightning_semvec.layers import matches_pattern
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Sequential(nn.Conv2d(2, 2, 1)))
+        self.layer1 = nn.Sequential(nn.Module(), nn.Module())
+        self.layer1[0].conv2 = nn.Conv2d(2, 2, 1)
+        self.layer1[1].conv2 = nn.Conv2d(2, 2, 1)
+        self.layer2 = nn.Sequential(nn.Module())
+        self.layer2[0].conv2 = nn.Conv2d(2, 2, 1)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(2, 3), nn.Linear(3, 3))
+
+
+def test_globs_stay_in_one_segment_and_keep_model_order():
+    net = Net()
+    assert list(resolve_layers(net, "features.*")) == ["features.0", "features.1", "features.2"]
+    assert list(resolve_layers(net, ["layer?.*.conv2"])) == [
+        "layer1.0.conv2", "layer1.1.conv2", "layer2.0.conv2"
+    ]
+    assert list(resolve_layers(net, ["classifier.2", "features.**"]))[-1] == "classifier.2"
+    assert "features.2.0" in resolve_layers(net, "features.**")
+    assert matches_pattern("a.**", "a.b.c") and not matches_pattern("a.*", "a.b.c")
+
+
+def test_module_objects_and_duplicates():
+    net = Net()
+    layers = resolve_layers(net, [net.classifier[1], "classifier.1"])
+    assert list(layers) == ["classifier.1"] and layers["classifier.1"] is net.classifier[1]
+
+
+def test_no_match_names_closest_modules():
+    with pytest.raises(ValueError, match="classifier.2"):
+        resolve_layers(Net(), "clasifier.2")
+    with pytest.raises(ValueError, match="matches no module"):
+        resolve_layers(Net(), "decoder.*")
+
+
+def test_empty_foreign_and_wrong_type_specs():
+    with pytest.raises(ValueError, match="No layers given"):
+        resolve_layers(Net(), [])
+    with pytest.raises(ValueError, match="not a submodule"):
+        resolve_layers(Net(), nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="module name, a glob pattern or an nn.Module"):
+        resolve_layers(Net(), [3])
+
+
+@pytest.mark.parametrize(
+    "shape, readout, expected",
+    [
+        ((5, 7), NeuronReadout(), (5, 7)),
+        ((5, 3, 4, 4), NeuronReadout(), (5, 3)),
+        ((5, 3, 4, 4), NeuronReadout(reduction="positions"), (80, 3)),
+        ((5, 3, 2, 2, 2), NeuronReadout(), (5, 3)),
+        ((5, 9, 6), NeuronReadout(neuron_dim=-1), (5, 6)),
+        ((5, 9, 6), NeuronReadout(neuron_dim=-1, reduction="positions"), (45, 6)),
+    ],
+)
+def test_readout_shapes(shape, readout, expected):
+    out = readout.read(torch.randn(shape).to(torch.bfloat16))
+    assert tuple(out.shape) == expected and out.dtype == torch.float32
+
+
+def test_positions_keep_each_neuron_in_its_column():
+    x = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    out = NeuronReadout(reduction="positions").read(x)
+    for c in range(3):
+        assert set(out[:, c].tolist()) == set(x[:, c].flatten().tolist())
+
+
+def test_non_tensor_output_explains_select_output():
+    with pytest.raises(TypeError, match="select_output"):
+        NeuronReadout().read((torch.randn(2, 3), torch.randn(2, 3)), "lstm")
+    assert NeuronReadout(select_output=1).read((torch.randn(2, 3), torch.randn(2, 4))).shape == (2, 4)
+    assert NeuronReadout(select_output="h").read({"h": torch.randn(2, 5)}).shape == (2, 5)
+    assert NeuronReadout(select_output=lambda o: o[0]).read([torch.randn(2, 6)]).shape == (2, 6)
+    with pytest.raises(ValueError, match="could not pick"):
+        NeuronReadout(select_output="missing").read({"h": torch.randn(2, 5)}, "enc")
+
+
+def test_bad_readout_options():
+    with pytest.raises(ValueError, match="Unknown reduction"):
+        NeuronReadout(reduction="max")
+    with pytest.raises(ValueError, match="batch axis"):
+        NeuronReadout(neuron_dim=0)
+    with pytest.raises(ValueError, match="expected"):
+        NeuronReadout().read(torch.randn(4))

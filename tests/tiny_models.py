@@ -7,7 +7,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 
 def make_data(n: int = 96, seed: int = 0, classes: int = 3) -> TensorDataset:
@@ -50,7 +50,15 @@ class TinyConvNet(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(make_data(self.n), batch_size=self.batch_size, shuffle=False)
+        data = make_data(self.n)
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world > 1:
+            # Lightning's own sampler always shuffles training data; a fixed split lets a
+            # 2-process run see exactly the batches of a 1-process run (with
+            # Trainer(use_distributed_sampler=False)).
+            sampler = DistributedSampler(data, world, self.trainer.global_rank, shuffle=False)
+            return DataLoader(data, batch_size=self.batch_size, sampler=sampler)
+        return DataLoader(data, batch_size=self.batch_size, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(make_data(32, seed=1), batch_size=16)

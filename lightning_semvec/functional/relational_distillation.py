@@ -75,7 +75,9 @@ def _check_batch(student: Tensor, teacher: Tensor, what: str, min_batch: int) ->
         )
 
 
-def _flat_features(student: Tensor, teacher: Tensor, what: str, min_batch: int) -> tuple[Tensor, Tensor]:
+def _flat_features(
+    student: Tensor, teacher: Tensor, what: str, min_batch: int
+) -> tuple[Tensor, Tensor]:
     """Validate and flatten ``(B, ...)`` features to float32 ``(B, D)``; teacher detached."""
     for name, t in (("student", student), ("teacher", teacher)):
         if isinstance(t, Tensor) and t.ndim < 2:
@@ -97,7 +99,9 @@ def _flat_features(student: Tensor, teacher: Tensor, what: str, min_batch: int) 
 # --------------------------------------------------------------------------- KD
 
 
-def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = KD_TEMPERATURE) -> Tensor:
+def kd_loss(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float = KD_TEMPERATURE
+) -> Tensor:
     """Hinton knowledge distillation: ``T**2 * KL(softmax(t / T) || softmax(s / T))``.
 
     The KL divergence is summed over classes and averaged over the batch ("batchmean"); the

@@ -1,0 +1,26 @@
+"""Networks for the examples and benchmarks, a name registry, and a plain classifier module."""
+
+from lightning_semvec.models.cifar_resnet import (
+    BasicBlock,
+    CifarResNet,
+    resnet8x4,
+    resnet20,
+    resnet32x4,
+    resnet56,
+)
+from lightning_semvec.models.classifier import ImageClassifier
+from lightning_semvec.models.registry import available_models, build_model
+from lightning_semvec.models.small_cnn import SmallCNN
+
+__all__ = [
+    "BasicBlock",
+    "CifarResNet",
+    "ImageClassifier",
+    "SmallCNN",
+    "available_models",
+    "build_model",
+    "resnet20",
+    "resnet32x4",
+    "resnet56",
+    "resnet8x4",
+]

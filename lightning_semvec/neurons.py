@@ -72,9 +72,24 @@ class NeuronReadout:
             )
         return selected
 
-    def read(self, output: Any, layer: str = "layer") -> Tensor:
-        """``output`` -> ``(M, N)`` float32 activations, detached from the graph."""
-        x = self.select(output, layer).detach()
+    def read(self, output: Any, layer: str = "layer", detach: bool = True) -> Tensor:
+        """``output`` -> ``(M, N)`` float32 activations.
+
+        Args:
+            output: the module's output (a tensor, or a tuple/dict picked by ``select_output``).
+            layer: the layer's name, for error messages.
+            detach: cut the result from the autograd graph (the default, for observers such
+                as the callback); ``False`` keeps it differentiable, for losses that train
+                the network through its activations (static distillation of a student).
+
+        Example:
+            >>> x = torch.ones(2, 3, 4, 4, requires_grad=True)
+            >>> NeuronReadout().read(x).requires_grad, NeuronReadout().read(x, detach=False).requires_grad
+            (False, True)
+        """
+        x = self.select(output, layer)
+        if detach:
+            x = x.detach()
         if not (x.is_floating_point()):
             raise TypeError(f"Layer {layer!r} returned a {x.dtype} tensor; neurons need floats.")
         if x.ndim < 2:
@@ -86,10 +101,12 @@ class NeuronReadout:
         neuron_dim = self.neuron_dim % x.ndim
         if neuron_dim == 0:
             raise ValueError(f"neuron_dim={self.neuron_dim} points at the batch axis of {layer!r}.")
-        x = x.movedim(neuron_dim, -1)
         if self.reduction == "mean":
-            return x.mean(dim=tuple(range(1, x.ndim - 1)), dtype=torch.float32)
-        return x.reshape(-1, x.shape[-1]).float()
+            # Reduce in place of the layout (no movedim copy): the kept axes are batch, neurons.
+            dims = tuple(d for d in range(1, x.ndim) if d != neuron_dim)
+            dtype = None if x.dtype == torch.float32 else torch.float32
+            return x.mean(dim=dims, dtype=dtype)
+        return x.movedim(neuron_dim, -1).reshape(-1, x.shape[neuron_dim]).float()
 
 
 def _describe(value: Any) -> str:

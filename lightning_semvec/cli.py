@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         "callback, export its knowledge and print what its logit neurons learned.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
+    demo.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     demo.add_argument("--out", default="semvec_runs", help="output folder (default semvec_runs)")
     demo.add_argument("--no-progress-bar", action="store_true", help="hide progress bars")
     return parser

@@ -37,7 +37,7 @@ class DemoResult:
 
 def run_demo(
     out_dir: str | Path = "semvec_runs",
-    epochs: int = 8,
+    epochs: int = 10,
     dim: int = 8,
     seed: int = 0,
     progress_bar: bool = True,
@@ -46,7 +46,7 @@ def run_demo(
 
     Args:
         out_dir: folder for the TensorBoard logs and the knowledge file.
-        epochs: training epochs (8 takes well under a minute on 2 CPU cores).
+        epochs: training epochs (10 take well under a minute on 2 CPU cores).
         dim: size of each semantic vector.
         seed: seed for data split, model and vectors.
         progress_bar: show Lightning's progress bars.
@@ -57,7 +57,7 @@ def run_demo(
     out = Path(out_dir)
     pl.seed_everything(seed, verbose=False)
     data = DigitsDataModule(batch_size=64, seed=seed)
-    model = ImageClassifier(SmallCNN(in_channels=1, num_classes=10, width=16, hidden=64), lr=3e-3)
+    model = ImageClassifier(SmallCNN(in_channels=1, num_classes=10, width=16, hidden=64), lr=1e-2)
     semvec = SemanticVectorCallback(layers=DEMO_LAYERS, dim=dim, lr=0.05, seed=seed)
     logger = TensorBoardLogger(save_dir=str(out), name="demo")
     trainer = pl.Trainer(
@@ -86,7 +86,7 @@ def describe_logit_neurons(callback: SemanticVectorCallback, top: int = 2) -> st
     return "\n".join(lines)
 
 
-def main(epochs: int = 8, out_dir: str = "semvec_runs", progress_bar: bool = True) -> DemoResult:
+def main(epochs: int = 10, out_dir: str = "semvec_runs", progress_bar: bool = True) -> DemoResult:
     """Run the demo and print its summary."""
     result = run_demo(out_dir=out_dir, epochs=epochs, progress_bar=progress_bar)
     vectors = result.callback.semantic_vectors

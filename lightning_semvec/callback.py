@@ -68,6 +68,11 @@ class SemanticVectorCallback(Callback):
             the model's training, is never touched).
         class_names: names of the classes, stored with the knowledge; taken from
             ``trainer.datamodule.class_names`` when not given.
+        max_neurons_per_step: for very wide layers, each update uses a fresh random subset of
+            this many neurons (the same on every process): the loss over the subset's pairs is
+            an unbiased estimate of the loss over all pairs, and the cost falls by ``N / K``.
+            ``None`` (default) uses every neuron. Neurons left out of a step get no gradient
+            (Adam's momentum still moves them a little, as for any dense optimizer).
 
     Example:
         >>> import lightning.pytorch as pl
@@ -99,6 +104,7 @@ class SemanticVectorCallback(Callback):
         form: AlignmentForm = "auto",
         seed: int = 0,
         class_names: Sequence[str] | None = None,
+        max_neurons_per_step: int | None = None,
     ) -> None:
         super().__init__()
         if isinstance(layers, (str, nn.Module)):
@@ -123,6 +129,13 @@ class SemanticVectorCallback(Callback):
             )
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr!r}.")
+        if max_neurons_per_step is not None and (
+            not isinstance(max_neurons_per_step, int) or max_neurons_per_step < 2
+        ):
+            raise ValueError(
+                f"max_neurons_per_step must be None or an integer of at least 2, got "
+                f"{max_neurons_per_step!r}."
+            )
         self.layer_specs = layers
         self.dim = dim
         self.every_n_steps = every_n_steps
@@ -134,6 +147,8 @@ class SemanticVectorCallback(Callback):
         self.form: AlignmentForm = form
         self.seed = seed
         self._class_names = list(class_names) if class_names is not None else None
+        self.max_neurons_per_step = max_neurons_per_step
+        self._subset_generator = torch.Generator().manual_seed(seed)
 
         self.readouts: dict[str, NeuronReadout] = {}
         self.source_model: str | None = None
@@ -294,6 +309,7 @@ class SemanticVectorCallback(Callback):
             "last_seen_step": self._last_seen_step,
             "training_steps": self.training_steps,
             "dim": self.dim,
+            "subset_generator": self._subset_generator.get_state(),
         }
 
     @override
@@ -309,6 +325,8 @@ class SemanticVectorCallback(Callback):
         self._pending_state = state_dict
         self._last_seen_step = state_dict.get("last_seen_step")
         self.training_steps = state_dict.get("training_steps", 0)
+        if "subset_generator" in state_dict:
+            self._subset_generator.set_state(state_dict["subset_generator"])
 
     # ----------------------------------------------------------------- internals
     def _readout_for(self, name: str) -> NeuronReadout:
@@ -394,6 +412,13 @@ class SemanticVectorCallback(Callback):
                     f"semantic vectors have {p.shape[0]} (from a checkpoint or an earlier step)."
                 )
 
+    def _neuron_subset(self, num_neurons: int, device: torch.device) -> Tensor | None:
+        """Indices of this step's neurons, or ``None`` for all (same on every process)."""
+        if self.max_neurons_per_step is None or num_neurons <= self.max_neurons_per_step:
+            return None
+        chosen = torch.randperm(num_neurons, generator=self._subset_generator)
+        return chosen[: self.max_neurons_per_step].to(device, non_blocking=True)
+
     def _gather(
         self, pl_module: pl.LightningModule, world_size: int, activations: Tensor
     ) -> tuple[Tensor, Tensor | None]:
@@ -436,15 +461,22 @@ class SemanticVectorCallback(Callback):
         params = [self._vectors[n] for n in names]
         snapshot = [(p.detach().clone(), _state_tensors(optimizer, p)) for p in params]
         ok_flags: list[Tensor] = []
+        logging = _logs_this_step(trainer)
         with torch.enable_grad(), torch.autocast(device.type, enabled=False):
             total = torch.zeros((), device=device)
             losses = []
             for name in names:
                 acts, weights = batch[name]
+                vectors: Tensor = self._vectors[name]
+                subset = self._neuron_subset(acts.shape[1], device)
+                if subset is not None:
+                    acts, vectors = acts.index_select(1, subset), vectors.index_select(0, subset)
                 finite = torch.isfinite(acts).all()
                 clean = torch.where(torch.isfinite(acts), acts, torch.zeros_like(acts))
+                # The term that does not depend on the vectors is only worth its cost when the
+                # loss value is logged.
                 loss, alive = alignment_loss(
-                    clean, self._vectors[name], self.similarity, self.form, weights
+                    clean, vectors, self.similarity, self.form, weights, constant_term=logging
                 )
                 ok = finite & torch.isfinite(loss) & (alive.sum() >= 2)
                 total = total + torch.where(ok, loss, torch.zeros_like(loss))
@@ -467,8 +499,9 @@ class SemanticVectorCallback(Callback):
         self.training_steps = trainer.global_step
         for name, loss, ok in zip(names, losses, ok_flags):
             self._skipped[name] += (~ok).to(torch.int64)
-            self._last_loss[name] = torch.where(ok, loss, self._last_loss[name])
-        if _logs_this_step(trainer):
+            if logging:
+                self._last_loss[name] = torch.where(ok, loss, self._last_loss[name])
+        if logging:
             for name in names:
                 pl_module.log(f"semvec/{name}/align_loss", self._last_loss[name], on_step=True,
                               on_epoch=False, batch_size=1)

@@ -134,3 +134,26 @@ def test_bad_shapes_and_options_raise():
         alignment_loss(torch.randn(4, 3), torch.randn(3, 2), form="sparse")
     with pytest.raises(ValueError, match="neurons"):
         normalize_vectors(torch.randn(3))
+
+
+def test_leaving_out_the_constant_term_keeps_the_gradient():
+    g = torch.Generator().manual_seed(5)
+    acts = torch.randn(16, 300, generator=g)
+    grads, values = [], []
+    for constant in (True, False):
+        vecs = torch.randn(300, 4, generator=torch.Generator().manual_seed(9), requires_grad=True)
+        loss, _ = alignment_loss(acts, vecs, form="factorized", constant_term=constant)
+        loss.backward()
+        grads.append(vecs.grad)
+        values.append(loss.item())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+    assert values[0] != values[1]
+
+
+def test_standardize_never_changes_its_input():
+    acts = torch.randn(12, 5)
+    copy = acts.clone()
+    standardize_activations(acts, "pearson")
+    standardize_activations(acts, "cosine")
+    standardize_activations(acts, "pearson", sample_weights=torch.ones(12))
+    assert torch.equal(acts, copy)

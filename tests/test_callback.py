@@ -156,6 +156,7 @@ def test_layer_option_picks_tensor_from_tuple_output():
         (dict(layers="classifier.2", similarity="dot"), "similarity kind"),
         (dict(layers="classifier.2", optimizer="lbfgs"), "Unknown optimizer"),
         (dict(layers="classifier.2", lr=0.0), "lr must be positive"),
+        (dict(layers="classifier.2", max_neurons_per_step=1), "max_neurons_per_step"),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -267,3 +268,13 @@ def test_wide_layer_trains_with_factorised_form():
     semvec = SemanticVectorCallback(layers="wide", dim=8)
     fit(WideLinearNet(width=6000), callbacks=[semvec], max_epochs=1)
     assert semvec.semantic_vectors["wide"].shape == (6000, 8)
+
+
+def test_neuron_subsets_update_only_the_sampled_rows():
+    from tiny_models import WideLinearNet
+
+    semvec = SemanticVectorCallback(layers="wide", dim=4, max_neurons_per_step=100)
+    fit(WideLinearNet(width=3000), callbacks=[semvec], max_epochs=1, limit_train_batches=1)
+    fresh = semvec._init_vectors("wide", 3000, torch.device("cpu")).detach()
+    changed = (semvec.semantic_vectors["wide"] != fresh).any(dim=1)
+    assert 90 <= int(changed.sum()) <= 100  # a sampled neuron may be dead in the batch

@@ -81,8 +81,14 @@ def alignment_loss_dense(z: Tensor, unit_vectors: Tensor, alive: Tensor) -> Tens
     return (s_sem - s_act).square().sum() / _pair_count(alive)
 
 
-def alignment_loss_factorized(z: Tensor, unit_vectors: Tensor, alive: Tensor) -> Tensor:
+def alignment_loss_factorized(
+    z: Tensor, unit_vectors: Tensor, alive: Tensor, constant_term: bool = True
+) -> Tensor:
     """Alignment loss without any ``N x N`` matrix; same arguments and value as the dense form.
+
+    ``||Z Z.T||_F**2`` does not depend on the vectors, so with ``constant_term=False`` it is
+    left out (it costs ``O(M**2 N)``, the largest term for wide layers): the result is then the
+    loss minus a constant, with the same gradient, for steps whose loss value nobody reads.
 
     Example:
         >>> z = torch.tensor([[0.7071, 0.7071], [-0.7071, -0.7071]])
@@ -92,10 +98,11 @@ def alignment_loss_factorized(z: Tensor, unit_vectors: Tensor, alive: Tensor) ->
     """
     mask = alive.to(unit_vectors.dtype).unsqueeze(1)
     e = unit_vectors * mask
-    act_term = gram_frobenius_sq(z)
+    act_term = gram_frobenius_sq(z) if constant_term else z.new_zeros(())
     cross_term = (z @ e).square().sum()
     sem_term = (e.T @ e).square().sum()
-    return (act_term - 2.0 * cross_term + sem_term).clamp_min(0.0) / _pair_count(alive)
+    total = act_term - 2.0 * cross_term + sem_term
+    return (total.clamp_min(0.0) if constant_term else total) / _pair_count(alive)
 
 
 def choose_alignment_form(num_samples: int, num_neurons: int, dim: int) -> str:
@@ -120,6 +127,7 @@ def alignment_loss(
     kind: SimilarityKind = "pearson",
     form: AlignmentForm = "auto",
     sample_weights: Tensor | None = None,
+    constant_term: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Alignment loss between a batch's activation similarity and the vectors' similarity.
 
@@ -129,6 +137,8 @@ def alignment_loss(
         kind: activation similarity, ``"pearson"`` (default) or ``"cosine"``.
         form: ``"dense"``, ``"factorized"`` or ``"auto"`` (by size; never ``N x N`` when wide).
         sample_weights: optional ``(M,)`` 0/1 weights marking padding rows.
+        constant_term: with ``False`` the factorised form leaves out the term that does not
+            depend on ``vectors`` (same gradient, cheaper; the value is then shifted).
 
     Returns:
         ``(loss, alive)``: a float32 scalar, differentiable in ``vectors``, and the ``(N,)``
@@ -154,5 +164,6 @@ def alignment_loss(
     e = normalize_vectors(vectors)
     if form == "auto":
         form = choose_alignment_form(z.shape[0], z.shape[1], e.shape[1])  # type: ignore[assignment]
-    loss_fn = alignment_loss_dense if form == "dense" else alignment_loss_factorized
-    return loss_fn(z, e, alive), alive
+    if form == "dense":
+        return alignment_loss_dense(z, e, alive), alive
+    return alignment_loss_factorized(z, e, alive, constant_term), alive

@@ -67,25 +67,24 @@ def standardize_activations(
         raise ValueError(
             f"activations must be (samples, neurons), got shape {tuple(activations.shape)}."
         )
+    # Memory matters for wide layers: at most one (M, N) temporary is made (two with
+    # sample_weights), and it is scaled in place when no gradient flows through it.
     a = activations.float()
+    owned = a is not activations
+    weights = None
     if sample_weights is not None:
-        w = sample_weights.to(dtype=a.dtype).unsqueeze(1)
-        a = a * w
+        weights = sample_weights.to(device=a.device, dtype=a.dtype).unsqueeze(1)
+        a, owned = a * weights, True
+    magnitude = torch.maximum(a.amax(dim=0), -a.amin(dim=0))
     if kind == "pearson":
-        if sample_weights is None:
-            mean = a.mean(dim=0, keepdim=True)
-            a = a - mean
-        else:
-            count = w.sum().clamp_min(1.0)
-            mean = a.sum(dim=0, keepdim=True) / count
-            a = (a - mean) * w
-    magnitude = activations.float().abs().amax(dim=0) if sample_weights is None else (
-        (activations.float() * w).abs().amax(dim=0)
-    )
+        count = a.new_tensor(float(a.shape[0])) if weights is None else weights.sum().clamp_min(1.0)
+        a, owned = a - a.sum(dim=0, keepdim=True) / count, True
+        if weights is not None:
+            a = a.mul_(weights) if not a.requires_grad else a * weights
     norm = torch.linalg.vector_norm(a, dim=0)
-    scale = magnitude * (a.shape[0] ** 0.5)
-    alive = norm > (DEAD_RELATIVE_TOLERANCE * scale + DEAD_ABSOLUTE_TOLERANCE)
-    z = torch.where(alive, a / torch.where(alive, norm, torch.ones_like(norm)), torch.zeros_like(a))
+    alive = norm > (DEAD_RELATIVE_TOLERANCE * magnitude * (a.shape[0] ** 0.5) + DEAD_ABSOLUTE_TOLERANCE)
+    scale = torch.where(alive, 1.0 / torch.where(alive, norm, torch.ones_like(norm)), torch.zeros_like(norm))
+    z = a.mul_(scale) if owned and not a.requires_grad else a * scale
     return z, alive
 
 

@@ -1,0 +1,188 @@
+"""GPU check: correctness under mixed precision and the callback's cost on a CUDA machine.
+
+    python benchmarks/gpu_check.py [--out results.json] [--steps 20]
+
+On a machine without CUDA it refuses with a clear message (exit status 2). On a CUDA machine,
+in under 5 minutes, it
+
+1. trains a small CNN with frozen weights under ``32-true``, ``bf16-mixed`` and ``16-mixed``
+   with the callback and checks that no vector or logged loss is NaN/Inf and that the
+   mixed-precision semantic similarities stay close to the float32 run's;
+2. measures the training-step time of a torchvision ResNet-50 at batch 256 (224 x 224,
+   ``bf16-mixed``) with the callback on every stage output and the logits, over the same
+   without it (target: at most 1.02);
+3. measures static distillation's and KD's step time over the plain student's
+   (resnet8x4 student, resnet32x4 teacher, CIFAR size, batch 256, ``bf16-mixed``).
+
+Step times are medians of per-step wall times after warm-up, with ``torch.cuda.synchronize``
+at step boundaries (the same for every variant); variants alternate, twice each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from lightning_semvec import SemanticVectorCallback, StaticDistillationModule, StaticKnowledge
+from lightning_semvec.distillation import TeacherDistillationModule
+from lightning_semvec.functional import semantic_similarity
+from lightning_semvec.models import ImageClassifier, SmallCNN, resnet8x4, resnet32x4
+
+
+class StepTimer(pl.Callback):
+    """Per-step wall time, synchronised with the GPU at both ends of the step."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        torch.cuda.synchronize()
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        torch.cuda.synchronize()
+        self.times.append(time.perf_counter() - self.start)
+
+
+def gpu_batches(shape: tuple[int, ...], classes: int, count: int, seed: int = 0) -> DataLoader:
+    """``count`` steps over two fixed batches that already live on the GPU (no input pipeline)."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    made = [
+        (torch.randn(shape, device="cuda", generator=g),
+         torch.randint(0, classes, (shape[0],), device="cuda", generator=g))
+        for _ in range(2)
+    ]
+    return DataLoader([made[i % 2] for i in range(count)], batch_size=None)
+
+
+def trainer(steps: int, precision: str, callbacks: list[pl.Callback]) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="gpu", devices=1, precision=precision, max_steps=steps, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=callbacks, log_every_n_steps=50,
+    )
+
+
+def check_precisions(steps: int) -> dict[str, Any]:
+    """Frozen CNN (tiny lr), callback under three precisions: finite and close to float32."""
+    results: dict[str, Any] = {}
+    similarities = {}
+    for precision in ("32-true", "bf16-mixed", "16-mixed"):
+        torch.manual_seed(0)
+        model = ImageClassifier(SmallCNN(in_channels=3, num_classes=10, width=32, hidden=128),
+                                lr=1e-12)
+        semvec = SemanticVectorCallback(layers=["net.features.*", "net.classifier.3"], dim=16,
+                                        lr=0.05)
+        t = trainer(steps, precision, [semvec])
+        t.fit(model, gpu_batches((128, 3, 32, 32), 10, steps))
+        vectors = semvec.semantic_vectors
+        finite = all(torch.isfinite(v).all().item() for v in vectors.values())
+        logged = {k: float(v) for k, v in t.callback_metrics.items() if k.startswith("semvec/")}
+        similarities[precision] = {k: semantic_similarity(v) for k, v in vectors.items()}
+        results[precision] = {
+            "finite_vectors": finite,
+            "finite_logged": all(torch.isfinite(torch.tensor(v)).item() for v in logged.values()),
+            "skipped": semvec.skipped_steps(),
+        }
+    for precision in ("bf16-mixed", "16-mixed"):
+        diffs = [
+            (similarities[precision][k] - similarities["32-true"][k]).abs().max().item()
+            for k in similarities["32-true"]
+        ]
+        results[precision]["max_abs_similarity_diff_vs_fp32"] = max(diffs)
+    return results
+
+
+def time_fit(make_module: Any, batches: Any, steps: int, warmup: int, callbacks: Any) -> float:
+    timer = StepTimer()
+    t = trainer(warmup + steps, "bf16-mixed", [*callbacks(), timer])
+    t.fit(make_module(), batches(warmup + steps))
+    return statistics.median(timer.times[warmup:])
+
+
+def time_resnet50(steps: int, warmup: int) -> dict[str, float]:
+    from torchvision.models import resnet50
+
+    def module() -> ImageClassifier:
+        torch.manual_seed(0)
+        return ImageClassifier(resnet50(weights=None, num_classes=1000), num_classes=1000,
+                               lr=1e-3, optimizer="sgd")
+
+    layers = ["net.layer1", "net.layer2", "net.layer3", "net.layer4", "net.fc"]
+    batches = lambda n: gpu_batches((256, 3, 224, 224), 1000, n)  # noqa: E731
+    off, on = [], []
+    for _ in range(2):
+        off.append(time_fit(module, batches, steps, warmup, lambda: []))
+        on.append(time_fit(module, batches, steps, warmup,
+                           lambda: [SemanticVectorCallback(layers=layers, dim=32)]))
+    return {"step_ms_off": statistics.median(off) * 1e3, "step_ms_on": statistics.median(on) * 1e3,
+            "ratio": statistics.median(b / a for a, b in zip(off, on))}
+
+
+def time_distillation(steps: int, warmup: int) -> dict[str, float]:
+    knowledge = StaticKnowledge.from_vectors({"fc": torch.randn(100, 32)})
+    batches = lambda n: gpu_batches((256, 3, 32, 32), 100, n)  # noqa: E731
+
+    def plain() -> pl.LightningModule:
+        torch.manual_seed(0)
+        return ImageClassifier(resnet8x4(num_classes=100), num_classes=100, in_channels=3)
+
+    def static() -> pl.LightningModule:
+        torch.manual_seed(0)
+        return StaticDistillationModule(student=resnet8x4(num_classes=100), knowledge=knowledge,
+                                        layer_map={"fc": "fc"}, num_classes=100)
+
+    def kd() -> pl.LightningModule:
+        torch.manual_seed(0)
+        return TeacherDistillationModule(student=resnet8x4(num_classes=100),
+                                         teacher=resnet32x4(num_classes=100), num_classes=100,
+                                         method="kd")
+
+    times: dict[str, list[float]] = {"plain": [], "static": [], "kd": []}
+    for _ in range(2):
+        for name, make in (("plain", plain), ("static", static), ("kd", kd)):
+            times[name].append(time_fit(make, batches, steps, warmup, lambda: []))
+    plain_ms = statistics.median(times["plain"])
+    return {"plain_step_ms": plain_ms * 1e3,
+            "static_over_plain": statistics.median(times["static"]) / plain_ms,
+            "kd_over_plain": statistics.median(times["kd"]) / plain_ms}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per run")
+    parser.add_argument("--warmup", type=int, default=8, help="untimed steps per run")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("gpu_check: no CUDA device is visible (torch.cuda.is_available() is False). "
+              "Run this on a machine with an NVIDIA GPU; on the CPU use "
+              "benchmarks/callback_overhead.py instead.", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    torch.backends.cudnn.benchmark = True
+    results: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
+    results["precision"] = check_precisions(steps=30)
+    results["resnet50_callback"] = time_resnet50(args.steps, args.warmup)
+    results["distillation"] = time_distillation(args.steps, args.warmup)
+    results["seconds"] = time.perf_counter() - start
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,3 +7,17 @@ from lightning_semvec.layers import resolve_layers
 from lightning_semvec.neurons import NeuronReadout
 
 __all__ = ["NeuronReadout", "SemanticVectorCallback", "__version__", "resolve_layers"]
+
+from lightning_semvec.distillation import (  # noqa: E402
+    StaticDistillationModule,
+    StudentModule,
+    TeacherDistillationModule,
+)
+from lightning_semvec.knowledge import StaticKnowledge  # noqa: E402
+
+__all__ += [
+    "StaticDistillationModule",
+    "StaticKnowledge",
+    "StudentModule",
+    "TeacherDistillationModule",
+]

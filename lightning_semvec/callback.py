@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
@@ -19,12 +23,23 @@ from lightning_semvec.functional.alignment import ALIGNMENT_FORMS, AlignmentForm
 from lightning_semvec.functional.similarity import SimilarityKind, check_similarity_kind
 from lightning_semvec.functional.similarity import semantic_similarity as _semantic_similarity
 from lightning_semvec.layers import LayerSpec, matches_pattern, resolve_layers
+from lightning_semvec.metrics import NeuronActivationStatistics, SemanticFidelity
 from lightning_semvec.neurons import NeuronReadout, OutputSelector, Reduction
+from lightning_semvec.projector import (
+    TopActivatingInputs,
+    neuron_metadata,
+    sprite_thumbnail_size,
+    tile_images,
+    write_embedding,
+)
 
 if TYPE_CHECKING:
     from lightning_semvec.knowledge import StaticKnowledge
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+LabelFn = Callable[[Any], "Tensor | None"]
+ProjectorImages = Literal["off", "top1", "grid"]
+PROJECTOR_IMAGES: tuple[str, ...] = ("off", "top1", "grid")
 _OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
@@ -66,13 +81,52 @@ class SemanticVectorCallback(Callback):
             layers), ``"dense"`` or ``"factorized"``.
         seed: seeds the vectors' initialisation (a private generator: the global RNG, and so
             the model's training, is never touched).
-        class_names: names of the classes, stored with the knowledge; taken from
-            ``trainer.datamodule.class_names`` when not given.
+        class_names: names of the classes, stored with the knowledge and shown in the
+            projector; taken from ``trainer.datamodule.class_names`` when not given.
         max_neurons_per_step: for very wide layers, each update uses a fresh random subset of
             this many neurons (the same on every process): the loss over the subset's pairs is
             an unbiased estimate of the loss over all pairs, and the cost falls by ``N / K``.
             ``None`` (default) uses every neuron. Neurons left out of a step get no gradient
             (Adam's momentum still moves them a little, as for any dense optimizer).
+        log_every_n_epochs: analyse the validation data at the end of every this many
+            epochs' validation (and export at the end of ``fit``); ``None`` turns all
+            validation-time work off. See "Validation" below.
+        projector: write each layer's vectors to TensorBoard's Embedding Projector (needs a
+            ``TensorBoardLogger`` among the trainer's loggers).
+        projector_images: the picture of each neuron in the projector: ``"top1"`` (default)
+            the validation input that activates it most, ``"grid"`` its ``projector_top_k``
+            best inputs in a small grid, ``"off"`` none. Used for image inputs only
+            (``batch[0]`` of shape ``(B, C, H, W)``, ``C`` in ``{1, 3}``).
+        projector_top_k: inputs per neuron for ``projector_images="grid"``.
+        thumbnail_size: largest side of one input's thumbnail in pixels; wide layers get
+            smaller ones so that the sprite fits TensorBoard's 8192-pixel limit.
+        figures: log figures to TensorBoard (``semvec/<layer>/similarity``: semantic vs
+            activation similarity heatmaps; ``semvec/<layer>/pca``: PCA map of the vectors).
+        figure_max_neurons: the heatmaps show at most this many neurons (evenly spaced).
+        fidelity_max_neurons: :class:`~lightning_semvec.metrics.SemanticFidelity` tracks a
+            fixed random subset of this many neurons of wider layers.
+        fidelity_k: neighbours per neuron for the neighbour agreement.
+        num_classes: number of classes of the labels; taken from ``class_names``,
+            ``trainer.datamodule.num_classes`` or ``pl_module.num_classes`` when not given.
+            Without it the projector leaves the preferred class and selectivity empty.
+        label_fn: takes a validation batch and returns its ``(B,)`` integer labels (or
+            ``None``); by default ``batch[1]`` of a ``(x, y, ...)`` tuple or list with
+            integer ``y``.
+
+    Validation:
+        When a validation epoch is due (every ``log_every_n_epochs``; never during the sanity
+        check), the hooks also read the layers in eval mode, and the callback streams, per
+        layer, :class:`~lightning_semvec.metrics.NeuronActivationStatistics` (mean
+        activation, class means, selectivity, preferred class, dead neurons),
+        :class:`~lightning_semvec.metrics.SemanticFidelity` and, for images,
+        :class:`~lightning_semvec.projector.TopActivatingInputs`. At the end of the epoch
+        every process computes them (they gather across processes: collectives), the
+        callback logs ``semvec/<layer>/fidelity`` (Spearman) and
+        ``semvec/<layer>/neighbour_agreement``, and global rank 0 writes the projector files
+        (:func:`~lightning_semvec.projector.write_embedding`, merged with what earlier runs
+        wrote) and the figures through the ``TensorBoardLogger``. At the end of ``fit`` the
+        final vectors are exported too, unless that step was just exported. With another
+        logger or none, only the scalars are logged (and a one-time message says so).
 
     Example:
         >>> import lightning.pytorch as pl
@@ -105,6 +159,17 @@ class SemanticVectorCallback(Callback):
         seed: int = 0,
         class_names: Sequence[str] | None = None,
         max_neurons_per_step: int | None = None,
+        log_every_n_epochs: int | None = 1,
+        projector: bool = True,
+        projector_images: ProjectorImages = "top1",
+        projector_top_k: int = 9,
+        thumbnail_size: int = 32,
+        figures: bool = True,
+        figure_max_neurons: int = 128,
+        fidelity_max_neurons: int = 2048,
+        fidelity_k: int = 5,
+        num_classes: int | None = None,
+        label_fn: LabelFn | None = None,
     ) -> None:
         super().__init__()
         if isinstance(layers, (str, nn.Module)):
@@ -136,6 +201,32 @@ class SemanticVectorCallback(Callback):
                 f"max_neurons_per_step must be None or an integer of at least 2, got "
                 f"{max_neurons_per_step!r}."
             )
+        if log_every_n_epochs is not None and not _is_int_at_least(log_every_n_epochs, 1):
+            raise ValueError(
+                "log_every_n_epochs must be a positive integer, or None to turn validation-time "
+                f"analysis off, got {log_every_n_epochs!r}."
+            )
+        if projector_images not in PROJECTOR_IMAGES:
+            raise ValueError(
+                f"Unknown projector_images {projector_images!r}: use 'top1' (the input that "
+                "activates each neuron most), 'grid' (its projector_top_k best inputs) or 'off'."
+            )
+        for arg, value, minimum in (
+            ("projector_top_k", projector_top_k, 1),
+            ("thumbnail_size", thumbnail_size, 1),
+            ("figure_max_neurons", figure_max_neurons, 2),
+            ("fidelity_max_neurons", fidelity_max_neurons, 3),
+            ("fidelity_k", fidelity_k, 1),
+        ):
+            if not _is_int_at_least(value, minimum):
+                raise ValueError(f"{arg} must be an integer >= {minimum}, got {value!r}.")
+        if num_classes is not None and not _is_int_at_least(num_classes, 2):
+            raise ValueError(f"num_classes must be an integer >= 2 or None, got {num_classes!r}.")
+        if label_fn is not None and not callable(label_fn):
+            raise TypeError(
+                "label_fn must be a callable taking a batch and returning (B,) integer labels, "
+                f"got {type(label_fn).__name__}."
+            )
         self.layer_specs = layers
         self.dim = dim
         self.every_n_steps = every_n_steps
@@ -148,7 +239,17 @@ class SemanticVectorCallback(Callback):
         self.seed = seed
         self._class_names = list(class_names) if class_names is not None else None
         self.max_neurons_per_step = max_neurons_per_step
-        self._subset_generator = torch.Generator().manual_seed(seed)
+        self.log_every_n_epochs = log_every_n_epochs
+        self.projector = bool(projector)
+        self.projector_images: ProjectorImages = projector_images
+        self.projector_top_k = projector_top_k
+        self.thumbnail_size = thumbnail_size
+        self.figures = bool(figures)
+        self.figure_max_neurons = figure_max_neurons
+        self.fidelity_max_neurons = fidelity_max_neurons
+        self.fidelity_k = fidelity_k
+        self.num_classes = num_classes
+        self.label_fn = label_fn
 
         self.readouts: dict[str, NeuronReadout] = {}
         self.source_model: str | None = None
@@ -165,6 +266,13 @@ class SemanticVectorCallback(Callback):
         self._pending_state: dict[str, Any] | None = None
         self._warned: set[str] = set()
         self._global_rank = 0
+        # Validation-time analysis (see "Validation" in the class docstring).
+        self._resolved_num_classes: int | None = None
+        self._val_capturing = False
+        self._val_captured: dict[str, list[Tensor]] = {}
+        self._analysis: dict[str, _LayerAnalysis] | None = None
+        self._results: dict[str, _LayerResult] = {}
+        self._exported_step: int | None = None
 
     # ----------------------------------------------------------------- public views
     @property
@@ -209,6 +317,30 @@ class SemanticVectorCallback(Callback):
         """How many updates were skipped per layer (NaN/Inf activations, < 2 alive neurons)."""
         return {name: int(count.item()) for name, count in self._skipped.items()}
 
+    @property
+    def fidelity(self) -> dict[str, dict[str, float]]:
+        """``{layer: {"spearman": rho, "neighbour_agreement": a}}`` of the last analysed validation.
+
+        Empty before the first analysed validation epoch; layers with fewer than 3 neurons have
+        no fidelity. Values are NaN when too few neurons were alive.
+        """
+        return {
+            name: dict(result.fidelity)
+            for name, result in self._results.items()
+            if result.fidelity is not None
+        }
+
+    @property
+    def neuron_statistics(self) -> dict[str, dict[str, Tensor]]:
+        """``{layer: statistics}`` of the last analysed validation (CPU tensors).
+
+        The statistics are those of :class:`~lightning_semvec.metrics.NeuronActivationStatistics`
+        (``"mean_activation"`` ``(N,)``, ``"dead"`` ``(N,)``, and, when labels and the number
+        of classes are known, ``"class_means"`` ``(C, N)``, ``"class_counts"`` ``(C,)``,
+        ``"selectivity"`` ``(N,)``, ``"preferred_class"`` ``(N,)``).
+        """
+        return {name: dict(result.statistics) for name, result in self._results.items()}
+
     def to_knowledge(self) -> StaticKnowledge:
         """The vectors and their metadata as a :class:`~lightning_semvec.StaticKnowledge`."""
         from lightning_semvec.knowledge import StaticKnowledge
@@ -242,6 +374,7 @@ class SemanticVectorCallback(Callback):
         if self._class_names is None:
             names = getattr(trainer.datamodule, "class_names", None)
             self._class_names = list(names) if names is not None else None
+        self._resolved_num_classes = self._find_num_classes(trainer, pl_module)
         for name, module in self._modules.items():
             self._handles.append(module.register_forward_hook(self._make_hook(name)))
 
@@ -291,11 +424,95 @@ class SemanticVectorCallback(Callback):
         self._update(trainer, pl_module, activations)
 
     @override
+    def on_validation_epoch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> None:
+        self._analysis = None
+        if not self._analysis_due(trainer):
+            return
+        names = [name for name in self._modules if name in self._vectors]
+        if not names:
+            return  # no vectors yet (validation before the first update)
+        k = {"off": 0, "top1": 1, "grid": self.projector_top_k}[self.projector_images]
+        self._analysis = {
+            name: _LayerAnalysis.create(self, name, self._vectors[name].shape[0], k, pl_module.device)
+            for name in names
+        }
+        self._val_captured = {name: [] for name in names}
+        self._val_capturing = True
+
+    @override
+    def on_validation_batch_start(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._analysis is not None:
+            self._val_captured = {name: [] for name in self._analysis}
+
+    @override
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._analysis is None:
+            return
+        captured, self._val_captured = self._val_captured, {n: [] for n in self._analysis}
+        labels = self._labels_of(batch)
+        images = self._images_of(batch) if self.projector_images != "off" else None
+        for name, analysis in self._analysis.items():
+            for position, chunk in enumerate(captured.get(name, [])):
+                analysis.update(chunk, labels, images if position == 0 else None)
+
+    @override
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        analysis, self._analysis = self._analysis, None
+        self._val_capturing = False
+        self._val_captured = {}
+        if analysis is None:
+            return
+        step = trainer.global_step
+        # Every process computes every metric, in the same order: each one gathers.
+        results = {name: layer.compute(self, step) for name, layer in analysis.items()}
+        for result in results.values():
+            if result.fidelity is not None:
+                for key, metric in (("spearman", "fidelity"), ("neighbour_agreement",) * 2):
+                    pl_module.log(
+                        f"semvec/{result.name}/{metric}",
+                        result.fidelity[key],
+                        on_step=False,
+                        on_epoch=True,
+                        batch_size=1,
+                        sync_dist=True,  # equal on every process already; keeps Lightning quiet
+                    )
+        self._results.update(results)
+        if trainer.is_global_zero:
+            self._export(trainer, step)
+
+    @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.log_every_n_epochs is None or not self._vectors:
+            return
+        if trainer.is_global_zero and self._exported_step != trainer.global_step:
+            self._export(trainer, trainer.global_step)
+
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             self._remove_hooks()
             self._captured = {}
             self._capturing = False
+            self._analysis = None
+            self._val_captured = {}
+            self._val_capturing = False
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -309,7 +526,6 @@ class SemanticVectorCallback(Callback):
             "last_seen_step": self._last_seen_step,
             "training_steps": self.training_steps,
             "dim": self.dim,
-            "subset_generator": self._subset_generator.get_state(),
         }
 
     @override
@@ -325,8 +541,6 @@ class SemanticVectorCallback(Callback):
         self._pending_state = state_dict
         self._last_seen_step = state_dict.get("last_seen_step")
         self.training_steps = state_dict.get("training_steps", 0)
-        if "subset_generator" in state_dict:
-            self._subset_generator.set_state(state_dict["subset_generator"])
 
     # ----------------------------------------------------------------- internals
     def _readout_for(self, name: str) -> NeuronReadout:
@@ -353,6 +567,8 @@ class SemanticVectorCallback(Callback):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if self._capturing and module.training:
                 self._captured[name].append(readout.read(output, name))
+            elif self._val_capturing and not module.training and name in self._val_captured:
+                self._val_captured[name].append(readout.read(output, name))
 
         return hook
 
@@ -365,6 +581,137 @@ class SemanticVectorCallback(Callback):
         if key not in self._warned:
             self._warned.add(key)
             rank_zero_warn(message)
+
+    def _info_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            rank_zero_info(message)
+
+    # ----------------------------------------------------------------- validation internals
+    def _analysis_due(self, trainer: pl.Trainer) -> bool:
+        return (
+            self.log_every_n_epochs is not None
+            and not trainer.sanity_checking
+            and trainer.state.fn == TrainerFn.FITTING
+            and (trainer.current_epoch + 1) % self.log_every_n_epochs == 0
+        )
+
+    def _find_num_classes(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> int | None:
+        if self.num_classes is not None:
+            return self.num_classes
+        hparams = getattr(pl_module, "hparams", None) or {}
+        for candidate in (
+            len(self._class_names) if self._class_names else None,
+            getattr(trainer.datamodule, "num_classes", None),
+            getattr(pl_module, "num_classes", None),
+            hparams.get("num_classes") if isinstance(hparams, Mapping) else None,
+        ):
+            if _is_int_at_least(candidate, 2):
+                return int(candidate)  # type: ignore[arg-type]
+        return None
+
+    def _labels_of(self, batch: Any) -> Tensor | None:
+        if self.label_fn is not None:
+            labels = self.label_fn(batch)
+            if labels is not None and not _is_label_tensor(labels):
+                shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+                raise TypeError(
+                    "label_fn must return the batch's labels as a (B,) integer tensor, or None; "
+                    f"got {shape}" + (f" of dtype {labels.dtype}" if isinstance(labels, Tensor) else "")
+                    + "."
+                )
+        elif isinstance(batch, (tuple, list)) and len(batch) >= 2 and _is_label_tensor(batch[1]):
+            labels = batch[1]
+        else:
+            labels = None
+        if labels is None:
+            self._info_once(
+                "no-labels",
+                "SemanticVectorCallback: validation batches carry no integer labels at batch[1], "
+                "so the projector shows no preferred class or selectivity; pass label_fn to "
+                "pick them out of the batch.",
+            )
+        elif self._resolved_num_classes is None:
+            self._info_once(
+                "no-num-classes",
+                "SemanticVectorCallback: the number of classes is unknown, so the projector "
+                "shows no preferred class or selectivity; pass num_classes or class_names.",
+            )
+        return labels
+
+    def _images_of(self, batch: Any) -> Tensor | None:
+        x = batch[0] if isinstance(batch, (tuple, list)) and len(batch) > 0 else batch
+        if (
+            isinstance(x, Tensor)
+            and x.ndim == 4
+            and x.shape[1] in (1, 3)
+            and (x.is_floating_point() or x.dtype == torch.uint8)
+        ):
+            return x
+        self._info_once(
+            "no-images",
+            "SemanticVectorCallback: projector_images needs image inputs (batch[0] of shape "
+            "(B, C, H, W) with 1 or 3 channels); these validation inputs are not, so the "
+            "projector gets no neuron images.",
+        )
+        return None
+
+    def _tensorboard_logger(self, trainer: pl.Trainer) -> TensorBoardLogger | None:
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                return logger
+        self._info_once(
+            "no-tensorboard",
+            "SemanticVectorCallback: no TensorBoardLogger among the trainer's loggers, so the "
+            "Embedding Projector export and the figures are skipped (fidelity is still logged).",
+        )
+        return None
+
+    def _export(self, trainer: pl.Trainer, step: int) -> None:
+        """Write the projector files and figures of every layer (global rank 0 only)."""
+        if not (self.projector or self.figures):
+            return
+        logger = self._tensorboard_logger(trainer)
+        if logger is None:
+            return
+        experiment = logger.experiment  # creates the event file, so TensorBoard lists the run
+        for name, vectors in self.semantic_vectors.items():
+            result = self._results.get(name)
+            if self.projector:
+                sprite = None
+                if result is not None and result.thumbnails is not None:
+                    sprite = tile_images(result.thumbnails)
+                metadata = neuron_metadata(
+                    name,
+                    vectors.shape[0],
+                    result.statistics if result is not None else None,
+                    self._class_names,
+                )
+                write_embedding(logger.log_dir, name, vectors, step, metadata, sprite)
+            if self.figures:
+                self._log_figures(experiment, name, vectors, result, step)
+        experiment.flush()
+        self._exported_step = step
+
+    def _log_figures(
+        self, experiment: Any, name: str, vectors: Tensor, result: _LayerResult | None, step: int
+    ) -> None:
+        from lightning_semvec.figures import evenly_spaced, pca_map, similarity_heatmaps
+
+        if result is not None and result.activation_similarity is not None:
+            ids, s_act = result.similarity_ids, result.activation_similarity
+            title = f"{name}: step {step} (activations: validation at step {result.step})"
+        else:
+            ids, s_act = evenly_spaced(vectors.shape[0], self.figure_max_neurons), None
+            title = f"{name}: step {step}"
+        assert ids is not None
+        figure = similarity_heatmaps(_semantic_similarity(vectors[ids]), s_act, neuron_ids=ids,
+                                     title=title)
+        experiment.add_figure(f"semvec/{name}/similarity", figure, global_step=step, close=True)
+        stats = result.statistics if result is not None else {}
+        figure = pca_map(vectors, stats.get("preferred_class"), self._class_names,
+                         stats.get("dead"), title=f"{name}: semantic vectors, PCA (step {step})")
+        experiment.add_figure(f"semvec/{name}/pca", figure, global_step=step, close=True)
 
     def _init_vectors(self, name: str, num_neurons: int, device: torch.device) -> nn.Parameter:
         generator = torch.Generator().manual_seed(self.seed + zlib.crc32(name.encode()))
@@ -412,11 +759,16 @@ class SemanticVectorCallback(Callback):
                     f"semantic vectors have {p.shape[0]} (from a checkpoint or an earlier step)."
                 )
 
-    def _neuron_subset(self, num_neurons: int, device: torch.device) -> Tensor | None:
-        """Indices of this step's neurons, or ``None`` for all (same on every process)."""
+    def _neuron_subset(self, num_neurons: int, step: int, device: torch.device) -> Tensor | None:
+        """Indices of this step's neurons, or ``None`` for all.
+
+        Drawn from a generator seeded by (seed, step): the same on every process and after a
+        resume, with no generator state to save or to send to spawned processes.
+        """
         if self.max_neurons_per_step is None or num_neurons <= self.max_neurons_per_step:
             return None
-        chosen = torch.randperm(num_neurons, generator=self._subset_generator)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        chosen = torch.randperm(num_neurons, generator=generator)
         return chosen[: self.max_neurons_per_step].to(device, non_blocking=True)
 
     def _gather(
@@ -468,7 +820,7 @@ class SemanticVectorCallback(Callback):
             for name in names:
                 acts, weights = batch[name]
                 vectors: Tensor = self._vectors[name]
-                subset = self._neuron_subset(acts.shape[1], device)
+                subset = self._neuron_subset(acts.shape[1], trainer.global_step, device)
                 if subset is not None:
                     acts, vectors = acts.index_select(1, subset), vectors.index_select(0, subset)
                 finite = torch.isfinite(acts).all()
@@ -507,6 +859,137 @@ class SemanticVectorCallback(Callback):
                               on_epoch=False, batch_size=1)
                 pl_module.log(f"semvec/{name}/skipped_steps", self._skipped[name].float(),
                               on_step=True, on_epoch=False, batch_size=1)
+
+
+def _is_int_at_least(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_label_tensor(value: Any) -> bool:
+    return (
+        isinstance(value, Tensor)
+        and value.ndim == 1
+        and not value.is_floating_point()
+        and not value.is_complex()
+        and value.dtype != torch.bool
+    )
+
+
+@dataclass
+class _LayerResult:
+    """What one analysed validation epoch found for one layer (CPU tensors)."""
+
+    name: str
+    step: int
+    statistics: dict[str, Tensor]
+    fidelity: dict[str, float] | None
+    similarity_ids: Tensor | None  # (n,) neurons shown in the heatmap
+    activation_similarity: Tensor | None  # (n, n)
+    thumbnails: Tensor | None  # (N, k, 3, t, t) uint8
+
+
+_CLASS_STATISTICS = ("class_means", "class_counts", "selectivity", "preferred_class")
+
+
+class _LayerAnalysis:
+    """The metrics one layer streams over one validation epoch."""
+
+    def __init__(
+        self,
+        name: str,
+        statistics: NeuronActivationStatistics,
+        fidelity: SemanticFidelity | None,
+        top: TopActivatingInputs | None,
+        labelled: bool,
+    ) -> None:
+        self.name = name
+        self.statistics = statistics
+        self.fidelity = fidelity
+        self.top = top
+        self.labelled = labelled  # class statistics are reported only if every batch had labels
+        self.images_seen = False
+
+    @classmethod
+    def create(
+        cls,
+        callback: SemanticVectorCallback,
+        name: str,
+        num_neurons: int,
+        images_per_neuron: int,
+        device: torch.device,
+    ) -> _LayerAnalysis:
+        num_classes = callback._resolved_num_classes
+        statistics = NeuronActivationStatistics(num_neurons, num_classes or 2).to(device)
+        fidelity = None
+        if num_neurons >= 3:
+            tracked = min(num_neurons, callback.fidelity_max_neurons)
+            fidelity = SemanticFidelity(
+                num_neurons,
+                similarity=callback.similarity,
+                max_neurons=callback.fidelity_max_neurons,
+                k=min(callback.fidelity_k, tracked - 1),
+                seed=callback.seed,
+            ).to(device)
+        top = None
+        if images_per_neuron:
+            size = sprite_thumbnail_size(num_neurons, images_per_neuron, callback.thumbnail_size)
+            top = TopActivatingInputs(num_neurons, images_per_neuron, size).to(device)
+        return cls(name, statistics, fidelity, top, labelled=num_classes is not None)
+
+    def update(self, activations: Tensor, labels: Tensor | None, images: Tensor | None) -> None:
+        """One captured ``(M, N)`` chunk; ``M`` is ``B`` or ``B * positions`` when aligned."""
+        device = self.statistics.sums.device
+        acts = activations.to(device)
+        if self.fidelity is not None:
+            self.fidelity.update(acts)
+        batch = labels.shape[0] if labels is not None else (
+            images.shape[0] if images is not None else 0
+        )
+        per_input = acts.shape[0] // batch if batch and acts.shape[0] % batch == 0 else 0
+        if labels is not None and per_input and self.labelled:
+            row_labels = labels.to(device=device, dtype=torch.long)
+            if per_input > 1:
+                row_labels = row_labels.repeat_interleave(per_input)
+        else:
+            self.labelled = False
+            row_labels = torch.zeros(acts.shape[0], dtype=torch.long, device=device)
+        try:
+            self.statistics.update(acts, row_labels)
+        except ValueError as err:
+            raise ValueError(
+                f"SemanticVectorCallback: the validation labels of layer {self.name!r} do not "
+                f"fit: {err} Pass num_classes=... (or class_names) matching the labels, or a "
+                "label_fn."
+            ) from err
+        if self.top is not None and images is not None and per_input and images.shape[0] == batch:
+            per_image = acts if per_input == 1 else acts.view(batch, per_input, -1).mean(dim=1)
+            self.top.update(per_image, images)
+            self.images_seen = True
+
+    def compute(self, callback: SemanticVectorCallback, step: int) -> _LayerResult:
+        """Compute every metric; each gathers across processes, so every process calls this."""
+        with warnings.catch_warnings():
+            # A process that saw no validation batch still joins the gathers.
+            warnings.filterwarnings("ignore", message=".*was called before the ``update``.*")
+            statistics = {k: v.detach().cpu() for k, v in self.statistics.compute().items()}
+            if not self.labelled:
+                statistics = {k: v for k, v in statistics.items() if k not in _CLASS_STATISTICS}
+            fidelity = ids = s_act = None
+            if self.fidelity is not None:
+                self.fidelity.set_vectors(callback._vectors[self.name].detach())
+                fidelity = {k: float(v) for k, v in self.fidelity.compute().items()}
+                if callback.figures:
+                    from lightning_semvec.figures import evenly_spaced
+
+                    similarity, _ = self.fidelity.compute_similarity()
+                    tracked = self.fidelity.neuron_indices.cpu()
+                    pick = evenly_spaced(tracked.numel(), callback.figure_max_neurons)
+                    ids, s_act = tracked[pick], similarity.cpu()[pick][:, pick]
+            thumbnails = None
+            if self.top is not None:
+                top = self.top.compute()
+                thumbnails = top["thumbnails"].cpu() if self.images_seen else None
+        return _LayerResult(self.name, step, statistics, fidelity, ids, s_act, thumbnails)
 
 
 def _logs_this_step(trainer: pl.Trainer) -> bool:

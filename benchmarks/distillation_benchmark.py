@@ -1,0 +1,313 @@
+"""Static distillation against a plain student and the teacher-run baselines, on digits.
+
+What it does, in one process on the CPU:
+
+1. Trains a teacher (``SmallCNN(width=32, hidden=128)``) on scikit-learn's digits upscaled
+   to 16x16, with a :class:`~lightning_semvec.SemanticVectorCallback` on its logits
+   (``net.classifier.3``) and penultimate (``net.classifier.2``) layers, and exports the
+   knowledge file.
+2. Trains the same small student architecture (``SmallCNN(width=4, hidden=16)`` by default)
+   with each method, for every seed, with the same epochs, optimizer and data order:
+   ``plain`` (task loss only), ``kd``, ``rkd``, ``sp``, ``cc``, ``pkt`` (the teacher runs on
+   every batch; default weights) and the static variants (knowledge file only).
+3. Prints and writes a markdown table: mean +- std test accuracy over seeds and each
+   method's median training-step time over the plain student's, timed in the same run
+   (methods are interleaved seed by seed, so drift hits them all alike).
+
+Run (the full benchmark, about 10-15 minutes on 2 CPU cores)::
+
+    python benchmarks/distillation_benchmark.py --seeds 5 --epochs 30 --output docs/results.md
+
+Smoke mode (seconds; used by ``tests/test_benchmarks_smoke.py``)::
+
+    python benchmarks/distillation_benchmark.py --quick --output /tmp/results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from lightning_semvec import (
+    SemanticVectorCallback,
+    StaticDistillationModule,
+    StaticKnowledge,
+    StudentModule,
+    TeacherDistillationModule,
+)
+from lightning_semvec.data import DigitsDataModule
+from lightning_semvec.models import ImageClassifier, SmallCNN
+
+TEACHER_LOGITS = "net.classifier.3"
+TEACHER_PENULTIMATE = "net.classifier.2"
+STUDENT_LOGITS = "classifier.3"
+STUDENT_HIDDEN = "classifier.1"  # the Linear before the ReLU: its width is known
+STUDENT_PENULTIMATE = "classifier.2"
+
+
+@dataclass
+class Config:
+    """Everything a run depends on; printed at the top of the results."""
+
+    seeds: int = 5
+    epochs: int = 30
+    teacher_epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    upscale: int = 2
+    teacher_width: int = 32
+    teacher_hidden: int = 128
+    student_width: int = 4
+    student_hidden: int = 16
+    vector_dim: int = 16
+    threads: int = 1
+    limit_train_batches: int | float = 1.0
+    limit_test_batches: int | float = 1.0
+    methods: list[str] = field(default_factory=list)
+
+
+class StepTimer(pl.Callback):
+    """Wall time of every training step: forward, backward and optimizer step."""
+
+    def __init__(self) -> None:
+        self.durations: list[float] = []
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.durations.append(time.perf_counter() - self._start)
+
+    def median(self) -> float:
+        # The first steps pay for allocations and lazy set-up; leave them out when possible.
+        kept = self.durations[5:] if len(self.durations) > 10 else self.durations
+        return statistics.median(kept)
+
+
+def make_trainer(config: Config, epochs: int, callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        limit_train_batches=config.limit_train_batches,
+        limit_test_batches=config.limit_test_batches,
+        callbacks=callbacks or [],
+        deterministic=False,
+    )
+
+
+def make_data(config: Config) -> DigitsDataModule:
+    return DigitsDataModule(batch_size=config.batch_size, upscale=config.upscale, seed=0)
+
+
+def test_accuracy(trainer: pl.Trainer, module: pl.LightningModule, data: DigitsDataModule) -> float:
+    results = trainer.test(module, datamodule=data, verbose=False)
+    return float(results[0]["test/acc"])
+
+
+def train_teacher(config: Config, out_dir: Path) -> tuple[nn.Module, Path, float]:
+    pl.seed_everything(1000, verbose=False)
+    net = SmallCNN(1, 10, width=config.teacher_width, hidden=config.teacher_hidden)
+    teacher = ImageClassifier(net, num_classes=10, lr=config.lr, max_epochs=config.teacher_epochs)
+    semvec = SemanticVectorCallback(layers=[TEACHER_LOGITS, TEACHER_PENULTIMATE], dim=config.vector_dim)
+    data = make_data(config)
+    trainer = make_trainer(config, config.teacher_epochs, [semvec])
+    trainer.fit(teacher, datamodule=data)
+    accuracy = test_accuracy(trainer, teacher, data)
+    path = semvec.export_knowledge(out_dir / "teacher.semvec.safetensors")
+    return teacher.net.eval(), path, accuracy
+
+
+def student_net(config: Config) -> nn.Module:
+    return SmallCNN(1, 10, width=config.student_width, hidden=config.student_hidden)
+
+
+def method_builders(
+    config: Config, teacher: nn.Module, knowledge: StaticKnowledge
+) -> dict[str, Callable[[], StudentModule]]:
+    """Every method by name: a function building a fresh student module (after seeding)."""
+    common: dict[str, Any] = dict(lr=config.lr, max_epochs=config.epochs)
+
+    def teacher_run(method: str, **kwargs: Any) -> Callable[[], StudentModule]:
+        def build() -> StudentModule:
+            features = {} if method == "kd" else dict(
+                student_feature_layer=STUDENT_PENULTIMATE, teacher_feature_layer="classifier.2"
+            )
+            return TeacherDistillationModule(
+                student_net(config), teacher, num_classes=10, method=method, **features, **common, **kwargs
+            )
+
+        return build
+
+    def static(layer_map: dict[str, str], **kwargs: Any) -> Callable[[], StudentModule]:
+        def build() -> StudentModule:
+            return StaticDistillationModule(student_net(config), knowledge, layer_map, **common, **kwargs)
+
+        return build
+
+    logits = {STUDENT_LOGITS: TEACHER_LOGITS}
+    both = {STUDENT_LOGITS: TEACHER_LOGITS, STUDENT_HIDDEN: TEACHER_PENULTIMATE}
+    return {
+        "plain": lambda: StudentModule(student_net(config), num_classes=10, **common),
+        "kd": teacher_run("kd"),
+        "rkd": teacher_run("rkd"),
+        "sp": teacher_run("sp"),
+        "cc": teacher_run("cc"),
+        "pkt": teacher_run("pkt"),
+        # The paper's form: the logit layer's similarity, weight 1.
+        "static": static(logits, weight=1.0),
+        # Explored variants (see docs/results.md for what each tried).
+        "static_w10": static(logits, weight=10.0),
+        "static_penultimate": static(both, weight=1.0),
+        "static_cosine": static(logits, weight=1.0, similarity="cosine"),
+        "static+soft": static(logits, weight=1.0, soft_targets=1.0, soft_target_temperature=0.1),
+        "static+soft_t05": static(logits, weight=1.0, soft_targets=1.0, soft_target_temperature=0.05),
+        "soft_only": static({}, soft_targets=1.0, soft_target_temperature=0.1),
+    }
+
+
+DEFAULT_METHODS = ["plain", "kd", "rkd", "sp", "cc", "pkt", "static", "static+soft"]
+
+
+@dataclass
+class Result:
+    accuracies: list[float] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)
+
+
+def run(config: Config, out_dir: Path) -> tuple[dict[str, Result], float, float]:
+    torch.set_num_threads(config.threads)
+    start = time.perf_counter()
+    teacher, knowledge_path, teacher_accuracy = train_teacher(config, out_dir)
+    knowledge = StaticKnowledge.load(knowledge_path)  # the static students see only this file
+    builders = method_builders(config, teacher, knowledge)
+    unknown = [m for m in config.methods if m not in builders]
+    if unknown:
+        raise SystemExit(f"Unknown methods {unknown}; known: {list(builders)}")
+    results = {m: Result() for m in config.methods}
+    data = make_data(config)
+    for seed in range(config.seeds):
+        for method in config.methods:
+            pl.seed_everything(seed, verbose=False)
+            module = builders[method]()
+            timer = StepTimer()
+            trainer = make_trainer(config, config.epochs, [timer])
+            trainer.fit(module, datamodule=data)
+            accuracy = test_accuracy(trainer, module, data)
+            results[method].accuracies.append(accuracy)
+            results[method].step_times.append(timer.median())
+            print(
+                f"seed {seed} {method:>20}: test acc {accuracy:.4f}, "
+                f"median step {1e3 * timer.median():.2f} ms",
+                flush=True,
+            )
+    return results, teacher_accuracy, time.perf_counter() - start
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def format_table(config: Config, results: dict[str, Result], teacher_accuracy: float, seconds: float, command: str) -> str:
+    plain_times = results["plain"].step_times if "plain" in results else None
+    lines = [
+        "| method | test accuracy (%), mean ± std | step time / plain (median of per-seed ratios) |",
+        "|---|---|---|",
+    ]
+    for method, result in results.items():
+        mean, std = _mean_std(result.accuracies)
+        if plain_times:
+            ratios = [t / p for t, p in zip(result.step_times, plain_times)]
+            ratio = f"{statistics.median(ratios):.2f}×"
+        else:
+            ratio = "n/a"
+        lines.append(f"| {method} | {100 * mean:.2f} ± {100 * std:.2f} | {ratio} |")
+    plain_ms = 1e3 * statistics.median(plain_times) if plain_times else math.nan
+    header = [
+        f"Command: `{command}`",
+        "",
+        f"Teacher SmallCNN(width={config.teacher_width}, hidden={config.teacher_hidden}): "
+        f"test accuracy {100 * teacher_accuracy:.2f}%. Student SmallCNN(width="
+        f"{config.student_width}, hidden={config.student_hidden}); {config.seeds} seeds, "
+        f"{config.epochs} epochs, Adam lr {config.lr} with a cosine schedule, batch "
+        f"{config.batch_size}, digits at {8 * config.upscale}x{8 * config.upscale}, "
+        f"{config.threads} torch thread(s). Plain student's median step: {plain_ms:.2f} ms. "
+        f"Wall time of the whole run: {seconds / 60:.1f} min.",
+        "",
+    ]
+    return "\n".join(header + lines) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=30, help="student epochs")
+    parser.add_argument("--teacher-epochs", type=int, default=30)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--student-width", type=int, default=4)
+    parser.add_argument("--student-hidden", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run (seconds)")
+    parser.add_argument("--output", type=Path, default=None, help="markdown file for the table")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the knowledge file goes")
+    args = parser.parse_args(argv)
+    config = Config(
+        seeds=args.seeds,
+        epochs=args.epochs,
+        teacher_epochs=args.teacher_epochs,
+        lr=args.lr,
+        student_width=args.student_width,
+        student_hidden=args.student_hidden,
+        threads=args.threads,
+        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+    )
+    if args.quick:
+        config.seeds, config.epochs, config.teacher_epochs = 2, 1, 1
+        config.limit_train_batches, config.limit_test_batches = 3, 2
+    if "plain" not in config.methods:
+        config.methods.insert(0, "plain")
+    return config, args
+
+
+def main(argv: list[str] | None = None) -> str:
+    config, args = parse_args(argv)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    workdir = args.workdir or (args.output.parent if args.output else Path("."))
+    workdir.mkdir(parents=True, exist_ok=True)
+    results, teacher_accuracy, seconds = run(config, workdir)
+    command = "python " + " ".join(["benchmarks/distillation_benchmark.py", *(argv if argv is not None else sys.argv[1:])])
+    table = format_table(config, results, teacher_accuracy, seconds, command)
+    print(table)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(table)
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""After training on the digits, the logged fidelity shows the vectors reproduce the validation data.
+
+Setup (found by a small sweep; about 2 s of training on 2 CPU cores): the demo-like network
+``SmallCNN(width=8, hidden=32)`` in ``ImageClassifier`` (Adam, lr 3e-3), digits in batches of
+32, 4 epochs (160 steps); the callback learns 8-d vectors with Adam at lr 0.05 for the logits
+(``net.classifier.3``, 10 neurons) and the second convolution (``net.features.2``, 16
+channels). Measured on the 270 validation digits after the last epoch: Spearman about 0.99
+for both layers (0.989 and 0.989), neighbour agreement (k = 5) 0.98 and 0.975.
+"""
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+from lightning_semvec import SemanticVectorCallback
+from lightning_semvec.data import DigitsDataModule
+from lightning_semvec.metrics import SemanticFidelity
+from lightning_semvec.models import ImageClassifier, SmallCNN
+
+LAYERS = ["net.classifier.3", "net.features.2"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    pl.seed_everything(0, verbose=False)
+    data = DigitsDataModule(batch_size=32)
+    model = ImageClassifier(SmallCNN(in_channels=1, num_classes=10, width=8, hidden=32), lr=3e-3)
+    semvec = SemanticVectorCallback(layers=LAYERS, dim=8, lr=0.05, projector=False, figures=False)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_epochs=4, callbacks=[semvec],
+        logger=CSVLogger(tmp_path_factory.mktemp("logs")), enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )
+    trainer.fit(model, datamodule=data)
+    return trainer, model, data, semvec
+
+
+def validation_fidelity(model, data, layer, vectors):
+    """The metric computed independently: hook the layer, run the validation set once."""
+    module = dict(model.named_modules())[layer]
+    metric = SemanticFidelity(num_neurons=vectors.shape[0])
+    handle = module.register_forward_hook(lambda m, i, out: metric.update(
+        out.mean(dim=(2, 3)) if out.ndim == 4 else out))
+    model.eval()
+    try:
+        with torch.no_grad():
+            for images, _ in data.val_dataloader():
+                model(images)
+    finally:
+        handle.remove()
+    metric.set_vectors(vectors)
+    return {key: value.item() for key, value in metric.compute().items()}
+
+
+def test_fidelity_is_logged_per_layer_and_high_after_training(trained):
+    trainer, model, data, semvec = trained
+    for layer in LAYERS:
+        logged = trainer.callback_metrics[f"semvec/{layer}/fidelity"].item()
+        agreement = trainer.callback_metrics[f"semvec/{layer}/neighbour_agreement"].item()
+        expected = validation_fidelity(model, data, layer, semvec.semantic_vectors[layer])
+        assert logged == pytest.approx(expected["spearman"], abs=1e-5)
+        assert agreement == pytest.approx(expected["neighbour_agreement"], abs=1e-5)
+        assert logged >= 0.8, (layer, logged)
+    text = (trainer.logger.log_dir + "/metrics.csv")
+    header = open(text).readline()
+    assert "semvec/net.classifier.3/fidelity" in header
+    assert "semvec/net.features.2/neighbour_agreement" in header
+
+
+def test_random_vectors_score_far_lower(trained):
+    _, model, data, semvec = trained
+    g = torch.Generator().manual_seed(0)
+    for layer in LAYERS:
+        shape = semvec.semantic_vectors[layer].shape
+        random = validation_fidelity(model, data, layer, torch.randn(*shape, generator=g))
+        assert random["spearman"] < 0.5 < semvec.fidelity[layer]["spearman"]

@@ -1,0 +1,363 @@
+"""The projector export: TensorBoard's file format, merging across runs, neuron images, DDP."""
+
+import logging
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader, DistributedSampler
+
+from lightning_semvec import SemanticVectorCallback
+from lightning_semvec.projector import (
+    METADATA_COLUMNS,
+    TopActivatingInputs,
+    neuron_metadata,
+    read_embedding_metadata,
+    read_embedding_tensor,
+    read_projector_config,
+    sprite_thumbnail_size,
+    tile_images,
+    to_thumbnails,
+    write_embedding,
+)
+from tiny_models import TinyConvNet, make_data, trainer_kwargs
+
+LAYERS = ["features.1", "classifier.2"]
+
+
+def fit(tmp_path, callbacks, model=None, version=0, ckpt_path=None, **overrides):
+    pl.seed_everything(0, verbose=False)
+    kwargs = trainer_kwargs(
+        logger=TensorBoardLogger(tmp_path, name="run", version=version),
+        limit_val_batches=None,
+        max_epochs=2,
+    )
+    kwargs.update(overrides)
+    trainer = pl.Trainer(callbacks=callbacks, **kwargs)
+    trainer.fit(model or TinyConvNet(), ckpt_path=ckpt_path)
+    return trainer
+
+
+# ------------------------------------------------------------------ file format and merging
+
+
+def test_write_embedding_files_follow_tensorboards_format(tmp_path):
+    from PIL import Image
+
+    vectors = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    sprite = torch.randint(0, 256, (5, 3, 6, 6), dtype=torch.uint8)
+    metadata = {"layer": ["fc"] * 5, "neuron": np.arange(5), "score": np.linspace(0, 1, 5),
+                "note": ["a\tb", "c\nd", "e", "f", "g"]}
+    entry = write_embedding(tmp_path, "net/fc", vectors, 7, metadata, sprite)
+
+    assert entry.tensor_name == "net/fc:00007" and entry.tag == "net/fc" and entry.step == 7
+    folder = tmp_path / "00007" / "net%2ffc"  # slashes escaped as add_embedding does
+    assert entry.tensor_path == "00007/net%2ffc/tensors.tsv"
+    assert sorted(p.name for p in folder.iterdir()) == ["metadata.tsv", "sprite.png", "tensors.tsv"]
+    np.testing.assert_allclose(read_embedding_tensor(tmp_path, entry), vectors.numpy(), rtol=1e-6)
+    lines = (folder / "metadata.tsv").read_text().splitlines()
+    assert lines[0] == "layer\tneuron\tscore\tnote" and len(lines) == 6
+    assert lines[2] == "fc\t1\t0.25\tc d"  # tabs and newlines inside values cannot break rows
+    assert read_embedding_metadata(tmp_path, entry)["note"][0] == "a b"
+    image = np.asarray(Image.open(folder / "sprite.png"))
+    assert image.shape == (18, 18, 3) and entry.sprite_dim == (6, 6)  # 3x3 grid of 6x6
+    assert np.array_equal(image[6:12, 0:6], sprite[3].permute(1, 2, 0).numpy())
+    (listed,) = read_projector_config(tmp_path)
+    assert listed == entry and listed.tensor_shape == (5, 3)
+
+
+def test_single_metadata_column_has_no_header(tmp_path):
+    entry = write_embedding(tmp_path, "fc", torch.zeros(3, 2), metadata={"label": ["x", "y", "z"]})
+    assert (tmp_path / entry.metadata_path).read_text() == "x\ny\nz\n"
+
+
+def test_config_is_merged_not_overwritten_and_same_name_replaced(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(tmp_path)  # an entry from TensorBoard's own add_embedding
+    writer.add_embedding(torch.zeros(4, 2), metadata=list("abcd"), tag="old", global_step=1)
+    writer.close()
+    write_embedding(tmp_path, "fc", torch.zeros(3, 2), 2)
+    write_embedding(tmp_path, "fc", torch.ones(3, 2), 2)  # rewritten: replaces, no duplicate
+    write_embedding(tmp_path, "fc", torch.ones(3, 2), 3)
+    entries = read_projector_config(tmp_path)
+    assert [e.tensor_name for e in entries] == ["old:00001", "fc:00002", "fc:00003"]
+    assert read_embedding_tensor(tmp_path, entries[1]).tolist() == [[1.0, 1.0]] * 3
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"vectors must be \(N, d\)"):
+        write_embedding(tmp_path, "fc", torch.zeros(3), 0)
+    with pytest.raises(ValueError, match="one value per point"):
+        write_embedding(tmp_path, "fc", torch.zeros(3, 2), 0, metadata={"a": [1, 2]})
+    with pytest.raises(ValueError, match="sprite_images"):
+        write_embedding(tmp_path, "fc", torch.zeros(3, 2), 0, sprite_images=torch.zeros(3, 2, 4, 4))
+    with pytest.raises(ValueError, match="8192"):
+        write_embedding(tmp_path, "fc", torch.zeros(4, 2), 0,
+                        sprite_images=torch.zeros(4, 1, 4097, 4097, dtype=torch.uint8))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "projector_config.pbtxt").write_text("embeddings { nonsense")
+    with pytest.raises(ValueError, match="not a valid projector config"):
+        read_projector_config(tmp_path / "bad")
+
+
+def test_entries_written_before_a_resume_are_still_listed(tmp_path):
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    first = SemanticVectorCallback(layers=LAYERS, dim=3, figures=False)
+    fit(tmp_path, [first, ckpt], max_epochs=2, enable_checkpointing=True)
+    log_dir = tmp_path / "run" / "version_0"
+    before = [e.tensor_name for e in read_projector_config(log_dir)]
+    assert before == ["features.1:00006", "classifier.2:00006", "features.1:00012",
+                      "classifier.2:00012"]  # 96 samples / 16 = 6 steps per epoch
+
+    # A new process resumes into the same log folder: a fresh callback, logger and writer.
+    resumed = SemanticVectorCallback(layers=LAYERS, dim=3, figures=False)
+    fit(tmp_path, [resumed], max_epochs=4, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    after = [e.tensor_name for e in read_projector_config(log_dir)]
+    assert after == before + ["features.1:00018", "classifier.2:00018", "features.1:00024",
+                              "classifier.2:00024"]
+    for entry in read_projector_config(log_dir):
+        assert (log_dir / entry.tensor_path).is_file() and (log_dir / entry.metadata_path).is_file()
+
+
+# ------------------------------------------------------------------ the callback's export
+
+
+def test_callback_writes_every_layer_with_all_metadata_columns_and_sprite(tmp_path):
+    semvec = SemanticVectorCallback(layers=LAYERS, dim=3, figures=False, log_every_n_epochs=2,
+                                    num_classes=3)
+    trainer = fit(tmp_path, [semvec], max_epochs=3)
+    log_dir = tmp_path / "run" / "version_0"
+    entries = read_projector_config(log_dir)
+    # Epoch 2 (step 12) by the cadence, then the end of fit (step 18).
+    assert [e.tensor_name for e in entries] == ["features.1:00012", "classifier.2:00012",
+                                                "features.1:00018", "classifier.2:00018"]
+    for entry in entries:
+        n = {"features.1": 4, "classifier.2": 3}[entry.tag]
+        columns = read_embedding_metadata(log_dir, entry)
+        assert tuple(columns) == METADATA_COLUMNS
+        assert all(len(values) == n for values in columns.values())
+        assert columns["layer"] == [entry.tag] * n and columns["neuron"] == [str(i) for i in range(n)]
+        assert entry.sprite_dim == (32, 32) and entry.tensor_shape == (n, 3)
+    # The statistics come from the validation set: 32 samples of 3 classes.
+    stats = semvec.neuron_statistics["classifier.2"]
+    assert stats["class_counts"].sum() == 32
+    columns = read_embedding_metadata(log_dir, entries[1])
+    assert columns["preferred_class"] == [str(c) for c in stats["preferred_class"].tolist()]
+    assert [float(v) for v in columns["mean_activation"]] == pytest.approx(
+        stats["mean_activation"].tolist(), rel=1e-5)
+    assert set(columns["dead"]) <= {"alive", "dead"}
+    # Fidelity was logged through the trainer after validation.
+    assert "semvec/classifier.2/fidelity" in trainer.callback_metrics
+    assert "semvec/features.1/neighbour_agreement" in trainer.callback_metrics
+
+
+def test_top1_image_is_the_validation_input_that_activates_the_neuron_most(tmp_path):
+    semvec = SemanticVectorCallback(layers="classifier.2", dim=2, figures=False,
+                                    thumbnail_size=6, class_names=["a", "b", "c"])
+    _, model = None, TinyConvNet()
+    fit(tmp_path, [semvec], model=model, max_epochs=1)
+    x, _ = make_data(32, seed=1).tensors
+    model.eval()
+    with torch.no_grad():
+        best = model(x).argmax(dim=0)
+    (entry,) = read_projector_config(tmp_path / "run" / "version_0")
+    from PIL import Image
+
+    sprite = np.asarray(Image.open(tmp_path / "run" / "version_0" / entry.sprite_path))
+    expected = tile_images(to_thumbnails(x[best], 6).unsqueeze(1))  # (3, 3, 6, 6)
+    for neuron in range(3):
+        row, col = divmod(neuron, 2)  # 3 neurons: a 2 x 2 sprite
+        cell = sprite[row * 6 : row * 6 + 6, col * 6 : col * 6 + 6]
+        assert np.array_equal(cell, expected[neuron].permute(1, 2, 0).numpy()), neuron
+    columns = read_embedding_metadata(tmp_path / "run" / "version_0", entry)
+    assert set(columns["preferred_class"]) <= {"a", "b", "c"}
+
+
+def test_grid_images_and_thumbnail_sizes(tmp_path):
+    semvec = SemanticVectorCallback(layers="classifier.2", dim=2, figures=False,
+                                    projector_images="grid", projector_top_k=4, thumbnail_size=5)
+    fit(tmp_path, [semvec], max_epochs=1)
+    (entry,) = read_projector_config(tmp_path / "run" / "version_0")
+    assert entry.sprite_dim == (10, 10)  # 2 x 2 thumbnails of 5 pixels
+
+    off = SemanticVectorCallback(layers="classifier.2", dim=2, figures=False, projector_images="off")
+    fit(tmp_path, [off], max_epochs=1, version=1)
+    (entry,) = read_projector_config(tmp_path / "run" / "version_1")
+    assert entry.sprite_path == "" and entry.metadata_path
+
+
+def test_without_tensorboard_logger_only_scalars_and_one_message(tmp_path, caplog):
+    semvec = SemanticVectorCallback(layers="classifier.2", dim=2)
+    pl.seed_everything(0, verbose=False)
+    trainer = pl.Trainer(callbacks=[semvec], **trainer_kwargs(
+        logger=CSVLogger(tmp_path), limit_val_batches=None, max_epochs=2))
+    with caplog.at_level(logging.INFO):
+        trainer.fit(TinyConvNet())
+    messages = [r.getMessage() for r in caplog.records if "no TensorBoardLogger" in r.getMessage()]
+    assert len(messages) == 1
+    assert not list(tmp_path.rglob("projector_config.pbtxt"))
+    assert np.isfinite(semvec.fidelity["classifier.2"]["spearman"])
+
+    nothing = SemanticVectorCallback(layers="classifier.2", dim=2)
+    pl.seed_everything(0, verbose=False)
+    pl.Trainer(callbacks=[nothing], **trainer_kwargs(limit_val_batches=None, max_epochs=1)).fit(
+        TinyConvNet())
+    assert set(nothing.fidelity) == {"classifier.2"}
+
+
+def test_label_fn_and_missing_labels(tmp_path):
+    semvec = SemanticVectorCallback(layers="classifier.2", dim=2, figures=False, projector=False,
+                                    num_classes=3, label_fn=lambda batch: torch.zeros_like(batch[1]))
+    fit(tmp_path, [semvec], max_epochs=1)
+    assert semvec.neuron_statistics["classifier.2"]["class_counts"].tolist() == [32.0, 0.0, 0.0]
+
+    unknown = SemanticVectorCallback(layers="classifier.2", dim=2, figures=False,
+                                     label_fn=lambda batch: None)
+    fit(tmp_path, [unknown], max_epochs=1, version=1)
+    assert set(unknown.neuron_statistics["classifier.2"]) == {"mean_activation", "dead"}
+    (entry,) = read_projector_config(tmp_path / "run" / "version_1")
+    columns = read_embedding_metadata(tmp_path / "run" / "version_1", entry)
+    assert columns["preferred_class"] == [""] * 3 and columns["dead"] != [""] * 3
+
+    broken = SemanticVectorCallback(layers="classifier.2", dim=2, label_fn=lambda b: b[1].float())
+    with pytest.raises(TypeError, match="label_fn must return"):
+        fit(tmp_path, [broken], max_epochs=1, version=2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(projector_images="best"), ValueError, "Unknown projector_images 'best'"),
+        (dict(log_every_n_epochs=0), ValueError, "log_every_n_epochs"),
+        (dict(projector_top_k=0), ValueError, "projector_top_k"),
+        (dict(fidelity_max_neurons=2), ValueError, "fidelity_max_neurons"),
+        (dict(num_classes=1), ValueError, "num_classes"),
+        (dict(label_fn="y"), TypeError, "label_fn must be a callable"),
+    ],
+)
+def test_bad_callback_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        SemanticVectorCallback(layers="classifier.2", **kwargs)
+
+
+def test_log_every_n_epochs_none_turns_validation_work_off(tmp_path):
+    semvec = SemanticVectorCallback(layers="classifier.2", dim=2, log_every_n_epochs=None)
+    trainer = fit(tmp_path, [semvec], max_epochs=1)
+    assert semvec.fidelity == {} and "semvec/classifier.2/fidelity" not in trainer.callback_metrics
+    assert not list(tmp_path.rglob("projector_config.pbtxt"))
+
+
+# ------------------------------------------------------------------ neuron images
+
+
+def test_top_inputs_streamed_equal_the_top_inputs_of_the_whole_set():
+    g = torch.Generator().manual_seed(0)
+    acts = torch.randn(50, 6, generator=g)
+    images = torch.rand(50, 3, 9, 7, generator=g)
+    top = TopActivatingInputs(num_neurons=6, k=3, size=4)
+    for start, stop in ((0, 2), (2, 19), (19, 20), (20, 50)):
+        top.update(acts[start:stop], images[start:stop])
+    out = top.compute()
+    values, index = acts.T.topk(3, dim=1)
+    assert torch.equal(out["values"], values)
+    assert torch.equal(out["thumbnails"], to_thumbnails(images, 4)[index])
+
+
+def test_top_inputs_merge_gathered_candidates_of_several_processes():
+    g = torch.Generator().manual_seed(1)
+    acts, images = torch.randn(40, 5, generator=g), torch.rand(40, 1, 8, 8, generator=g)
+    ranks = [TopActivatingInputs(5, k=2, size=3) for _ in range(2)]
+    ranks[0].update(acts[0::2], images[0::2])
+    ranks[1].update(acts[1::2], images[1::2])
+    merged = TopActivatingInputs(5, k=2, size=3)
+    # What torchmetrics leaves after its gather (dist_reduce_fx=None): states stacked by rank.
+    merged.values = torch.stack([r.values for r in ranks])
+    merged.thumbnails = torch.stack([r.thumbnails for r in ranks])
+    whole = TopActivatingInputs(5, k=2, size=3)
+    whole.update(acts, images)
+    for key in ("values", "thumbnails"):
+        assert torch.equal(merged.compute()[key], whole.compute()[key])
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 8, 8), (2, 3, 5, 11), (2, 3, 64, 48)])
+def test_thumbnails_of_any_size_and_channels(shape):
+    thumbs = to_thumbnails(torch.randn(*shape), 16)
+    assert thumbs.shape == (2, 3, 16, 16) and thumbs.dtype == torch.uint8
+    assert thumbs.amax(dim=(1, 2, 3)).tolist() == [255, 255]
+    assert thumbs.amin(dim=(1, 2, 3)).tolist() == [0, 0]
+    with pytest.raises(ValueError, match="C in"):
+        to_thumbnails(torch.zeros(2, 2, 4, 4), 4)
+
+
+def test_sprite_limits_for_wide_layers():
+    for n, k in ((16384, 1), (16384, 9), (65536, 1), (3, 9)):
+        size = sprite_thumbnail_size(n, k)
+        grid = int(np.ceil(np.sqrt(k)))
+        assert int(np.ceil(np.sqrt(n))) * grid * size <= 8192
+        assert n * k * 3 * size * size <= 128 * 2**20
+
+
+def test_neuron_metadata_shapes_are_checked():
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        neuron_metadata("fc", 3, {"mean_activation": torch.zeros(4)})
+
+
+# ------------------------------------------------------------------ several processes
+
+
+class ShardedVal(TinyConvNet):
+    """Validation split over the processes in a fixed order, as Lightning's sampler would."""
+
+    def val_dataloader(self):
+        data = make_data(32, seed=1)
+        if self.trainer.world_size > 1:
+            sampler = DistributedSampler(data, self.trainer.world_size, self.trainer.global_rank,
+                                         shuffle=False)
+            return DataLoader(data, batch_size=8, sampler=sampler)
+        return DataLoader(data, batch_size=16)
+
+
+class SaveResults(pl.Callback):
+    def __init__(self, semvec, directory):
+        self.semvec, self.directory = semvec, directory
+
+    def on_fit_end(self, trainer, pl_module):
+        torch.save({"stats": self.semvec.neuron_statistics, "fidelity": self.semvec.fidelity},
+                   self.directory / f"rank{trainer.global_rank}.pt")
+
+
+def test_ddp_statistics_images_and_files_equal_one_process(tmp_path):
+    def run(directory, batch_size, **overrides):
+        directory.mkdir()
+        semvec = SemanticVectorCallback(layers=LAYERS, dim=3, figures=False, num_classes=3)
+        pl.seed_everything(0, verbose=False)
+        model = ShardedVal(batch_size=batch_size)
+        fit(directory, [semvec, SaveResults(semvec, directory)], model=model, max_epochs=1,
+            **overrides)
+        return directory
+
+    single = run(tmp_path / "single", 16)
+    # 2 processes x 8 = the one-process batch of 16: the same model and vectors.
+    double = run(tmp_path / "double", 8, devices=2, strategy="ddp_spawn",
+                 use_distributed_sampler=False)
+    one = torch.load(single / "rank0.pt")
+    rank0, rank1 = torch.load(double / "rank0.pt"), torch.load(double / "rank1.pt")
+    for layer in LAYERS:
+        for key, expected in one["stats"][layer].items():
+            torch.testing.assert_close(rank0["stats"][layer][key], expected, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(rank1["stats"][layer][key], expected, rtol=1e-4, atol=1e-5)
+        for key, value in one["fidelity"][layer].items():
+            assert rank0["fidelity"][layer][key] == pytest.approx(value, abs=1e-4)
+    assert one["stats"]["classifier.2"]["class_counts"].sum() == 32  # no sample seen twice
+    log_one, log_two = single / "run" / "version_0", double / "run" / "version_0"
+    entries = read_projector_config(log_two)
+    assert [e.tensor_name for e in entries] == [e.tensor_name for e in read_projector_config(log_one)]
+    from PIL import Image
+
+    for a, b in zip(read_projector_config(log_one), entries):
+        assert np.array_equal(np.asarray(Image.open(log_one / a.sprite_path)),
+                              np.asarray(Image.open(log_two / b.sprite_path)))

@@ -22,8 +22,10 @@ import time
 from typing import Any
 
 CASES: dict[str, dict[str, Any]] = {
-    # A small CNN at CIFAR size, every conv stage and the logits hooked.
-    "small_cnn_32x32": dict(kind="cnn", batch=128, layers=["net.features.*", "net.classifier.3"]),
+    # A small CNN at CIFAR size: both conv stages' outputs (after ReLU) and the logits.
+    "small_cnn_32x32": dict(
+        kind="cnn", batch=128, layers=["net.features.1", "net.features.3", "net.classifier.3"]
+    ),
     # One Linear layer of 16,384 neurons, d = 32, batch 128.
     "linear_16384": dict(kind="linear", batch=128, width=16384, layers=["net.wide"]),
 }

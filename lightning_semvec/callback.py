@@ -759,6 +759,36 @@ class SemanticVectorCallback(Callback):
                     f"semantic vectors have {p.shape[0]} (from a checkpoint or an earlier step)."
                 )
 
+    @staticmethod
+    def _step_skipping_bad_layers(
+        optimizer: torch.optim.Optimizer, params: list[nn.Parameter], ok_flags: list[Tensor],
+        total: Tensor, sync_free: bool,
+    ) -> None:
+        """One optimizer step; a layer whose flag is False keeps its vectors and state exactly.
+
+        On the CPU the flags are read on the host (free there) and the usual case, all fine,
+        costs nothing extra. On an accelerator (``sync_free``) that read would stall the
+        pipeline, so every layer is snapshotted and a bad one restored with ``torch.where``.
+        """
+        bad = None if sync_free else [i for i, ok in enumerate(ok_flags) if not bool(ok)]
+        watched = range(len(params)) if bad is None else bad
+        snapshot = {i: (params[i].detach().clone(), _state_tensors(optimizer, params[i]))
+                    for i in watched}
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for i, (old_param, old_state) in snapshot.items():
+                ok, param = ok_flags[i], params[i]
+                param.copy_(torch.where(ok, param, old_param))
+                for key, value in optimizer.state[param].items():
+                    # Adam's CPU step counter on a GPU run is left as is: moving the flag
+                    # to the host would cost a sync for a bias-correction detail.
+                    if isinstance(value, Tensor) and value.device == ok.device:
+                        before = old_state.get(key, torch.zeros_like(value))
+                        value.copy_(torch.where(ok, value, before))
+
     def _neuron_subset(self, num_neurons: int, step: int, device: torch.device) -> Tensor | None:
         """Indices of this step's neurons, or ``None`` for all.
 
@@ -811,43 +841,29 @@ class SemanticVectorCallback(Callback):
         optimizer = self._optimizer
         names = list(batch)
         params = [self._vectors[n] for n in names]
-        snapshot = [(p.detach().clone(), _state_tensors(optimizer, p)) for p in params]
-        ok_flags: list[Tensor] = []
         logging = _logs_this_step(trainer)
+        ok_flags: list[Tensor] = []
+        losses: list[Tensor] = []
         with torch.enable_grad(), torch.autocast(device.type, enabled=False):
             total = torch.zeros((), device=device)
-            losses = []
             for name in names:
                 acts, weights = batch[name]
                 vectors: Tensor = self._vectors[name]
                 subset = self._neuron_subset(acts.shape[1], trainer.global_step, device)
                 if subset is not None:
                     acts, vectors = acts.index_select(1, subset), vectors.index_select(0, subset)
-                finite = torch.isfinite(acts).all()
-                clean = torch.where(torch.isfinite(acts), acts, torch.zeros_like(acts))
                 # The term that does not depend on the vectors is only worth its cost when the
-                # loss value is logged.
+                # loss value is logged. The loss is NaN when an activation is NaN or Inf.
                 loss, alive = alignment_loss(
-                    clean, vectors, self.similarity, self.form, weights, constant_term=logging
+                    acts, vectors, self.similarity, self.form, weights, constant_term=logging
                 )
-                ok = finite & torch.isfinite(loss) & (alive.sum() >= 2)
+                ok = torch.isfinite(loss) & (alive.sum() >= 2)
                 total = total + torch.where(ok, loss, torch.zeros_like(loss))
                 losses.append(loss.detach())
                 ok_flags.append(ok)
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        # A skipped layer keeps its vectors and optimizer state exactly, with no host sync.
-        with torch.no_grad():
-            for p, ok, (old_p, old_state) in zip(params, ok_flags, snapshot):
-                p.copy_(torch.where(ok, p, old_p))
-                for key, value in optimizer.state[p].items():
-                    # Adam's CPU step counter on a GPU run is left as is: moving the flag
-                    # to the host would cost a sync for a bias-correction detail.
-                    if isinstance(value, Tensor) and value.device == ok.device:
-                        before = old_state.get(key, torch.zeros_like(value))
-                        value.copy_(torch.where(ok, value, before))
+            self._step_skipping_bad_layers(
+                optimizer, params, ok_flags, total, sync_free=device.type != "cpu"
+            )
         self.training_steps = trainer.global_step
         for name, loss, ok in zip(names, losses, ok_flags):
             self._skipped[name] += (~ok).to(torch.int64)

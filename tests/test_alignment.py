@@ -157,3 +157,12 @@ def test_standardize_never_changes_its_input():
     standardize_activations(acts, "cosine")
     standardize_activations(acts, "pearson", sample_weights=torch.ones(12))
     assert torch.equal(acts, copy)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("form", ["dense", "factorized"])
+def test_non_finite_activations_give_a_nan_loss(bad, form):
+    acts = torch.randn(8, 5)
+    acts[3, 2] = bad
+    loss, _ = alignment_loss(acts, torch.randn(5, 3), form=form)
+    assert torch.isnan(loss)

@@ -278,3 +278,23 @@ def test_neuron_subsets_update_only_the_sampled_rows():
     fresh = semvec._init_vectors("wide", 3000, torch.device("cpu")).detach()
     changed = (semvec.semantic_vectors["wide"] != fresh).any(dim=1)
     assert 90 <= int(changed.sum()) <= 100  # a sampled neuron may be dead in the batch
+
+
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_bad_layer_keeps_vectors_and_optimizer_state_on_both_paths(sync_free):
+    good, bad = nn.Parameter(torch.randn(4, 2)), nn.Parameter(torch.randn(3, 2))
+    optimizer = torch.optim.Adam([good, bad], lr=0.1)
+    for _ in range(2):  # build some Adam state first
+        (good.square().sum() + bad.square().sum()).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    before_bad = bad.detach().clone()
+    before_state = {k: v.clone() for k, v in optimizer.state[bad].items()}
+    before_good = good.detach().clone()
+    total = good.square().sum() + bad.sum() * float("nan")
+    SemanticVectorCallback._step_skipping_bad_layers(
+        optimizer, [good, bad], [torch.tensor(True), torch.tensor(False)], total, sync_free
+    )
+    assert torch.equal(bad, before_bad) and not torch.equal(good, before_good)
+    for key, value in before_state.items():
+        assert torch.equal(optimizer.state[bad][key], value), key

@@ -21,7 +21,7 @@ from torch import Tensor
 from lightning_semvec.functional.similarity import (
     SimilarityKind,
     normalize_vectors,
-    standardize_activations,
+    standardize_with_finiteness,
 )
 
 AlignmentForm = Literal["auto", "dense", "factorized"]
@@ -142,7 +142,8 @@ def alignment_loss(
 
     Returns:
         ``(loss, alive)``: a float32 scalar, differentiable in ``vectors``, and the ``(N,)``
-        bool mask of neurons alive in this batch.
+        bool mask of neurons alive in this batch. The loss is NaN whenever an activation is
+        NaN or Inf, so a caller can skip such a step by testing the loss alone.
 
     Example:
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
@@ -160,10 +161,12 @@ def alignment_loss(
             "activations must be (samples, neurons) and vectors (neurons, dim) with the same "
             f"number of neurons; got {tuple(activations.shape)} and {tuple(vectors.shape)}."
         )
-    z, alive = standardize_activations(activations, kind, sample_weights)
+    z, alive, finite = standardize_with_finiteness(activations, kind, sample_weights)
     e = normalize_vectors(vectors)
     if form == "auto":
         form = choose_alignment_form(z.shape[0], z.shape[1], e.shape[1])  # type: ignore[assignment]
     if form == "dense":
-        return alignment_loss_dense(z, e, alive), alive
-    return alignment_loss_factorized(z, e, alive, constant_term), alive
+        loss = alignment_loss_dense(z, e, alive)
+    else:
+        loss = alignment_loss_factorized(z, e, alive, constant_term)
+    return torch.where(finite, loss, torch.full_like(loss, float("nan"))), alive

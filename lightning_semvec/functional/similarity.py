@@ -62,6 +62,20 @@ def standardize_activations(
         >>> round((z.T @ z)[0, 1].item(), 3)
         0.993
     """
+    z, alive, _ = standardize_with_finiteness(activations, kind, sample_weights)
+    return z, alive
+
+
+def standardize_with_finiteness(
+    activations: Tensor,
+    kind: SimilarityKind = "pearson",
+    sample_weights: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`standardize_activations` plus a scalar bool tensor: are all activations finite?
+
+    The check rides on the per-column magnitude pass that standardisation makes anyway, so it
+    costs no extra pass over the ``(M, N)`` activations and no host sync.
+    """
     check_similarity_kind(kind)
     if activations.ndim != 2:
         raise ValueError(
@@ -85,7 +99,7 @@ def standardize_activations(
     alive = norm > (DEAD_RELATIVE_TOLERANCE * magnitude * (a.shape[0] ** 0.5) + DEAD_ABSOLUTE_TOLERANCE)
     scale = torch.where(alive, 1.0 / torch.where(alive, norm, torch.ones_like(norm)), torch.zeros_like(norm))
     z = a.mul_(scale) if owned and not a.requires_grad else a * scale
-    return z, alive
+    return z, alive, torch.isfinite(magnitude).all()
 
 
 def activation_similarity(

@@ -30,6 +30,7 @@ from lightning_semvec.projector import (
     neuron_metadata,
     sprite_thumbnail_size,
     tile_images,
+    to_thumbnails,
     write_embedding,
 )
 
@@ -468,9 +469,10 @@ class SemanticVectorCallback(Callback):
         captured, self._val_captured = self._val_captured, {n: [] for n in self._analysis}
         labels = self._labels_of(batch)
         images = self._images_of(batch) if self.projector_images != "off" else None
+        thumbnails: dict[int, Tensor] = {}  # by size: layers of one width share them
         for name, analysis in self._analysis.items():
             for position, chunk in enumerate(captured.get(name, [])):
-                analysis.update(chunk, labels, images if position == 0 else None)
+                analysis.update(chunk, labels, images if position == 0 else None, thumbnails)
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -526,6 +528,16 @@ class SemanticVectorCallback(Callback):
             "last_seen_step": self._last_seen_step,
             "training_steps": self.training_steps,
             "dim": self.dim,
+            # What a knowledge file needs, so `semvec export` can make one from a checkpoint.
+            "knowledge": {
+                "similarity": self.similarity,
+                "readouts": {
+                    name: {"reduction": r.reduction, "neuron_dim": r.neuron_dim}
+                    for name, r in self.readouts.items()
+                },
+                "source_model": self.source_model,
+                "class_names": self.class_names,
+            },
         }
 
     @override
@@ -637,6 +649,15 @@ class SemanticVectorCallback(Callback):
                 "SemanticVectorCallback: the number of classes is unknown, so the projector "
                 "shows no preferred class or selectivity; pass num_classes or class_names.",
             )
+        elif labels.numel():
+            low, high = torch.stack([labels.min(), labels.max()]).tolist()  # one host sync
+            if low < 0 or high >= self._resolved_num_classes:
+                raise ValueError(
+                    f"SemanticVectorCallback: validation labels lie in [{low}, {high}], outside "
+                    f"[0, {self._resolved_num_classes}) for num_classes="
+                    f"{self._resolved_num_classes}. Pass num_classes (or class_names) matching "
+                    "the labels, or a label_fn that returns class indices."
+                )
         return labels
 
     def _images_of(self, batch: Any) -> Tensor | None:
@@ -935,7 +956,10 @@ class _LayerAnalysis:
         device: torch.device,
     ) -> _LayerAnalysis:
         num_classes = callback._resolved_num_classes
-        statistics = NeuronActivationStatistics(num_neurons, num_classes or 2).to(device)
+        # Labels are range-checked once per batch by the callback, not once per layer here.
+        statistics = NeuronActivationStatistics(
+            num_neurons, num_classes or 2, validate_args=False
+        ).to(device)
         fidelity = None
         if num_neurons >= 3:
             tracked = min(num_neurons, callback.fidelity_max_neurons)
@@ -952,8 +976,17 @@ class _LayerAnalysis:
             top = TopActivatingInputs(num_neurons, images_per_neuron, size).to(device)
         return cls(name, statistics, fidelity, top, labelled=num_classes is not None)
 
-    def update(self, activations: Tensor, labels: Tensor | None, images: Tensor | None) -> None:
-        """One captured ``(M, N)`` chunk; ``M`` is ``B`` or ``B * positions`` when aligned."""
+    def update(
+        self,
+        activations: Tensor,
+        labels: Tensor | None,
+        images: Tensor | None,
+        thumbnails: dict[int, Tensor],
+    ) -> None:
+        """One captured ``(M, N)`` chunk; ``M`` is ``B`` or ``B * positions`` when aligned.
+
+        ``thumbnails`` caches the batch's thumbnails by size, shared by the layers.
+        """
         device = self.statistics.sums.device
         acts = activations.to(device)
         if self.fidelity is not None:
@@ -969,17 +1002,13 @@ class _LayerAnalysis:
         else:
             self.labelled = False
             row_labels = torch.zeros(acts.shape[0], dtype=torch.long, device=device)
-        try:
-            self.statistics.update(acts, row_labels)
-        except ValueError as err:
-            raise ValueError(
-                f"SemanticVectorCallback: the validation labels of layer {self.name!r} do not "
-                f"fit: {err} Pass num_classes=... (or class_names) matching the labels, or a "
-                "label_fn."
-            ) from err
+        self.statistics.update(acts, row_labels)
         if self.top is not None and images is not None and per_input and images.shape[0] == batch:
             per_image = acts if per_input == 1 else acts.view(batch, per_input, -1).mean(dim=1)
-            self.top.update(per_image, images)
+            size = self.top.size
+            if size not in thumbnails:
+                thumbnails[size] = to_thumbnails(images, size)
+            self.top.update(per_image, thumbnails[size])
             self.images_seen = True
 
     def compute(self, callback: SemanticVectorCallback, step: int) -> _LayerResult:

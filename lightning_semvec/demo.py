@@ -1,9 +1,13 @@
-"""The embedded demo: the callback on scikit-learn's handwritten digits, no download needed.
+"""The embedded demo: scikit-learn's handwritten digits, no download needed.
 
-Run it with ``semvec demo`` (or ``python -m lightning_semvec.demo``). It trains a small CNN on
-the digits with :class:`~lightning_semvec.SemanticVectorCallback` on the conv stages and the
-logits, logs to TensorBoard, exports the knowledge file and prints what the logit neurons
-learned: for each digit, the digits whose neurons it resembles most.
+Run it with ``semvec demo`` (or ``python -m lightning_semvec.demo``). It
+
+1. trains a teacher CNN on the digits with :class:`~lightning_semvec.SemanticVectorCallback` on
+   its conv stages and logits, logging to TensorBoard, and exports the knowledge file;
+2. trains the same small student twice, plain and statically distilled from the knowledge file
+   alone (the teacher is not used);
+3. prints a table (accuracy and time of each), what the logit neurons learned (for each digit,
+   the digits whose neurons it resembles most), the TensorBoard command and the report's path.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_semvec.callback import SemanticVectorCallback
 from lightning_semvec.data import DigitsDataModule
+from lightning_semvec.distillation import StaticDistillationModule
+from lightning_semvec.knowledge import StaticKnowledge
 from lightning_semvec.models import ImageClassifier, SmallCNN
 
 DEMO_LAYERS = ["net.features.*", "net.classifier.3"]
@@ -26,13 +32,15 @@ LOGITS_LAYER = "net.classifier.3"
 
 @dataclass
 class DemoResult:
-    """What the demo produced: the callback, the test accuracy and where files went."""
+    """What the demo produced: the callback, test accuracies, times and where files went."""
 
     callback: SemanticVectorCallback
     test_accuracy: float
     log_dir: Path
     knowledge_path: Path
     seconds: float
+    students: dict[str, tuple[float, float]] | None = None  # name: (test accuracy, seconds)
+    report_path: Path | None = None
 
 
 def run_demo(
@@ -72,6 +80,44 @@ def run_demo(
                       time.perf_counter() - start)
 
 
+def train_students(
+    knowledge_path: str | Path,
+    out_dir: str | Path = "semvec_runs",
+    epochs: int = 10,
+    seed: int = 0,
+    progress_bar: bool = True,
+) -> dict[str, tuple[float, float]]:
+    """Train the small student plain and statically distilled; ``{name: (accuracy, seconds)}``.
+
+    The static student sees only the knowledge file: its logits' similarity on each batch is
+    pulled towards the teacher's semantic similarity of the logit neurons.
+    """
+    knowledge = StaticKnowledge.load(knowledge_path)
+    results = {}
+    for name in ("plain student", "static student"):
+        start = time.perf_counter()
+        pl.seed_everything(seed, verbose=False)
+        data = DigitsDataModule(batch_size=64, seed=seed)
+        student = SmallCNN(in_channels=1, num_classes=10, width=4, hidden=16)
+        if name == "plain student":
+            module: pl.LightningModule = ImageClassifier(student, lr=1e-2)
+        else:
+            module = StaticDistillationModule(
+                student=student, knowledge=knowledge,
+                layer_map={"classifier.3": LOGITS_LAYER}, weight=1.0, lr=1e-2,
+            )
+        trainer = pl.Trainer(
+            accelerator="cpu", devices=1, max_epochs=epochs,
+            logger=TensorBoardLogger(save_dir=str(out_dir), name=name.replace(" ", "_")),
+            enable_checkpointing=False, enable_progress_bar=progress_bar, log_every_n_steps=5,
+            enable_model_summary=False,
+        )
+        trainer.fit(module, datamodule=data)
+        accuracy = float(trainer.test(module, datamodule=data, verbose=False)[0]["test/acc"])
+        results[name] = (accuracy, time.perf_counter() - start)
+    return results
+
+
 def describe_logit_neurons(callback: SemanticVectorCallback, top: int = 2) -> str:
     """A table: for each class neuron of the logits, its most similar class neurons."""
     similarity = callback.semantic_similarity(LOGITS_LAYER)
@@ -87,18 +133,29 @@ def describe_logit_neurons(callback: SemanticVectorCallback, top: int = 2) -> st
 
 
 def main(epochs: int = 10, out_dir: str = "semvec_runs", progress_bar: bool = True) -> DemoResult:
-    """Run the demo and print its summary."""
+    """Run the whole demo (teacher, knowledge file, two students, report) and print a summary."""
     result = run_demo(out_dir=out_dir, epochs=epochs, progress_bar=progress_bar)
-    vectors = result.callback.semantic_vectors
+    result.students = train_students(result.knowledge_path, out_dir, epochs, progress_bar=progress_bar)
+    try:
+        from lightning_semvec.report import write_report
+
+        result.report_path = write_report(result.knowledge_path, Path(out_dir) / "report")
+    except ImportError:  # pragma: no cover - the report module ships with the package
+        result.report_path = None
+    rows = [("teacher (with callback)", result.test_accuracy, result.seconds)]
+    rows += [(name, acc, secs) for name, (acc, secs) in result.students.items()]
     print()
-    print(f"Trained the demo CNN on the digits in {result.seconds:.0f} s: "
-          f"test accuracy {result.test_accuracy:.3f}.")
+    print(f"{'model':<26}{'test accuracy':>14}{'time (s)':>10}")
+    for name, accuracy, seconds in rows:
+        print(f"{name:<26}{accuracy:>14.3f}{seconds:>10.1f}")
+    print()
     print("Semantic vectors learned: " + ", ".join(
-        f"{name} {tuple(v.shape)}" for name, v in vectors.items()))
-    print()
+        f"{name} {tuple(v.shape)}" for name, v in result.callback.semantic_vectors.items()))
     print(describe_logit_neurons(result.callback))
     print()
     print(f"Knowledge file: {result.knowledge_path}")
+    if result.report_path is not None:
+        print(f"Report: {result.report_path}")
     print(f"TensorBoard logs: {result.log_dir}")
     print(f"  see them with:  tensorboard --logdir {Path(out_dir)}")
     return result

@@ -1,0 +1,234 @@
+"""The one benchmark entry point: what our code costs, as ratios over the same work without it.
+
+    python benchmarks/performance.py                  # full run, writes docs/performance-table.md
+    python benchmarks/performance.py --quick          # smoke run (1 repetition, few steps)
+    python benchmarks/performance.py --only linear    # cases whose name contains "linear"
+
+Every (case, variant, repetition) runs in a fresh subprocess, variants interleaved, so that peak
+resident memory (``ru_maxrss``) can be compared between a run with our code and one without:
+the difference is what our code adds. Step time is the median per-step wall time after warm-up
+steps; a ratio is the median over repetitions of (variant / baseline) from runs made side by
+side. Cases:
+
+- ``demo_cnn``: the demo CNN (``SmallCNN(width=16, hidden=64)``) on 8 x 8 digits-sized inputs,
+  batch 64, callback on ``net.features.*`` and the logits.
+- ``resnet20_32x32``: CIFAR ResNet-20 at 32 x 32, batch 128, every stage output and the logits.
+- ``linear_<N>``: one ``Linear(256, N)`` layer, N = 1,024 ... 65,536, d = 32, batch 128.
+- ``distill``: a ``SmallCNN(width=8)`` student at 32 x 32, batch 128: static distillation, KD
+  and RKD (with a ``SmallCNN(width=32)`` teacher, about 16 times the student's conv compute)
+  over the plain student.
+- ``epoch_end``: the callback's validation-epoch work (statistics, fidelity, projector files,
+  figures) on the demo CNN over 270 validation digits, over the same validation without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+LINEAR_WIDTHS = (1024, 4096, 16384, 65536)
+CASES: dict[str, dict[str, Any]] = {
+    "demo_cnn": dict(baseline="plain", variants=["callback"]),
+    "resnet20_32x32": dict(baseline="plain", variants=["callback"]),
+    **{f"linear_{n}": dict(baseline="plain", variants=["callback"], width=n) for n in LINEAR_WIDTHS},
+    "distill": dict(baseline="plain", variants=["static", "kd", "rkd"]),
+    "epoch_end": dict(baseline="plain", variants=["callback"]),
+}
+
+
+def _build(case: str, variant: str) -> tuple[Any, Any, list[Any], dict[str, Any]]:
+    """Model, data loader, callbacks and extra Trainer arguments for one run."""
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lightning_semvec import SemanticVectorCallback, StaticDistillationModule, StaticKnowledge
+    from lightning_semvec.distillation import TeacherDistillationModule
+    from lightning_semvec.models import ImageClassifier, SmallCNN, resnet20
+
+    torch.manual_seed(0)
+    spec = CASES[case]
+    callbacks: list[Any] = []
+    trainer_args: dict[str, Any] = {"limit_val_batches": 0}
+
+    def loader(shape: tuple[int, ...], batch: int, classes: int = 10) -> DataLoader:
+        x = torch.randn(batch * 4, *shape)
+        return DataLoader(TensorDataset(x, torch.randint(0, classes, (x.shape[0],))),
+                          batch_size=batch, shuffle=True)
+
+    if case in ("demo_cnn", "epoch_end"):
+        model = ImageClassifier(SmallCNN(1, 10, width=16, hidden=64), lr=1e-3)
+        layers = ["net.features.*", "net.classifier.3"]
+        if case == "epoch_end":
+            from lightning_semvec.data import DigitsDataModule
+
+            data = DigitsDataModule(batch_size=64)
+            data.setup("fit")
+            train = data.train_dataloader()
+            trainer_args = {"val_dataloaders": data.val_dataloader(), "limit_train_batches": 2}
+        else:
+            train = loader((1, 8, 8), 64)
+        if variant == "callback":
+            callbacks.append(SemanticVectorCallback(layers=layers, dim=16))
+        return model, train, callbacks, trainer_args
+    if case == "resnet20_32x32":
+        model = ImageClassifier(resnet20(num_classes=10), in_channels=3, lr=1e-3)
+        if variant == "callback":
+            callbacks.append(SemanticVectorCallback(
+                layers=["net.layer1", "net.layer2", "net.layer3", "net.fc"], dim=32,
+                log_every_n_epochs=None))
+        return model, loader((3, 32, 32), 128), callbacks, trainer_args
+    if case.startswith("linear_"):
+        class Wide(nn.Module):
+            def __init__(self, width: int) -> None:
+                super().__init__()
+                self.wide = nn.Linear(256, width)
+                self.head = nn.Linear(width, 10)
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.head(torch.relu(self.wide(x)))
+
+        model = ImageClassifier(Wide(spec["width"]), lr=1e-3)
+        if variant == "callback":
+            callbacks.append(SemanticVectorCallback(layers="net.wide", dim=32, log_every_n_epochs=None))
+        return model, loader((256,), 128), callbacks, trainer_args
+    # distill
+    student = SmallCNN(3, 10, width=8, hidden=32)
+    if variant == "plain":
+        model = ImageClassifier(student, in_channels=3, lr=1e-3)
+    elif variant == "static":
+        knowledge = StaticKnowledge.from_vectors({"net.classifier.3": torch.randn(10, 16)},
+                                                 class_names=[str(i) for i in range(10)])
+        model = StaticDistillationModule(student=student, knowledge=knowledge,
+                                         layer_map={"classifier.3": "net.classifier.3"})
+    else:
+        teacher = SmallCNN(3, 10, width=32, hidden=128)
+        model = TeacherDistillationModule(
+            student=student, teacher=teacher, num_classes=10, method=variant,
+            student_feature_layer="classifier.2", teacher_feature_layer="classifier.2")
+    return model, loader((3, 32, 32), 128), callbacks, trainer_args
+
+
+def _worker(case: str, variant: str, steps: int, warmup: int) -> dict[str, float]:
+    import lightning.pytorch as pl
+
+    model, train, callbacks, trainer_args = _build(case, variant)
+    times: list[float] = []
+    validation: list[float] = []
+
+    class Timer(pl.Callback):
+        # Placed after our callbacks, so each interval ends after their work.
+        def on_train_batch_start(self, *args: Any) -> None:
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, *args: Any) -> None:
+            times.append(time.perf_counter() - self.start)
+
+        def on_validation_start(self, *args: Any) -> None:
+            self.val_start = time.perf_counter()
+
+        def on_validation_end(self, *args: Any) -> None:
+            validation.append(time.perf_counter() - self.val_start)
+
+    val_loader = trainer_args.pop("val_dataloaders", None)
+    max_steps = -1 if case == "epoch_end" else warmup + steps
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=max_steps, max_epochs=1 if case == "epoch_end" else None,
+        logger=pl.loggers.TensorBoardLogger(os.environ.get("SEMVEC_BENCH_DIR", "/tmp/semvec_bench")),
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, callbacks=[*callbacks, Timer()], **trainer_args,
+    )
+    trainer.fit(model, train, val_loader)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if case == "epoch_end":
+        return {"step_s": statistics.median(validation), "peak_mib": peak_mib}
+    return {"step_s": statistics.median(times[warmup:]), "peak_mib": peak_mib}
+
+
+def _run(case: str, variant: str, steps: int, warmup: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", case, variant, "--steps", str(steps),
+         "--warmup", str(warmup)],
+        capture_output=True, text=True,
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"{case}/{variant} failed:\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="1 repetition of 3 steps")
+    parser.add_argument("--only", default=None, help="run the cases whose name contains this")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "performance-table.md"),
+                        help="markdown file to write the table to ('-' for none)")
+    parser.add_argument("--worker", nargs=2, metavar=("CASE", "VARIANT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print("RESULT " + json.dumps(_worker(*args.worker, args.steps, args.warmup)))
+        return 0
+    if args.quick:
+        args.reps, args.steps, args.warmup = 1, 3, 1
+    cases = [c for c in CASES if args.only is None or args.only in c]
+    if not cases:
+        parser.error(f"--only {args.only!r} matches no case of {list(CASES)}")
+    start = time.perf_counter()
+    rows = []
+    for case in cases:
+        spec = CASES[case]
+        variants = [spec["baseline"], *spec["variants"]]
+        runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+        for _ in range(args.reps):
+            for variant in variants:
+                runs[variant].append(_run(case, variant, args.steps, args.warmup))
+        base = runs[spec["baseline"]]
+        for variant in spec["variants"]:
+            ratio = statistics.median(r["step_s"] / b["step_s"] for b, r in zip(base, runs[variant]))
+            added = statistics.median(r["peak_mib"] - b["peak_mib"] for b, r in zip(base, runs[variant]))
+            rows.append((case, variant, statistics.median(b["step_s"] for b in base) * 1e3,
+                         statistics.median(r["step_s"] for r in runs[variant]) * 1e3, ratio, added))
+    header = "| case | variant | baseline ms | variant ms | ratio | added peak MiB |\n|---|---|---|---|---|---|\n"
+    table = header + "".join(
+        f"| {c} | {v} | {b:.2f} | {r:.2f} | {ratio:.3f} | {added:.1f} |\n"
+        for c, v, b, r, ratio, added in rows
+    )
+    text = (f"Machine: {machine()}. Repetitions: {args.reps}, {args.steps} timed steps after "
+            f"{args.warmup} warm-up steps; took {time.perf_counter() - start:.0f} s.\n"
+            f"Command: `python benchmarks/performance.py"
+            f"{' --quick' if args.quick else ''}{f' --only {args.only}' if args.only else ''}`\n\n"
+            + table)
+    print(text)
+    if args.out != "-":
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,3 +21,8 @@ __all__ += [
     "StudentModule",
     "TeacherDistillationModule",
 ]
+
+from lightning_semvec.projector import write_embedding  # noqa: E402
+from lightning_semvec.report import write_report  # noqa: E402
+
+__all__ += ["write_embedding", "write_report"]

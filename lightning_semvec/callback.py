@@ -435,8 +435,10 @@ class SemanticVectorCallback(Callback):
         if not names:
             return  # no vectors yet (validation before the first update)
         k = {"off": 0, "top1": 1, "grid": self.projector_top_k}[self.projector_images]
+        k = k if self.projector else 0  # the images are only shown in the projector
         self._analysis = {
-            name: _LayerAnalysis.create(self, name, self._vectors[name].shape[0], k, pl_module.device)
+            name: _LayerAnalysis.create(self, name, self._vectors[name].shape[0], k,
+                                        pl_module.device)
             for name in names
         }
         self._val_captured = {name: [] for name in names}
@@ -468,7 +470,8 @@ class SemanticVectorCallback(Callback):
             return
         captured, self._val_captured = self._val_captured, {n: [] for n in self._analysis}
         labels = self._labels_of(batch)
-        images = self._images_of(batch) if self.projector_images != "off" else None
+        wants_images = self.projector and self.projector_images != "off"
+        images = self._images_of(batch) if wants_images else None
         thumbnails: dict[int, Tensor] = {}  # by size: layers of one width share them
         for name, analysis in self._analysis.items():
             for position, chunk in enumerate(captured.get(name, [])):
@@ -626,11 +629,14 @@ class SemanticVectorCallback(Callback):
         if self.label_fn is not None:
             labels = self.label_fn(batch)
             if labels is not None and not _is_label_tensor(labels):
-                shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+                got = (
+                    f"shape {tuple(labels.shape)} of dtype {labels.dtype}"
+                    if isinstance(labels, Tensor)
+                    else type(labels).__name__
+                )
                 raise TypeError(
                     "label_fn must return the batch's labels as a (B,) integer tensor, or None; "
-                    f"got {shape}" + (f" of dtype {labels.dtype}" if isinstance(labels, Tensor) else "")
-                    + "."
+                    f"got {got}."
                 )
         elif isinstance(batch, (tuple, list)) and len(batch) >= 2 and _is_label_tensor(batch[1]):
             labels = batch[1]
@@ -639,9 +645,9 @@ class SemanticVectorCallback(Callback):
         if labels is None:
             self._info_once(
                 "no-labels",
-                "SemanticVectorCallback: validation batches carry no integer labels at batch[1], "
-                "so the projector shows no preferred class or selectivity; pass label_fn to "
-                "pick them out of the batch.",
+                "SemanticVectorCallback: a validation batch carries no integer labels (none at "
+                "batch[1], or label_fn returned None), so the projector shows no preferred class "
+                "or selectivity; pass a label_fn that picks them out of the batch.",
             )
         elif self._resolved_num_classes is None:
             self._info_once(

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_semvec.functional.similarity import normalize_vectors, semantic_similarity
+from lightning_semvec.functional.similarity import normalize_vectors
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -111,6 +111,7 @@ def similarity_heatmaps(
         A :class:`matplotlib.figure.Figure` (Agg canvas).
 
     Example:
+        >>> from lightning_semvec.functional import semantic_similarity
         >>> vectors = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 1.0]])
         >>> s_sem = semantic_similarity(vectors)
         >>> figure = similarity_heatmaps(s_sem, s_sem, title="fc")

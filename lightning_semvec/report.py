@@ -39,7 +39,13 @@ from lightning_semvec.projector import (
     read_projector_config,
 )
 
-__all__ = ["ProjectorMetadata", "find_projector_metadata", "main", "nearest_neighbours", "write_report"]
+__all__ = [
+    "ProjectorMetadata",
+    "find_projector_metadata",
+    "main",
+    "nearest_neighbours",
+    "write_report",
+]
 
 # Metadata columns shown in the table, when the projector metadata has them.
 _STAT_COLUMNS = ("preferred_class", "selectivity", "mean_activation", "dead")
@@ -95,8 +101,8 @@ def find_projector_metadata(log_dir: str | os.PathLike[str]) -> dict[str, Projec
             step = entry.step if entry.step is not None else -1
             key = (step, path.stat().st_mtime)
             if entry.tag not in best or key > best[entry.tag][0]:
-                found = ProjectorMetadata(entry.tag, step, read_embedding_metadata(run, entry), path)
-                best[entry.tag] = (key, found)
+                columns = read_embedding_metadata(run, entry)
+                best[entry.tag] = (key, ProjectorMetadata(entry.tag, step, columns, path))
     return {tag: found for tag, (_, found) in best.items()}
 
 
@@ -129,8 +135,8 @@ def nearest_neighbours(
     for start in range(0, n if rows is None else min(rows, n), chunk):
         stop = start + chunk if rows is None else min(start + chunk, rows)
         block = e[start:stop] @ e.T
-        rows = torch.arange(block.shape[0])
-        block[rows, rows + start] = float("-inf")
+        local = torch.arange(block.shape[0])
+        block[local, local + start] = float("-inf")  # a neuron is not its own neighbour
         top = block.topk(k, dim=1)
         indices.append(top.indices)
         values.append(top.values)

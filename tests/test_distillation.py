@@ -340,7 +340,7 @@ def test_teacher_baseline_trains_a_step(trained, datamodule, method) -> None:
         student_feature_layer="fc1", teacher_feature_layer="classifier.1",
     )
     student_before = student_params(module.student)
-    trainer = pl.Trainer(**quiet(max_steps=2, limit_val_batches=1))
+    trainer = pl.Trainer(**quiet(limit_train_batches=2, limit_val_batches=1))
     trainer.fit(module, datamodule)
     assert math.isfinite(float(trainer.callback_metrics[f"train/distill_loss/{method}"]))
     assert math.isfinite(float(trainer.callback_metrics["val/loss"]))

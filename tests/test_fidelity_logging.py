@@ -1,11 +1,12 @@
-"""After training on the digits, the logged fidelity shows the vectors reproduce the validation data.
+"""After training on the digits, the logged fidelity shows the vectors reproduce the held-out data.
 
-Setup (found by a small sweep; about 2 s of training on 2 CPU cores): the demo-like network
-``SmallCNN(width=8, hidden=32)`` in ``ImageClassifier`` (Adam, lr 3e-3), digits in batches of
-32, 4 epochs (160 steps); the callback learns 8-d vectors with Adam at lr 0.05 for the logits
-(``net.classifier.3``, 10 neurons) and the second convolution (``net.features.2``, 16
-channels). Measured on the 270 validation digits after the last epoch: Spearman about 0.99
-for both layers (0.989 and 0.989), neighbour agreement (k = 5) 0.98 and 0.975.
+Setup, the demo's (about 2.5 s of training on 2 idle CPU cores): ``SmallCNN(width=16,
+hidden=64)`` in ``ImageClassifier`` (Adam, lr 1e-2), digits in batches of 64, 10 epochs (200
+steps, validation accuracy about 0.97); the callback learns 8-d vectors with Adam at lr 0.05
+for the logits (``net.classifier.3``, 10 neurons) and the second convolution
+(``net.features.2``, 32 channels, mean over positions). Measured on the 270 validation digits
+after the last epoch (seed 0): Spearman 0.974 (logits) and 0.984 (conv), neighbour agreement
+(k = 5) 0.94 and 0.83; seeds 1 and 2 give 0.975 / 0.989 and 0.985 / 0.980.
 """
 
 import lightning.pytorch as pl
@@ -24,11 +25,11 @@ LAYERS = ["net.classifier.3", "net.features.2"]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     pl.seed_everything(0, verbose=False)
-    data = DigitsDataModule(batch_size=32)
-    model = ImageClassifier(SmallCNN(in_channels=1, num_classes=10, width=8, hidden=32), lr=3e-3)
+    data = DigitsDataModule(batch_size=64)
+    model = ImageClassifier(SmallCNN(in_channels=1, num_classes=10, width=16, hidden=64), lr=1e-2)
     semvec = SemanticVectorCallback(layers=LAYERS, dim=8, lr=0.05, projector=False, figures=False)
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_epochs=4, callbacks=[semvec],
+        accelerator="cpu", devices=1, max_epochs=10, callbacks=[semvec],
         logger=CSVLogger(tmp_path_factory.mktemp("logs")), enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
     )
@@ -55,6 +56,7 @@ def validation_fidelity(model, data, layer, vectors):
 
 def test_fidelity_is_logged_per_layer_and_high_after_training(trained):
     trainer, model, data, semvec = trained
+    assert trainer.callback_metrics["val/acc"] > 0.9  # a trained network, not a random one
     for layer in LAYERS:
         logged = trainer.callback_metrics[f"semvec/{layer}/fidelity"].item()
         agreement = trainer.callback_metrics[f"semvec/{layer}/neighbour_agreement"].item()
@@ -62,8 +64,8 @@ def test_fidelity_is_logged_per_layer_and_high_after_training(trained):
         assert logged == pytest.approx(expected["spearman"], abs=1e-5)
         assert agreement == pytest.approx(expected["neighbour_agreement"], abs=1e-5)
         assert logged >= 0.8, (layer, logged)
-    text = (trainer.logger.log_dir + "/metrics.csv")
-    header = open(text).readline()
+    with open(trainer.logger.log_dir + "/metrics.csv") as handle:
+        header = handle.readline()
     assert "semvec/net.classifier.3/fidelity" in header
     assert "semvec/net.features.2/neighbour_agreement" in header
 

@@ -14,6 +14,7 @@ from lightning_semvec import SemanticVectorCallback
 from lightning_semvec.projector import (
     METADATA_COLUMNS,
     TopActivatingInputs,
+    make_sprite,
     neuron_metadata,
     read_embedding_metadata,
     read_embedding_tensor,
@@ -140,7 +141,8 @@ def test_callback_writes_every_layer_with_all_metadata_columns_and_sprite(tmp_pa
         columns = read_embedding_metadata(log_dir, entry)
         assert tuple(columns) == METADATA_COLUMNS
         assert all(len(values) == n for values in columns.values())
-        assert columns["layer"] == [entry.tag] * n and columns["neuron"] == [str(i) for i in range(n)]
+        assert columns["layer"] == [entry.tag] * n
+        assert columns["neuron"] == [str(i) for i in range(n)]
         assert entry.sprite_dim == (32, 32) and entry.tensor_shape == (n, 3)
     # The statistics come from the validation set: 32 samples of 3 classes.
     stats = semvec.neuron_statistics["classifier.2"]
@@ -184,11 +186,6 @@ def test_grid_images_and_thumbnail_sizes(tmp_path):
     (entry,) = read_projector_config(tmp_path / "run" / "version_0")
     assert entry.sprite_dim == (10, 10)  # 2 x 2 thumbnails of 5 pixels
 
-    off = SemanticVectorCallback(layers="classifier.2", dim=2, figures=False, projector_images="off")
-    fit(tmp_path, [off], max_epochs=1, version=1)
-    (entry,) = read_projector_config(tmp_path / "run" / "version_1")
-    assert entry.sprite_path == "" and entry.metadata_path
-
 
 def test_without_tensorboard_logger_only_scalars_and_one_message(tmp_path, caplog):
     semvec = SemanticVectorCallback(layers="classifier.2", dim=2)
@@ -201,31 +198,37 @@ def test_without_tensorboard_logger_only_scalars_and_one_message(tmp_path, caplo
     assert len(messages) == 1
     assert not list(tmp_path.rglob("projector_config.pbtxt"))
     assert np.isfinite(semvec.fidelity["classifier.2"]["spearman"])
-
-    nothing = SemanticVectorCallback(layers="classifier.2", dim=2)
-    pl.seed_everything(0, verbose=False)
-    pl.Trainer(callbacks=[nothing], **trainer_kwargs(limit_val_batches=None, max_epochs=1)).fit(
-        TinyConvNet())
-    assert set(nothing.fidelity) == {"classifier.2"}
+    assert "semvec/classifier.2/fidelity" in (tmp_path / "lightning_logs" / "version_0" /
+                                              "metrics.csv").read_text()
 
 
 def test_label_fn_and_missing_labels(tmp_path):
     semvec = SemanticVectorCallback(layers="classifier.2", dim=2, figures=False, projector=False,
-                                    num_classes=3, label_fn=lambda batch: torch.zeros_like(batch[1]))
+                                    num_classes=3, label_fn=lambda b: torch.zeros_like(b[1]))
     fit(tmp_path, [semvec], max_epochs=1)
     assert semvec.neuron_statistics["classifier.2"]["class_counts"].tolist() == [32.0, 0.0, 0.0]
 
     unknown = SemanticVectorCallback(layers="classifier.2", dim=2, figures=False,
-                                     label_fn=lambda batch: None)
+                                     label_fn=lambda batch: None, projector_images="off")
     fit(tmp_path, [unknown], max_epochs=1, version=1)
     assert set(unknown.neuron_statistics["classifier.2"]) == {"mean_activation", "dead"}
     (entry,) = read_projector_config(tmp_path / "run" / "version_1")
     columns = read_embedding_metadata(tmp_path / "run" / "version_1", entry)
     assert columns["preferred_class"] == [""] * 3 and columns["dead"] != [""] * 3
+    assert entry.sprite_path == ""  # projector_images="off"
 
-    broken = SemanticVectorCallback(layers="classifier.2", dim=2, label_fn=lambda b: b[1].float())
-    with pytest.raises(TypeError, match="label_fn must return"):
-        fit(tmp_path, [broken], max_epochs=1, version=2)
+
+def test_bad_labels_are_clear_errors():
+    batch = make_data(4).tensors
+    broken = SemanticVectorCallback(layers="classifier.2", label_fn=lambda b: b[1].float())
+    with pytest.raises(TypeError, match="label_fn must return .* dtype torch.float32"):
+        broken._labels_of(batch)
+    shifted = SemanticVectorCallback(layers="classifier.2", num_classes=3,
+                                     label_fn=lambda b: b[1] + 5)
+    shifted._resolved_num_classes = 3  # as setup() resolves it
+    with pytest.raises(ValueError, match=r"outside \[0, 3\) for num_classes=3"):
+        shifted._labels_of(batch)
+    assert SemanticVectorCallback(layers="x")._labels_of([batch[0]]) is None  # no labels: None
 
 
 @pytest.mark.parametrize(
@@ -267,6 +270,7 @@ def test_top_inputs_streamed_equal_the_top_inputs_of_the_whole_set():
     assert torch.equal(out["thumbnails"], to_thumbnails(images, 4)[index])
 
 
+@pytest.mark.filterwarnings("ignore:.*was called before the ``update``")
 def test_top_inputs_merge_gathered_candidates_of_several_processes():
     g = torch.Generator().manual_seed(1)
     acts, images = torch.randn(40, 5, generator=g), torch.rand(40, 1, 8, 8, generator=g)
@@ -314,50 +318,71 @@ class ShardedVal(TinyConvNet):
 
     def val_dataloader(self):
         data = make_data(32, seed=1)
-        if self.trainer.world_size > 1:
-            sampler = DistributedSampler(data, self.trainer.world_size, self.trainer.global_rank,
-                                         shuffle=False)
-            return DataLoader(data, batch_size=8, sampler=sampler)
-        return DataLoader(data, batch_size=16)
+        sampler = DistributedSampler(data, self.trainer.world_size, self.trainer.global_rank,
+                                     shuffle=False)
+        return DataLoader(data, batch_size=8, sampler=sampler)
 
 
-class SaveResults(pl.Callback):
+class CompareWithWholeSet(pl.Callback):
+    """On each process, after fit: the callback's results and the same metrics computed on
+    the whole validation set in this one process, saved for the test to compare."""
+
     def __init__(self, semvec, directory):
         self.semvec, self.directory = semvec, directory
 
     def on_fit_end(self, trainer, pl_module):
-        torch.save({"stats": self.semvec.neuron_statistics, "fidelity": self.semvec.fidelity},
-                   self.directory / f"rank{trainer.global_rank}.pt")
+        from lightning_semvec.metrics import NeuronActivationStatistics, SemanticFidelity
+
+        x, y = make_data(32, seed=1).tensors
+        outputs = {}
+        modules = dict(pl_module.named_modules())
+        handles = [modules[name].register_forward_hook(
+            lambda m, i, out, name=name: outputs.__setitem__(name, out.mean(dim=(2, 3))
+                                                             if out.ndim == 4 else out))
+            for name in LAYERS]
+        pl_module.eval()
+        with torch.no_grad():
+            pl_module(x)
+        for handle in handles:
+            handle.remove()
+        expected = {}
+        for name, acts in outputs.items():
+            stats = NeuronActivationStatistics(acts.shape[1], 3, sync_on_compute=False)
+            stats.update(acts, y)
+            fidelity = SemanticFidelity(acts.shape[1], k=min(5, acts.shape[1] - 1),
+                                        sync_on_compute=False)
+            fidelity.update(acts)
+            fidelity.set_vectors(self.semvec.semantic_vectors[name])
+            top = TopActivatingInputs(acts.shape[1], 1, 32, sync_on_compute=False)
+            top.update(acts, x)
+            expected[name] = {"stats": stats.compute(), "fidelity": fidelity.compute(),
+                              "thumbnails": top.compute()["thumbnails"]}
+        torch.save({"stats": self.semvec.neuron_statistics, "fidelity": self.semvec.fidelity,
+                    "expected": expected}, self.directory / f"rank{trainer.global_rank}.pt")
 
 
-def test_ddp_statistics_images_and_files_equal_one_process(tmp_path):
-    def run(directory, batch_size, **overrides):
-        directory.mkdir()
-        semvec = SemanticVectorCallback(layers=LAYERS, dim=3, figures=False, num_classes=3)
-        pl.seed_everything(0, verbose=False)
-        model = ShardedVal(batch_size=batch_size)
-        fit(directory, [semvec, SaveResults(semvec, directory)], model=model, max_epochs=1,
-            **overrides)
-        return directory
-
-    single = run(tmp_path / "single", 16)
-    # 2 processes x 8 = the one-process batch of 16: the same model and vectors.
-    double = run(tmp_path / "double", 8, devices=2, strategy="ddp_spawn",
-                 use_distributed_sampler=False)
-    one = torch.load(single / "rank0.pt")
-    rank0, rank1 = torch.load(double / "rank0.pt"), torch.load(double / "rank1.pt")
-    for layer in LAYERS:
-        for key, expected in one["stats"][layer].items():
-            torch.testing.assert_close(rank0["stats"][layer][key], expected, rtol=1e-4, atol=1e-5)
-            torch.testing.assert_close(rank1["stats"][layer][key], expected, rtol=1e-4, atol=1e-5)
-        for key, value in one["fidelity"][layer].items():
-            assert rank0["fidelity"][layer][key] == pytest.approx(value, abs=1e-4)
-    assert one["stats"]["classifier.2"]["class_counts"].sum() == 32  # no sample seen twice
-    log_one, log_two = single / "run" / "version_0", double / "run" / "version_0"
-    entries = read_projector_config(log_two)
-    assert [e.tensor_name for e in entries] == [e.tensor_name for e in read_projector_config(log_one)]
+def test_ddp_statistics_images_and_fidelity_cover_the_whole_validation_set(tmp_path):
     from PIL import Image
 
-    for a, b in zip(read_projector_config(log_one), entries):
-        assert np.array_equal(np.asarray(Image.open(log_one / a.sprite_path)),
-                              np.asarray(Image.open(log_two / b.sprite_path)))
+    semvec = SemanticVectorCallback(layers=LAYERS, dim=3, figures=False, num_classes=3)
+    pl.seed_everything(0, verbose=False)
+    fit(tmp_path, [semvec, CompareWithWholeSet(semvec, tmp_path)], model=ShardedVal(batch_size=8),
+        max_epochs=1, devices=2, strategy="ddp_spawn", use_distributed_sampler=False)
+    results = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
+    for result in results:  # every process holds the statistics of all 32 samples
+        for layer in LAYERS:
+            expected = result["expected"][layer]
+            for key, value in expected["stats"].items():
+                torch.testing.assert_close(result["stats"][layer][key], value, rtol=1e-5, atol=1e-6)
+            for key, value in expected["fidelity"].items():
+                assert result["fidelity"][layer][key] == pytest.approx(value.item(), abs=1e-5)
+    assert results[0]["stats"]["classifier.2"]["class_counts"].sum() == 32
+    # Only rank 0 wrote, once per layer, and its sprites hold the whole set's best images.
+    log_dir = tmp_path / "run" / "version_0"
+    entries = read_projector_config(log_dir)
+    assert [e.tensor_name for e in entries] == ["features.1:00006", "classifier.2:00006"]
+    for entry in entries:
+        sprite = np.asarray(Image.open(log_dir / entry.sprite_path))
+        thumbs = results[0]["expected"][entry.tag]["thumbnails"]
+        expected = make_sprite(tile_images(thumbs).numpy())
+        assert np.array_equal(sprite, expected), entry.tag

@@ -69,7 +69,8 @@ def test_tensorboard_projector_plugin_serves_every_layer_neuron_and_column(run_d
         runs: list[str] = []
         while run not in runs:
             if server.poll() is not None:
-                pytest.fail(f"TensorBoard exited early:\n{(tmp_path / 'tensorboard.log').read_text()}")
+                log = (tmp_path / "tensorboard.log").read_text()
+                pytest.fail(f"TensorBoard exited early:\n{log}")
             if time.monotonic() > deadline:
                 pytest.fail(f"TensorBoard did not list the run in {STARTUP_SECONDS} s; runs={runs}")
             try:

@@ -1,0 +1,29 @@
+"""Smoke runs of the benchmark scripts in their --quick mode (seconds each)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_distillation_benchmark_quick(tmp_path: Path) -> None:
+    output = tmp_path / "results.md"
+    completed = subprocess.run(
+        [
+            sys.executable, str(ROOT / "benchmarks" / "distillation_benchmark.py"), "--quick",
+            "--output", str(output), "--workdir", str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    table = output.read_text()
+    assert "Command: `python benchmarks/distillation_benchmark.py --quick" in table
+    for method in ("plain", "kd", "rkd", "sp", "cc", "pkt", "static"):
+        assert f"| {method} |" in table, method
+    assert (tmp_path / "teacher.semvec.safetensors").exists()

@@ -1,0 +1,158 @@
+"""Figures (clustered heatmaps, PCA map), their logging to TensorBoard, and the HTML report."""
+
+import html
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lightning_semvec import SemanticVectorCallback
+from lightning_semvec.figures import (
+    cluster_order,
+    evenly_spaced,
+    pca_2d,
+    pca_map,
+    similarity_heatmaps,
+)
+from lightning_semvec.functional import semantic_similarity
+from lightning_semvec.knowledge import StaticKnowledge
+from lightning_semvec.report import find_projector_metadata, main, nearest_neighbours, write_report
+from tiny_models import TinyConvNet, trainer_kwargs
+
+CLASSES = ["top-left", "top-right", "bottom-left"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One short run with the TensorBoard logger, its knowledge file and log folder."""
+    tmp = tmp_path_factory.mktemp("run")
+    semvec = SemanticVectorCallback(layers=["features.3", "classifier.2"], dim=3, lr=0.1,
+                                    class_names=CLASSES)
+    pl.seed_everything(0, verbose=False)
+    logger = TensorBoardLogger(tmp, name="run")
+    trainer = pl.Trainer(callbacks=[semvec], **trainer_kwargs(
+        logger=logger, limit_val_batches=None, max_epochs=2))
+    trainer.fit(TinyConvNet())
+    knowledge = semvec.export_knowledge(tmp / "tiny.semvec.safetensors")
+    return tmp, logger.log_dir, knowledge, semvec
+
+
+def block_similarity(sizes, seed=0):
+    """Block-diagonal similarity of unit vectors, neurons shuffled; returns (S, block id)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.eye(len(sizes))
+    labels = torch.cat([torch.full((s,), i) for i, s in enumerate(sizes)])
+    vectors = centres[labels] + 0.05 * torch.randn(len(labels), len(sizes), generator=g)
+    perm = torch.randperm(len(labels), generator=g)
+    return semantic_similarity(vectors[perm]), labels[perm]
+
+
+def test_cluster_order_puts_each_block_together():
+    s, labels = block_similarity([4, 6, 5])
+    order = cluster_order(s)
+    assert sorted(order.tolist()) == list(range(15))
+    runs = labels[order]
+    assert int((runs[1:] != runs[:-1]).sum()) == 2  # three contiguous blocks
+
+
+def test_heatmaps_side_by_side_share_the_order():
+    s, _ = block_similarity([3, 3])
+    figure = similarity_heatmaps(s, -s, title="layer")
+    heatmaps = [ax for ax in figure.axes if ax.images and ax.get_title()]
+    assert [ax.get_title() for ax in heatmaps] == ["semantic similarity (6 neurons)",
+                                                 "activation similarity (6 neurons)"]
+    order = cluster_order(s)
+    shown = [ax.images[0].get_array() for ax in heatmaps]
+    np.testing.assert_allclose(shown[0], s[order][:, order].numpy(), atol=1e-6)
+    np.testing.assert_allclose(shown[1], -shown[0], atol=1e-6)
+    assert [t.get_text() for t in heatmaps[0].get_xticklabels()] == [str(i) for i in order.tolist()]
+    alone = similarity_heatmaps(s)
+    assert len([ax for ax in alone.axes if ax.images and ax.get_title()]) == 1
+    with pytest.raises(ValueError, match="activation must have the shape"):
+        similarity_heatmaps(s, s[:3, :3])
+
+
+def test_pca_map_colours_by_preferred_class_and_marks_dead():
+    vectors = torch.randn(9, 4, generator=torch.Generator().manual_seed(0))
+    figure = pca_map(vectors, torch.tensor([0, 1, 2] * 3), CLASSES, torch.arange(9) == 4)
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert labels == [*CLASSES, "dead"]
+    assert pca_map(vectors).axes[0].get_legend().get_texts()[0].get_text() == "alive"
+    with pytest.raises(ValueError, match="preferred_class"):
+        pca_map(vectors, torch.zeros(3, dtype=torch.long))
+
+
+def test_pca_2d_matches_sklearn_up_to_sign():
+    from sklearn.decomposition import PCA
+
+    vectors = torch.randn(30, 5, generator=torch.Generator().manual_seed(1))
+    ours = pca_2d(vectors).numpy()
+    unit = torch.nn.functional.normalize(vectors, dim=1).numpy()
+    theirs = PCA(n_components=2, svd_solver="full").fit_transform(unit)
+    np.testing.assert_allclose(np.abs(ours), np.abs(theirs), atol=1e-5)
+    assert evenly_spaced(1000, 10).tolist()[-1] == 999
+
+
+def test_callback_logs_figures_to_tensorboard(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, log_dir, _, _ = run
+    events = EventAccumulator(log_dir, size_guidance={"images": 0})
+    events.Reload()
+    images = events.Tags()["images"]
+    for layer in ("features.3", "classifier.2"):
+        for kind in ("similarity", "pca"):
+            steps = [e.step for e in events.Images(f"semvec/{layer}/{kind}")]
+            assert steps == [6, 12], (layer, kind, images)
+    first = events.Images("semvec/classifier.2/similarity")[0]
+    assert first.width > 400 and first.encoded_image_string.startswith(b"\x89PNG")
+
+
+def test_report_with_projector_metadata(run, tmp_path):
+    tmp, log_dir, knowledge_path, semvec = run
+    index = write_report(knowledge_path, tmp_path / "report", log_dir=tmp)
+    assert index == tmp_path / "report" / "index.html"
+    names = sorted(p.name for p in index.parent.iterdir())
+    assert names == ["00_features.3_pca.png", "00_features.3_similarity.png",
+                     "01_classifier.2_pca.png", "01_classifier.2_similarity.png", "index.html"]
+    page = index.read_text()
+    assert page.count("<img ") == 4 and "preferred class" in page and "selectivity" in page
+    stats = semvec.neuron_statistics["classifier.2"]
+    for neuron, cls in enumerate(stats["preferred_class"].tolist()):
+        assert f"<tr><td>{neuron}</td><td>{html.escape(CLASSES[cls])}</td>" in page
+    assert "step 12" in page  # the newest projector metadata
+    found = find_projector_metadata(tmp)
+    assert found["features.3"].step == 12 and len(found["features.3"].columns["dead"]) == 6
+
+
+def test_report_without_log_dir_lists_norms_and_neighbours(tmp_path):
+    vectors = torch.tensor([[1.0, 0.0], [0.9, 0.2], [0.0, 1.0], [0.1, 0.9]])
+    path = StaticKnowledge.from_vectors({"fc": vectors}).save(tmp_path / "k.semvec.safetensors")
+    page = write_report(path, tmp_path / "out").read_text()
+    assert "preferred class" not in page and "No validation statistics" in page
+    assert "<tr><td>0</td><td>1</td><td>1 (+0.98)" in page  # norm 1, nearest neuron 1
+
+
+def test_report_main(tmp_path, capsys):
+    knowledge = StaticKnowledge.from_vectors({"fc": torch.eye(3)})
+    path = knowledge.save(tmp_path / "k.semvec.safetensors")
+    assert main([str(path), str(tmp_path / "out")]) == 0
+    assert "index.html" in capsys.readouterr().out
+    assert main([str(tmp_path / "missing.semvec.safetensors"), str(tmp_path / "out")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "bad.safetensors").write_bytes(b"\x80\x04junk")
+    assert main([str(tmp_path / "bad.safetensors"), str(tmp_path / "out")]) == 1
+    assert "not a safetensors knowledge file" in capsys.readouterr().err
+
+
+def test_nearest_neighbours_in_chunks_equal_the_dense_answer():
+    vectors = torch.randn(50, 4, generator=torch.Generator().manual_seed(2))
+    s = semantic_similarity(vectors).fill_diagonal_(-2.0)
+    idx, sim = nearest_neighbours(vectors, k=3, chunk=7)
+    dense = s.topk(3, dim=1)
+    assert torch.equal(idx, dense.indices)
+    torch.testing.assert_close(sim, dense.values)
+    first, _ = nearest_neighbours(vectors, k=3, chunk=7, rows=10)
+    assert torch.equal(first, idx[:10])

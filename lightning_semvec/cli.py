@@ -125,9 +125,10 @@ def _small_parser(name: str) -> argparse.ArgumentParser:
     elif name == "report":
         parser.add_argument("knowledge", help="a knowledge file (.semvec.safetensors)")
         parser.add_argument("out", help="folder to write the report into")
-        parser.add_argument("--logdir", default=None, help="a TensorBoard log dir for statistics")
+        parser.add_argument("--log-dir", "--logdir", dest="logdir", default=None,
+                            help="a TensorBoard log dir whose projector files add per-neuron statistics")
         parser.epilog = ("examples:\n  semvec report semvec_runs/demo.semvec.safetensors report/\n"
-                         "  semvec report teacher.semvec.safetensors report/ --logdir lightning_logs\n")
+                         "  semvec report teacher.semvec.safetensors report/ --log-dir lightning_logs\n")
     elif name == "export":
         parser.add_argument("checkpoint", help="a Lightning .ckpt saved with the callback")
         parser.add_argument("out", help="the knowledge file to write (.semvec.safetensors)")

@@ -66,7 +66,9 @@ def run_demo(
     pl.seed_everything(seed, verbose=False)
     data = DigitsDataModule(batch_size=64, seed=seed)
     model = ImageClassifier(SmallCNN(in_channels=1, num_classes=10, width=16, hidden=64), lr=1e-2)
-    semvec = SemanticVectorCallback(layers=DEMO_LAYERS, dim=dim, lr=0.05, seed=seed)
+    # Projector, figures and fidelity every 5 epochs and at the end: enough for a short run.
+    semvec = SemanticVectorCallback(layers=DEMO_LAYERS, dim=dim, lr=0.05, seed=seed,
+                                    log_every_n_epochs=5)
     logger = TensorBoardLogger(save_dir=str(out), name="demo")
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_epochs=epochs, logger=logger, callbacks=[semvec],
@@ -139,7 +141,9 @@ def main(epochs: int = 10, out_dir: str = "semvec_runs", progress_bar: bool = Tr
     try:
         from lightning_semvec.report import write_report
 
-        result.report_path = write_report(result.knowledge_path, Path(out_dir) / "report")
+        result.report_path = write_report(
+            result.knowledge_path, Path(out_dir) / "report", log_dir=result.log_dir
+        )
     except ImportError:  # pragma: no cover - the report module ships with the package
         result.report_path = None
     rows = [("teacher (with callback)", result.test_accuracy, result.seconds)]

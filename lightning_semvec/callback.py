@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
@@ -23,22 +19,24 @@ from lightning_semvec.functional.alignment import ALIGNMENT_FORMS, AlignmentForm
 from lightning_semvec.functional.similarity import SimilarityKind, check_similarity_kind
 from lightning_semvec.functional.similarity import semantic_similarity as _semantic_similarity
 from lightning_semvec.layers import LayerSpec, matches_pattern, resolve_layers
-from lightning_semvec.metrics import NeuronActivationStatistics, SemanticFidelity
 from lightning_semvec.neurons import NeuronReadout, OutputSelector, Reduction
-from lightning_semvec.projector import (
-    TopActivatingInputs,
-    neuron_metadata,
-    sprite_thumbnail_size,
-    tile_images,
-    to_thumbnails,
-    write_embedding,
+from lightning_semvec.validation_analysis import (
+    LabelFn,
+    LayerAnalysis,
+    LayerResult,
+    analysis_due,
+    find_num_classes,
+    images_of_batch,
+    is_int_at_least,
+    labels_of_batch,
+    tensorboard_logger_of,
+    write_projector_and_figures,
 )
 
 if TYPE_CHECKING:
     from lightning_semvec.knowledge import StaticKnowledge
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-LabelFn = Callable[[Any], "Tensor | None"]
 ProjectorImages = Literal["off", "top1", "grid"]
 PROJECTOR_IMAGES: tuple[str, ...] = ("off", "top1", "grid")
 _OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -202,7 +200,7 @@ class SemanticVectorCallback(Callback):
                 f"max_neurons_per_step must be None or an integer of at least 2, got "
                 f"{max_neurons_per_step!r}."
             )
-        if log_every_n_epochs is not None and not _is_int_at_least(log_every_n_epochs, 1):
+        if log_every_n_epochs is not None and not is_int_at_least(log_every_n_epochs, 1):
             raise ValueError(
                 "log_every_n_epochs must be a positive integer, or None to turn validation-time "
                 f"analysis off, got {log_every_n_epochs!r}."
@@ -219,9 +217,9 @@ class SemanticVectorCallback(Callback):
             ("fidelity_max_neurons", fidelity_max_neurons, 3),
             ("fidelity_k", fidelity_k, 1),
         ):
-            if not _is_int_at_least(value, minimum):
+            if not is_int_at_least(value, minimum):
                 raise ValueError(f"{arg} must be an integer >= {minimum}, got {value!r}.")
-        if num_classes is not None and not _is_int_at_least(num_classes, 2):
+        if num_classes is not None and not is_int_at_least(num_classes, 2):
             raise ValueError(f"num_classes must be an integer >= 2 or None, got {num_classes!r}.")
         if label_fn is not None and not callable(label_fn):
             raise TypeError(
@@ -271,8 +269,8 @@ class SemanticVectorCallback(Callback):
         self._resolved_num_classes: int | None = None
         self._val_capturing = False
         self._val_captured: dict[str, list[Tensor]] = {}
-        self._analysis: dict[str, _LayerAnalysis] | None = None
-        self._results: dict[str, _LayerResult] = {}
+        self._analysis: dict[str, LayerAnalysis] | None = None
+        self._results: dict[str, LayerResult] = {}
         self._exported_step: int | None = None
 
     # ----------------------------------------------------------------- public views
@@ -375,7 +373,9 @@ class SemanticVectorCallback(Callback):
         if self._class_names is None:
             names = getattr(trainer.datamodule, "class_names", None)
             self._class_names = list(names) if names is not None else None
-        self._resolved_num_classes = self._find_num_classes(trainer, pl_module)
+        self._resolved_num_classes = find_num_classes(
+            trainer, pl_module, self.num_classes, self._class_names
+        )
         for name, module in self._modules.items():
             self._handles.append(module.register_forward_hook(self._make_hook(name)))
 
@@ -429,7 +429,7 @@ class SemanticVectorCallback(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
     ) -> None:
         self._analysis = None
-        if not self._analysis_due(trainer):
+        if not analysis_due(trainer, self.log_every_n_epochs):
             return
         names = [name for name in self._modules if name in self._vectors]
         if not names:
@@ -437,8 +437,18 @@ class SemanticVectorCallback(Callback):
         k = {"off": 0, "top1": 1, "grid": self.projector_top_k}[self.projector_images]
         k = k if self.projector else 0  # the images are only shown in the projector
         self._analysis = {
-            name: _LayerAnalysis.create(self, name, self._vectors[name].shape[0], k,
-                                        pl_module.device)
+            name: LayerAnalysis.create(
+                name,
+                self._vectors[name].shape[0],
+                k,
+                pl_module.device,
+                num_classes=self._resolved_num_classes,
+                similarity=self.similarity,
+                fidelity_max_neurons=self.fidelity_max_neurons,
+                fidelity_k=self.fidelity_k,
+                seed=self.seed,
+                thumbnail_size=self.thumbnail_size,
+            )
             for name in names
         }
         self._val_captured = {name: [] for name in names}
@@ -471,7 +481,7 @@ class SemanticVectorCallback(Callback):
         captured, self._val_captured = self._val_captured, {n: [] for n in self._analysis}
         labels = self._labels_of(batch)
         wants_images = self.projector and self.projector_images != "off"
-        images = self._images_of(batch) if wants_images else None
+        images = images_of_batch(batch, self._info_once) if wants_images else None
         thumbnails: dict[int, Tensor] = {}  # by size: layers of one width share them
         for name, analysis in self._analysis.items():
             for position, chunk in enumerate(captured.get(name, [])):
@@ -486,7 +496,11 @@ class SemanticVectorCallback(Callback):
             return
         step = trainer.global_step
         # Every process computes every metric, in the same order: each one gathers.
-        results = {name: layer.compute(self, step) for name, layer in analysis.items()}
+        results = {
+            name: layer.compute(self._vectors[name], step, figures=self.figures,
+                                figure_max_neurons=self.figure_max_neurons)
+            for name, layer in analysis.items()
+        }
         for result in results.values():
             if result.fidelity is not None:
                 for key, metric in (("spearman", "fidelity"), ("neighbour_agreement",) * 2):
@@ -603,142 +617,28 @@ class SemanticVectorCallback(Callback):
             rank_zero_info(message)
 
     # ----------------------------------------------------------------- validation internals
-    def _analysis_due(self, trainer: pl.Trainer) -> bool:
-        return (
-            self.log_every_n_epochs is not None
-            and not trainer.sanity_checking
-            and trainer.state.fn == TrainerFn.FITTING
-            and (trainer.current_epoch + 1) % self.log_every_n_epochs == 0
-        )
-
-    def _find_num_classes(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> int | None:
-        if self.num_classes is not None:
-            return self.num_classes
-        hparams = getattr(pl_module, "hparams", None) or {}
-        for candidate in (
-            len(self._class_names) if self._class_names else None,
-            getattr(trainer.datamodule, "num_classes", None),
-            getattr(pl_module, "num_classes", None),
-            hparams.get("num_classes") if isinstance(hparams, Mapping) else None,
-        ):
-            if _is_int_at_least(candidate, 2):
-                return int(candidate)  # type: ignore[arg-type]
-        return None
-
     def _labels_of(self, batch: Any) -> Tensor | None:
-        if self.label_fn is not None:
-            labels = self.label_fn(batch)
-            if labels is not None and not _is_label_tensor(labels):
-                got = (
-                    f"shape {tuple(labels.shape)} of dtype {labels.dtype}"
-                    if isinstance(labels, Tensor)
-                    else type(labels).__name__
-                )
-                raise TypeError(
-                    "label_fn must return the batch's labels as a (B,) integer tensor, or None; "
-                    f"got {got}."
-                )
-        elif isinstance(batch, (tuple, list)) and len(batch) >= 2 and _is_label_tensor(batch[1]):
-            labels = batch[1]
-        else:
-            labels = None
-        if labels is None:
-            self._info_once(
-                "no-labels",
-                "SemanticVectorCallback: a validation batch carries no integer labels (none at "
-                "batch[1], or label_fn returned None), so the projector shows no preferred class "
-                "or selectivity; pass a label_fn that picks them out of the batch.",
-            )
-        elif self._resolved_num_classes is None:
-            self._info_once(
-                "no-num-classes",
-                "SemanticVectorCallback: the number of classes is unknown, so the projector "
-                "shows no preferred class or selectivity; pass num_classes or class_names.",
-            )
-        elif labels.numel():
-            low, high = torch.stack([labels.min(), labels.max()]).tolist()  # one host sync
-            if low < 0 or high >= self._resolved_num_classes:
-                raise ValueError(
-                    f"SemanticVectorCallback: validation labels lie in [{low}, {high}], outside "
-                    f"[0, {self._resolved_num_classes}) for num_classes="
-                    f"{self._resolved_num_classes}. Pass num_classes (or class_names) matching "
-                    "the labels, or a label_fn that returns class indices."
-                )
-        return labels
-
-    def _images_of(self, batch: Any) -> Tensor | None:
-        x = batch[0] if isinstance(batch, (tuple, list)) and len(batch) > 0 else batch
-        if (
-            isinstance(x, Tensor)
-            and x.ndim == 4
-            and x.shape[1] in (1, 3)
-            and (x.is_floating_point() or x.dtype == torch.uint8)
-        ):
-            return x
-        self._info_once(
-            "no-images",
-            "SemanticVectorCallback: projector_images needs image inputs (batch[0] of shape "
-            "(B, C, H, W) with 1 or 3 channels); these validation inputs are not, so the "
-            "projector gets no neuron images.",
-        )
-        return None
-
-    def _tensorboard_logger(self, trainer: pl.Trainer) -> TensorBoardLogger | None:
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                return logger
-        self._info_once(
-            "no-tensorboard",
-            "SemanticVectorCallback: no TensorBoardLogger among the trainer's loggers, so the "
-            "Embedding Projector export and the figures are skipped (fidelity is still logged).",
-        )
-        return None
+        """The batch's ``(B,)`` integer labels or ``None`` (see :func:`labels_of_batch`)."""
+        return labels_of_batch(batch, self.label_fn, self._resolved_num_classes, self._info_once)
 
     def _export(self, trainer: pl.Trainer, step: int) -> None:
         """Write the projector files and figures of every layer (global rank 0 only)."""
         if not (self.projector or self.figures):
             return
-        logger = self._tensorboard_logger(trainer)
+        logger = tensorboard_logger_of(trainer, self._info_once)
         if logger is None:
             return
-        experiment = logger.experiment  # creates the event file, so TensorBoard lists the run
-        for name, vectors in self.semantic_vectors.items():
-            result = self._results.get(name)
-            if self.projector:
-                sprite = None
-                if result is not None and result.thumbnails is not None:
-                    sprite = tile_images(result.thumbnails)
-                metadata = neuron_metadata(
-                    name,
-                    vectors.shape[0],
-                    result.statistics if result is not None else None,
-                    self._class_names,
-                )
-                write_embedding(logger.log_dir, name, vectors, step, metadata, sprite)
-            if self.figures:
-                self._log_figures(experiment, name, vectors, result, step)
-        experiment.flush()
+        write_projector_and_figures(
+            logger,
+            self.semantic_vectors,
+            self._results,
+            step,
+            self._class_names,
+            projector=self.projector,
+            figures=self.figures,
+            figure_max_neurons=self.figure_max_neurons,
+        )
         self._exported_step = step
-
-    def _log_figures(
-        self, experiment: Any, name: str, vectors: Tensor, result: _LayerResult | None, step: int
-    ) -> None:
-        from lightning_semvec.figures import evenly_spaced, pca_map, similarity_heatmaps
-
-        if result is not None and result.activation_similarity is not None:
-            ids, s_act = result.similarity_ids, result.activation_similarity
-            title = f"{name}: step {step} (activations: validation at step {result.step})"
-        else:
-            ids, s_act = evenly_spaced(vectors.shape[0], self.figure_max_neurons), None
-            title = f"{name}: step {step}"
-        assert ids is not None
-        figure = similarity_heatmaps(_semantic_similarity(vectors[ids]), s_act, neuron_ids=ids,
-                                     title=title)
-        experiment.add_figure(f"semvec/{name}/similarity", figure, global_step=step, close=True)
-        stats = result.statistics if result is not None else {}
-        figure = pca_map(vectors, stats.get("preferred_class"), self._class_names,
-                         stats.get("dead"), title=f"{name}: semantic vectors, PCA (step {step})")
-        experiment.add_figure(f"semvec/{name}/pca", figure, global_step=step, close=True)
 
     def _init_vectors(self, name: str, num_neurons: int, device: torch.device) -> nn.Parameter:
         generator = torch.Generator().manual_seed(self.seed + zlib.crc32(name.encode()))
@@ -902,145 +802,6 @@ class SemanticVectorCallback(Callback):
                               on_epoch=False, batch_size=1)
                 pl_module.log(f"semvec/{name}/skipped_steps", self._skipped[name].float(),
                               on_step=True, on_epoch=False, batch_size=1)
-
-
-def _is_int_at_least(value: Any, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-def _is_label_tensor(value: Any) -> bool:
-    return (
-        isinstance(value, Tensor)
-        and value.ndim == 1
-        and not value.is_floating_point()
-        and not value.is_complex()
-        and value.dtype != torch.bool
-    )
-
-
-@dataclass
-class _LayerResult:
-    """What one analysed validation epoch found for one layer (CPU tensors)."""
-
-    name: str
-    step: int
-    statistics: dict[str, Tensor]
-    fidelity: dict[str, float] | None
-    similarity_ids: Tensor | None  # (n,) neurons shown in the heatmap
-    activation_similarity: Tensor | None  # (n, n)
-    thumbnails: Tensor | None  # (N, k, 3, t, t) uint8
-
-
-_CLASS_STATISTICS = ("class_means", "class_counts", "selectivity", "preferred_class")
-
-
-class _LayerAnalysis:
-    """The metrics one layer streams over one validation epoch."""
-
-    def __init__(
-        self,
-        name: str,
-        statistics: NeuronActivationStatistics,
-        fidelity: SemanticFidelity | None,
-        top: TopActivatingInputs | None,
-        labelled: bool,
-    ) -> None:
-        self.name = name
-        self.statistics = statistics
-        self.fidelity = fidelity
-        self.top = top
-        self.labelled = labelled  # class statistics are reported only if every batch had labels
-        self.images_seen = False
-
-    @classmethod
-    def create(
-        cls,
-        callback: SemanticVectorCallback,
-        name: str,
-        num_neurons: int,
-        images_per_neuron: int,
-        device: torch.device,
-    ) -> _LayerAnalysis:
-        num_classes = callback._resolved_num_classes
-        # Labels are range-checked once per batch by the callback, not once per layer here.
-        statistics = NeuronActivationStatistics(
-            num_neurons, num_classes or 2, validate_args=False
-        ).to(device)
-        fidelity = None
-        if num_neurons >= 3:
-            tracked = min(num_neurons, callback.fidelity_max_neurons)
-            fidelity = SemanticFidelity(
-                num_neurons,
-                similarity=callback.similarity,
-                max_neurons=callback.fidelity_max_neurons,
-                k=min(callback.fidelity_k, tracked - 1),
-                seed=callback.seed,
-            ).to(device)
-        top = None
-        if images_per_neuron:
-            size = sprite_thumbnail_size(num_neurons, images_per_neuron, callback.thumbnail_size)
-            top = TopActivatingInputs(num_neurons, images_per_neuron, size).to(device)
-        return cls(name, statistics, fidelity, top, labelled=num_classes is not None)
-
-    def update(
-        self,
-        activations: Tensor,
-        labels: Tensor | None,
-        images: Tensor | None,
-        thumbnails: dict[int, Tensor],
-    ) -> None:
-        """One captured ``(M, N)`` chunk; ``M`` is ``B`` or ``B * positions`` when aligned.
-
-        ``thumbnails`` caches the batch's thumbnails by size, shared by the layers.
-        """
-        device = self.statistics.sums.device
-        acts = activations.to(device)
-        if self.fidelity is not None:
-            self.fidelity.update(acts)
-        batch = labels.shape[0] if labels is not None else (
-            images.shape[0] if images is not None else 0
-        )
-        per_input = acts.shape[0] // batch if batch and acts.shape[0] % batch == 0 else 0
-        if labels is not None and per_input and self.labelled:
-            row_labels = labels.to(device=device, dtype=torch.long)
-            if per_input > 1:
-                row_labels = row_labels.repeat_interleave(per_input)
-        else:
-            self.labelled = False
-            row_labels = torch.zeros(acts.shape[0], dtype=torch.long, device=device)
-        self.statistics.update(acts, row_labels)
-        if self.top is not None and images is not None and per_input and images.shape[0] == batch:
-            per_image = acts if per_input == 1 else acts.view(batch, per_input, -1).mean(dim=1)
-            size = self.top.size
-            if size not in thumbnails:
-                thumbnails[size] = to_thumbnails(images, size)
-            self.top.update(per_image, thumbnails[size])
-            self.images_seen = True
-
-    def compute(self, callback: SemanticVectorCallback, step: int) -> _LayerResult:
-        """Compute every metric; each gathers across processes, so every process calls this."""
-        with warnings.catch_warnings():
-            # A process that saw no validation batch still joins the gathers.
-            warnings.filterwarnings("ignore", message=".*was called before the ``update``.*")
-            statistics = {k: v.detach().cpu() for k, v in self.statistics.compute().items()}
-            if not self.labelled:
-                statistics = {k: v for k, v in statistics.items() if k not in _CLASS_STATISTICS}
-            fidelity = ids = s_act = None
-            if self.fidelity is not None:
-                self.fidelity.set_vectors(callback._vectors[self.name].detach())
-                fidelity = {k: float(v) for k, v in self.fidelity.compute().items()}
-                if callback.figures:
-                    from lightning_semvec.figures import evenly_spaced
-
-                    similarity, _ = self.fidelity.compute_similarity()
-                    tracked = self.fidelity.neuron_indices.cpu()
-                    pick = evenly_spaced(tracked.numel(), callback.figure_max_neurons)
-                    ids, s_act = tracked[pick], similarity.cpu()[pick][:, pick]
-            thumbnails = None
-            if self.top is not None:
-                top = self.top.compute()
-                thumbnails = top["thumbnails"].cpu() if self.images_seen else None
-        return _LayerResult(self.name, step, statistics, fidelity, ids, s_act, thumbnails)
 
 
 def _logs_this_step(trainer: pl.Trainer) -> bool:

@@ -595,9 +595,9 @@ class SemanticVectorCallback(Callback):
 
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if self._capturing and module.training:
-                self._captured[name].append(readout.read(output, name))
+                _append_call(self._captured[name], readout.read(output, name), name, self._warn_once)
             elif self._val_capturing and not module.training and name in self._val_captured:
-                self._val_captured[name].append(readout.read(output, name))
+                _append_call(self._val_captured[name], readout.read(output, name), name, self._warn_once)
 
         return hook
 
@@ -802,6 +802,30 @@ class SemanticVectorCallback(Callback):
                               on_epoch=False, batch_size=1)
                 pl_module.log(f"semvec/{name}/skipped_steps", self._skipped[name].float(),
                               on_step=True, on_epoch=False, batch_size=1)
+
+
+def _append_call(
+    chunks: list[Tensor], activations: Tensor, name: str, warn_once: Callable[[str, str], None]
+) -> None:
+    """Record one call of a hooked module; several calls per forward are stacked as samples.
+
+    Raised inside the forward (before any backward), so a bad layer choice changes nothing.
+    """
+    if chunks:
+        if chunks[0].shape[1] != activations.shape[1]:
+            raise ValueError(
+                f"Layer {name!r} is called more than once per forward with different widths "
+                f"({chunks[0].shape[1]} and {activations.shape[1]} neurons), so its neurons are "
+                "not one set. This happens with a module reused in several places (a shared "
+                "nn.ReLU, say): hook a module used once, or give each use its own module."
+            )
+        warn_once(
+            f"calls:{name}",
+            f"SemanticVectorCallback: layer {name!r} is called more than once per forward; its "
+            "calls are stacked as extra samples. If the calls are different places in the "
+            "network (a shared activation module), hook modules used once instead.",
+        )
+    chunks.append(activations)
 
 
 def _logs_this_step(trainer: pl.Trainer) -> bool:

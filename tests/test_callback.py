@@ -298,3 +298,36 @@ def test_bad_layer_keeps_vectors_and_optimizer_state_on_both_paths(sync_free):
     assert torch.equal(bad, before_bad) and not torch.equal(good, before_good)
     for key, value in before_state.items():
         assert torch.equal(optimizer.state[bad][key], value), key
+
+
+class SharedReLUNet(TinyConvNet):
+    """One nn.ReLU module used twice, on outputs of different widths."""
+
+    def __init__(self):
+        super().__init__()
+        self.act = nn.ReLU()
+        self.lin1, self.lin2 = nn.Linear(36, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.lin2(self.act(self.lin1(self.act(x.flatten(1)))))
+
+
+def test_module_reused_with_different_widths_is_a_clear_error_before_training():
+    model = SharedReLUNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="more than once per forward with different widths"):
+        fit(model, callbacks=[SemanticVectorCallback(layers="act", dim=2)], max_epochs=1)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_module_called_twice_with_one_width_is_stacked_with_a_warning():
+    class Twice(TinyConvNet):
+        def forward(self, x):
+            h = self.features(x)
+            self.classifier(h)  # a second call of the same head
+            return self.classifier(h)
+
+    semvec = SemanticVectorCallback(layers="classifier.2", dim=2)
+    with pytest.warns(UserWarning, match="stacked as extra samples"):
+        fit(Twice(), callbacks=[semvec], max_epochs=1)
+    assert semvec.semantic_vectors["classifier.2"].shape == (3, 2)

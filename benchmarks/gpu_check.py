@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA device is visible (torch.cuda.is_available() is False). "
               "Run this on a machine with an NVIDIA GPU; on the CPU use "
-              "benchmarks/callback_overhead.py instead.", file=sys.stderr)
+              "benchmarks/performance.py instead.", file=sys.stderr)
         return 2
     start = time.perf_counter()
     torch.backends.cudnn.benchmark = True

@@ -1,0 +1,38 @@
+"""The performance scripts run (tiny sizes) and the GPU check refuses cleanly without CUDA."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd, env={"SEMVEC_BENCH_DIR": str(cwd), "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_gpu_check_refuses_without_cuda(tmp_path):
+    done = run(str(ROOT / "benchmarks" / "gpu_check.py"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no CUDA device is visible" in done.stderr
+
+
+def test_performance_quick_writes_a_table(tmp_path):
+    out = tmp_path / "table.md"
+    done = run(str(ROOT / "benchmarks" / "performance.py"), "--quick", "--only", "linear_1024",
+               "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    assert "| linear_1024 | callback |" in text and "cores" in text
+
+
+def test_performance_rejects_an_unknown_case(tmp_path):
+    done = run(str(ROOT / "benchmarks" / "performance.py"), "--only", "nothing", cwd=tmp_path)
+    assert done.returncode == 2 and "matches no case" in done.stderr

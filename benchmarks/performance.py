@@ -118,8 +118,12 @@ def _build(case: str, variant: str) -> tuple[Any, Any, list[Any], dict[str, Any]
     return model, loader((3, 32, 32), 128), callbacks, trainer_args
 
 
-def _worker(case: str, variant: str, steps: int, warmup: int) -> dict[str, float]:
+def _worker(case: str, variant: str, steps: int, warmup: int, threads: int) -> dict[str, float]:
     import lightning.pytorch as pl
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
 
     model, train, callbacks, trainer_args = _build(case, variant)
     times: list[float] = []
@@ -154,10 +158,10 @@ def _worker(case: str, variant: str, steps: int, warmup: int) -> dict[str, float
     return {"step_s": statistics.median(times[warmup:]), "peak_mib": peak_mib}
 
 
-def _run(case: str, variant: str, steps: int, warmup: int) -> dict[str, float]:
+def _run(case: str, variant: str, steps: int, warmup: int, threads: int) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--worker", case, variant, "--steps", str(steps),
-         "--warmup", str(warmup)],
+         "--warmup", str(warmup), "--threads", str(threads)],
         capture_output=True, text=True,
     )
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
@@ -186,13 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="1 repetition of 3 steps")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads per run (0: torch's default). On a shared "
+                        "machine, 1 keeps a busy neighbour from stalling every parallel op")
     parser.add_argument("--only", default=None, help="run the cases whose name contains this")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "performance-table.md"),
                         help="markdown file to write the table to ('-' for none)")
     parser.add_argument("--worker", nargs=2, metavar=("CASE", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print("RESULT " + json.dumps(_worker(*args.worker, args.steps, args.warmup)))
+        print("RESULT " + json.dumps(_worker(*args.worker, args.steps, args.warmup, args.threads)))
         return 0
     if args.quick:
         args.reps, args.steps, args.warmup = 1, 3, 1
@@ -207,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
         for _ in range(args.reps):
             for variant in variants:
-                runs[variant].append(_run(case, variant, args.steps, args.warmup))
+                runs[variant].append(_run(case, variant, args.steps, args.warmup, args.threads))
         base = runs[spec["baseline"]]
         for variant in spec["variants"]:
             ratio = statistics.median(r["step_s"] / b["step_s"] for b, r in zip(base, runs[variant]))
@@ -219,10 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         f"| {c} | {v} | {b:.2f} | {r:.2f} | {ratio:.3f} | {added:.1f} |\n"
         for c, v, b, r, ratio, added in rows
     )
-    text = (f"Machine: {machine()}. Repetitions: {args.reps}, {args.steps} timed steps after "
-            f"{args.warmup} warm-up steps; took {time.perf_counter() - start:.0f} s.\n"
-            f"Command: `python benchmarks/performance.py"
-            f"{' --quick' if args.quick else ''}{f' --only {args.only}' if args.only else ''}`\n\n"
+    threads = f"{args.threads} intra-op thread(s)" if args.threads else "torch's default threads"
+    text = (f"Machine: {machine()}; {threads}. Repetitions: {args.reps}, {args.steps} timed "
+            f"steps after {args.warmup} warm-up steps; took {time.perf_counter() - start:.0f} s.\n"
+            f"Command: `python {' '.join(['benchmarks/performance.py', *(argv if argv is not None else sys.argv[1:])])}`\n\n"
             + table)
     print(text)
     if args.out != "-":

@@ -24,6 +24,6 @@ def test_distillation_benchmark_quick(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
     table = output.read_text()
     assert "Command: `python benchmarks/distillation_benchmark.py --quick" in table
-    for method in ("plain", "kd", "rkd", "sp", "cc", "pkt", "static"):
+    for method in ("plain", "kd", "rkd", "sp", "cc", "pkt", "static", "soft_targets", "label_smoothing"):
         assert f"| {method} |" in table, method
     assert (tmp_path / "teacher.semvec.safetensors").exists()

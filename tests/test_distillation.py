@@ -265,7 +265,7 @@ def test_hooks_record_only_inside_steps_and_survive_copies(knowledge) -> None:
     module(x)
     assert module._capture.outputs == {}
     for clone in (copy.deepcopy(module), pickle.loads(pickle.dumps(module))):
-        with clone._capture.recording() as captured:
+        with clone.capturing() as captured:
             clone(x)
             assert list(captured) == ["student:fc1"]
             assert captured["student:fc1"][0].requires_grad  # kept in the graph
@@ -294,7 +294,7 @@ def test_soft_targets_from_the_logit_layer(knowledge, datamodule) -> None:
 def test_soft_targets_alone(knowledge, datamodule) -> None:
     module = StaticDistillationModule(SmallNet(), knowledge, {}, soft_targets=1.0)
     inputs, targets = next(iter(datamodule.train_dataloader()))
-    with module._capture.recording() as captured:
+    with module.capturing() as captured:
         terms = module.distillation_losses(inputs, targets, module(inputs), captured)
     assert list(terms) == ["soft_target_loss"] and terms["soft_target_loss"].loss > 0
 

@@ -47,6 +47,7 @@ from lightning_semvec.functional.relational_distillation import (
 )
 from lightning_semvec.functional.similarity import SimilarityKind, check_similarity_kind
 from lightning_semvec.knowledge import StaticKnowledge
+from lightning_semvec.models.optimizers import OptimizerName, adam_or_sgd
 from lightning_semvec.layers import resolve_layers
 from lightning_semvec.neurons import NeuronReadout
 
@@ -58,7 +59,6 @@ __all__ = [
     "TeacherDistillationModule",
 ]
 
-OptimizerName = Literal["adam", "sgd"]
 TeacherMethod = Literal["kd", "rkd", "sp", "cc", "pkt"]
 
 #: Weight of the correlation-congruence loss in the usual CIFAR-100 setting (the CRD
@@ -312,16 +312,7 @@ class StudentModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         # Frozen parameters (a teacher's) stay out of the optimizer.
         params = [p for p in self.parameters() if p.requires_grad]
-        if self.optimizer_name == "adam":
-            opt: torch.optim.Optimizer = torch.optim.Adam(
-                params, lr=self.lr, weight_decay=self.weight_decay
-            )
-        else:
-            opt = torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=self.weight_decay)
-        if self.max_epochs is None:
-            return opt
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.max_epochs)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+        return adam_or_sgd(params, self.optimizer_name, self.lr, self.weight_decay, self.max_epochs)
 
     # ------------------------------------------------------------------ internals
     def _step(self, batch: Any, stage: str, metric: MulticlassAccuracy) -> Tensor:

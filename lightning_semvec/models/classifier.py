@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -10,9 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_semvec.models.optimizers import OptimizerName, adam_or_sgd
 from lightning_semvec.models.registry import available_models, build_model
-
-OptimizerName = Literal["adam", "sgd"]
 
 
 class ImageClassifier(pl.LightningModule):
@@ -129,15 +128,6 @@ class ImageClassifier(pl.LightningModule):
         return self(images).softmax(dim=-1)
 
     def configure_optimizers(self) -> Any:
-        if self.optimizer_name == "adam":
-            opt: torch.optim.Optimizer = torch.optim.Adam(
-                self.parameters(), lr=self.lr, weight_decay=self.weight_decay
-            )
-        else:
-            opt = torch.optim.SGD(
-                self.parameters(), lr=self.lr, momentum=0.9, weight_decay=self.weight_decay
-            )
-        if self.max_epochs is None:
-            return opt
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.max_epochs)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+        return adam_or_sgd(
+            self.parameters(), self.optimizer_name, self.lr, self.weight_decay, self.max_epochs
+        )

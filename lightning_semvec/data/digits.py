@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
+
+from lightning_semvec.data.split_datamodule import SplitDataModule
 
 UpscaleMode = Literal["nearest", "bilinear"]
 
 
-class DigitsDataModule(pl.LightningDataModule):
+class DigitsDataModule(SplitDataModule):
     """The 1797 handwritten 8x8 digits shipped with scikit-learn (``load_digits``), 10 classes.
 
     The data are embedded in scikit-learn, so nothing is downloaded: this is the data module
@@ -138,27 +139,3 @@ class DigitsDataModule(pl.LightningDataModule):
         self.test_dataset = TensorDataset(*(t[self.split_indices["test"]] for t in (images, labels)))
         self.train_dataset = TensorDataset(*(t[self.split_indices["train"]] for t in (images, labels)))
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        self.setup()  # idempotent: lets the loaders be used without a Trainer
-        dataset = getattr(self, f"{split}_dataset")
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled batches ``(images (B, 1, H, W) float32, labels (B,) int64)``."""
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in a fixed order."""
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches in a fixed order."""
-        return self._loader("test", shuffle=False)

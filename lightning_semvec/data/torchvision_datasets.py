@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import datasets, transforms
+
+from lightning_semvec.data.split_datamodule import SplitDataModule
 
 
 class _TransformedSubset(Dataset):
@@ -44,7 +45,7 @@ class _TransformedSubset(Dataset):
         return image, int(target)
 
 
-class TorchvisionDataModule(pl.LightningDataModule):
+class TorchvisionDataModule(SplitDataModule):
     """Shared machinery of the torchvision-backed data modules (not used directly).
 
     Subclasses set the class attributes ``dataset_cls``, ``num_classes``, ``image_shape``,
@@ -191,30 +192,6 @@ class TorchvisionDataModule(pl.LightningDataModule):
         assert self._class_names is not None
         return list(self._class_names)
 
-    # --------------------------------------------------------------- loaders
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        self.setup()  # idempotent: lets the loaders be used without a Trainer
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            getattr(self, f"{split}_dataset"),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled batches ``(images (B, C, H, W) float32, labels (B,) int64)``."""
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in a fixed order."""
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches in a fixed order."""
-        return self._loader("test", shuffle=False)
 
 
 class MNISTDataModule(TorchvisionDataModule):

@@ -19,6 +19,8 @@ classes and ``d`` for the semantic dimension.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -361,3 +363,23 @@ def similarity_from_moments(
     similarity = (cov * inv.unsqueeze(0) * inv.unsqueeze(1)).clamp(-1.0, 1.0)
     similarity.diagonal().copy_(alive.to(similarity.dtype))
     return similarity, alive
+
+
+def check_activation_matrix(activations: Any, num_neurons: int) -> None:
+    """Raise a clear ``ValueError`` unless ``activations`` is a ``(samples, num_neurons)`` tensor.
+
+    Example:
+        >>> check_activation_matrix(torch.zeros(4, 3), 3)
+        >>> check_activation_matrix(torch.zeros(4, 2), 3)
+        Traceback (most recent call last):
+        ...
+        ValueError: activations have 2 neurons, the metric was built for 3.
+    """
+    if not isinstance(activations, Tensor) or activations.ndim != 2:
+        shape = tuple(activations.shape) if isinstance(activations, Tensor) else type(activations)
+        raise ValueError(f"activations must be a (samples, neurons) tensor, got {shape}.")
+    if activations.shape[1] != num_neurons:
+        raise ValueError(
+            f"activations have {activations.shape[1]} neurons, the metric was built for "
+            f"{num_neurons}."
+        )

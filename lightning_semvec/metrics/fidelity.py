@@ -18,6 +18,7 @@ from lightning_semvec.functional.neuron_statistics import (
     spearman_upper_triangle,
 )
 from lightning_semvec.functional.similarity import check_similarity_kind, semantic_similarity
+from lightning_semvec.functional.neuron_statistics import check_activation_matrix
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -175,16 +176,7 @@ class SemanticFidelity(Metric):
 
     def update(self, activations: Tensor) -> None:
         """Add a batch of ``(M, num_neurons)`` activations (any real dtype; float64 sums)."""
-        if not isinstance(activations, Tensor) or activations.ndim != 2:
-            shape = (
-                tuple(activations.shape) if isinstance(activations, Tensor) else type(activations)
-            )
-            raise ValueError(f"activations must be a (samples, neurons) tensor, got {shape}.")
-        if activations.shape[1] != self.num_neurons:
-            raise ValueError(
-                f"activations have {activations.shape[1]} neurons, the metric was built for "
-                f"{self.num_neurons}."
-            )
+        check_activation_matrix(activations, self.num_neurons)
         if activations.shape[0] == 0:
             return
         x = activations.detach()

@@ -10,6 +10,7 @@ from torchmetrics import Metric
 
 from lightning_semvec.functional.neuron_statistics import alive_from_moments, class_selectivity
 from lightning_semvec.metrics.fidelity import _check_int
+from lightning_semvec.functional.neuron_statistics import check_activation_matrix
 
 
 class NeuronActivationStatistics(Metric):
@@ -83,16 +84,7 @@ class NeuronActivationStatistics(Metric):
 
     def update(self, activations: Tensor, labels: Tensor) -> None:
         """Add ``(M, N)`` activations (any real dtype) with their ``(M,)`` integer labels."""
-        if not isinstance(activations, Tensor) or activations.ndim != 2:
-            shape = (
-                tuple(activations.shape) if isinstance(activations, Tensor) else type(activations)
-            )
-            raise ValueError(f"activations must be a (samples, neurons) tensor, got {shape}.")
-        if activations.shape[1] != self.num_neurons:
-            raise ValueError(
-                f"activations have {activations.shape[1]} neurons, the metric was built for "
-                f"{self.num_neurons}."
-            )
+        check_activation_matrix(activations, self.num_neurons)
         if not isinstance(labels, Tensor) or labels.shape != (activations.shape[0],):
             shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels)
             raise ValueError(

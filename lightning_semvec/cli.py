@@ -119,6 +119,8 @@ def _small_parser(name: str) -> argparse.ArgumentParser:
     )
     if name == "demo":
         parser.add_argument("--epochs", type=int, default=10, help="teacher epochs (default 10)")
+        parser.add_argument("--student-epochs", type=int, default=30,
+                            help="epochs of each student (default 30)")
         parser.add_argument("--out", default="semvec_runs", help="output folder (default semvec_runs)")
         parser.add_argument("--no-progress-bar", action="store_true", help="hide progress bars")
         parser.epilog = "examples:\n  semvec demo\n  semvec demo --epochs 3 --out /tmp/semvec_runs\n"
@@ -145,7 +147,8 @@ def _run_small(name: str, args: Sequence[str]) -> int:
     if name == "demo":
         from lightning_semvec.demo import main as demo_main
 
-        demo_main(epochs=parsed.epochs, out_dir=parsed.out, progress_bar=not parsed.no_progress_bar)
+        demo_main(epochs=parsed.epochs, out_dir=parsed.out, progress_bar=not parsed.no_progress_bar,
+                  student_epochs=parsed.student_epochs)
     elif name == "report":
         from lightning_semvec.report import write_report
 

@@ -102,13 +102,13 @@ def train_students(
         data = DigitsDataModule(batch_size=64, seed=seed)
         student = SmallCNN(in_channels=1, num_classes=10, width=4, hidden=16)
         if name == "plain student":
-            module: pl.LightningModule = ImageClassifier(student, lr=1e-2)
+            module: pl.LightningModule = ImageClassifier(student, lr=1e-2, max_epochs=epochs)
         else:
             module = StaticDistillationModule(
                 student=student, knowledge=knowledge,
                 # Weight 0.1: at 1 the scale-free Pearson term can swamp a tiny student's task
                 # loss (docs/results.md measures both).
-                layer_map={"classifier.3": LOGITS_LAYER}, weight=0.1, lr=1e-2,
+                layer_map={"classifier.3": LOGITS_LAYER}, weight=0.1, lr=1e-2, max_epochs=epochs,
             )
         trainer = pl.Trainer(
             accelerator="cpu", devices=1, max_epochs=epochs,
@@ -136,10 +136,23 @@ def describe_logit_neurons(callback: SemanticVectorCallback, top: int = 2) -> st
     return "\n".join(lines)
 
 
-def main(epochs: int = 10, out_dir: str = "semvec_runs", progress_bar: bool = True) -> DemoResult:
-    """Run the whole demo (teacher, knowledge file, two students, report) and print a summary."""
+def main(
+    epochs: int = 10,
+    out_dir: str = "semvec_runs",
+    progress_bar: bool = True,
+    student_epochs: int = 30,
+) -> DemoResult:
+    """Run the whole demo (teacher, knowledge file, two students, report) and print a summary.
+
+    The students train for ``student_epochs`` (with a cosine schedule): a 4-channel student is
+    noisy over a few epochs, and 30 take a few seconds.
+    """
+    if student_epochs < 1:
+        raise ValueError(f"student_epochs must be at least 1, got {student_epochs}.")
     result = run_demo(out_dir=out_dir, epochs=epochs, progress_bar=progress_bar)
-    result.students = train_students(result.knowledge_path, out_dir, epochs, progress_bar=progress_bar)
+    result.students = train_students(
+        result.knowledge_path, out_dir, student_epochs, progress_bar=progress_bar
+    )
     try:
         from lightning_semvec.report import write_report
 

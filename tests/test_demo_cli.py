@@ -56,6 +56,7 @@ def test_report_from_the_knowledge_file(fitted, capsys):
         (["report", "missing.semvec.safetensors", "out"], "missing.semvec.safetensors"),
         (["fit", "--semvec.dim", "0", *TINY], "dim must be a positive integer"),
         (["demo", "--epochs", "0"], "epochs must be at least 1"),
+        (["demo", "--student-epochs", "0"], "student_epochs must be at least 1"),
     ],
 )
 def test_bad_arguments_give_one_clear_line(argv, message, tmp_path, monkeypatch, capsys):

@@ -15,7 +15,12 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
-from lightning_semvec.functional.alignment import ALIGNMENT_FORMS, AlignmentForm, alignment_loss
+from lightning_semvec.functional.alignment import (
+    ALIGNMENT_FORMS,
+    DENSE_MAX_NEURONS,
+    AlignmentForm,
+)
+from lightning_semvec.functional.alignment_gradient import alignment_gradients, plan_alignment_runs
 from lightning_semvec.functional.similarity import SimilarityKind, check_similarity_kind
 from lightning_semvec.functional.similarity import semantic_similarity as _semantic_similarity
 from lightning_semvec.layers import LayerSpec, matches_pattern, resolve_layers
@@ -256,6 +261,9 @@ class SemanticVectorCallback(Callback):
         self._modules: dict[str, nn.Module] = {}
         self._handles: list[RemovableHandle] = []
         self._captured: dict[str, list[Tensor]] = {}
+        self._captured_widths: dict[str, int] = {}  # full widths, before any neuron subset
+        self._subsets: dict[str, Tensor] = {}  # this step's neuron subset of each wide layer
+        self._capture_step = 0
         self._capturing = False
         self._vectors: dict[str, nn.Parameter] = {}
         self._optimizer: torch.optim.Optimizer | None = None
@@ -393,6 +401,8 @@ class SemanticVectorCallback(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self._captured = {name: [] for name in self._modules}
+        self._captured_widths, self._subsets = {}, {}
+        self._capture_step = trainer.global_step
         self._capturing = True
 
     @override
@@ -406,6 +416,8 @@ class SemanticVectorCallback(Callback):
     ) -> None:
         self._capturing = False
         captured, self._captured = self._captured, {}
+        widths, subsets = self._captured_widths, self._subsets
+        self._captured_widths, self._subsets = {}, {}
         step = trainer.global_step
         if step == self._last_seen_step:
             return  # no optimizer step happened (gradient accumulation): nothing to do yet
@@ -422,7 +434,7 @@ class SemanticVectorCallback(Callback):
                 )
                 continue
             activations[name] = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
-        self._update(trainer, pl_module, activations)
+        self._update(trainer, pl_module, activations, widths, subsets)
 
     @override
     def on_validation_epoch_start(
@@ -595,11 +607,33 @@ class SemanticVectorCallback(Callback):
 
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if self._capturing and module.training:
-                _append_call(self._captured[name], readout.read(output, name), name, self._warn_once)
+                self._capture(name, readout.read(output, name))
             elif self._val_capturing and not module.training and name in self._val_captured:
-                _append_call(self._val_captured[name], readout.read(output, name), name, self._warn_once)
+                chunks, acts = self._val_captured[name], readout.read(output, name)
+                first_width = chunks[0].shape[1] if chunks else acts.shape[1]
+                _check_repeated_call(chunks, first_width, acts.shape[1], name, self._warn_once)
+                chunks.append(acts)
 
         return hook
+
+    def _capture(self, name: str, activations: Tensor) -> None:
+        """Keep one training call's ``(M, N)`` activations; only this step's subset if wide.
+
+        Taking the subset here lets the layer's full output go as soon as autograd is done
+        with it, so a 65,536-neuron layer costs memory for its subset alone.
+        """
+        width = activations.shape[1]
+        chunks = self._captured[name]
+        _check_repeated_call(
+            chunks, self._captured_widths.setdefault(name, width), width, name, self._warn_once
+        )
+        if self.max_neurons_per_step is not None and width > self.max_neurons_per_step:
+            subset = self._subsets.get(name)
+            if subset is None:
+                subset = self._neuron_subset(width, self._capture_step, activations.device)
+                self._subsets[name] = subset
+            activations = activations.index_select(1, subset)
+        chunks.append(activations)
 
     def _remove_hooks(self) -> None:
         for handle in self._handles:
@@ -649,7 +683,9 @@ class SemanticVectorCallback(Callback):
         params = list(self._vectors.values())
         if callable(self.optimizer):
             return self.optimizer(params)
-        return _OPTIMIZERS[self.optimizer](params, lr=self.lr)
+        # One kernel for all layers where this torch and device have it (torch >= 2.4).
+        fused = torch.__version__ >= (2, 4) and all(p.device.type in ("cpu", "cuda") for p in params)
+        return _OPTIMIZERS[self.optimizer](params, lr=self.lr, **({"fused": True} if fused else {}))
 
     def _restore(self, state: dict[str, Any], device: torch.device) -> None:
         self._vectors = {
@@ -663,12 +699,13 @@ class SemanticVectorCallback(Callback):
             self._optimizer.load_state_dict(state["optimizer"])
         self._pending_state = None
 
-    def _materialize(self, activations: dict[str, Tensor], device: torch.device) -> None:
+    def _materialize(self, widths: dict[str, int], device: torch.device) -> None:
+        """Create the vectors of layers seen for the first time (``widths``: name to ``N``)."""
         created = False
         for name in self._modules:
-            if name in self._vectors or name not in activations:
+            if name in self._vectors or name not in widths:
                 continue
-            self._vectors[name] = self._init_vectors(name, activations[name].shape[1], device)
+            self._vectors[name] = self._init_vectors(name, widths[name], device)
             self._skipped[name] = torch.zeros((), dtype=torch.int64, device=device)
             self._last_loss[name] = torch.zeros((), device=device)
             created = True
@@ -680,41 +717,48 @@ class SemanticVectorCallback(Callback):
                 for p in old.state:
                     self._optimizer.state[p] = old.state[p]
         for name, p in self._vectors.items():
-            if name in activations and p.shape[0] != activations[name].shape[1]:
+            if name in widths and p.shape[0] != widths[name]:
                 raise ValueError(
-                    f"Layer {name!r} now has {activations[name].shape[1]} neurons but its "
+                    f"Layer {name!r} now has {widths[name]} neurons but its "
                     f"semantic vectors have {p.shape[0]} (from a checkpoint or an earlier step)."
                 )
 
     @staticmethod
     def _step_skipping_bad_layers(
-        optimizer: torch.optim.Optimizer, params: list[nn.Parameter], ok_flags: list[Tensor],
-        total: Tensor, sync_free: bool,
-    ) -> None:
-        """One optimizer step; a layer whose flag is False keeps its vectors and state exactly.
+        optimizer: torch.optim.Optimizer, params: list[nn.Parameter], gradients: list[Tensor],
+        ok: Tensor, sync_free: bool,
+    ) -> list[bool] | None:
+        """One optimizer step; a layer whose ``ok`` flag is False keeps its vectors and state.
 
-        On the CPU the flags are read on the host (free there) and the usual case, all fine,
-        costs nothing extra. On an accelerator (``sync_free``) that read would stall the
-        pipeline, so every layer is snapshotted and a bad one restored with ``torch.where``.
+        On the CPU the ``(L,)`` flags are read on the host (free there): a bad layer simply gets
+        no gradient, which every optimizer skips. On an accelerator (``sync_free``) that read
+        would stall the pipeline, so every layer is snapshotted and a bad one restored with
+        ``torch.where``. Returns the host flags, or ``None`` on the sync-free path.
         """
-        bad = None if sync_free else [i for i, ok in enumerate(ok_flags) if not bool(ok)]
-        watched = range(len(params)) if bad is None else bad
-        snapshot = {i: (params[i].detach().clone(), _state_tensors(optimizer, params[i]))
-                    for i in watched}
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        if not sync_free:
+            flags = [bool(f) for f in ok.tolist()]
+            for param, grad, good in zip(params, gradients, flags):
+                param.grad = grad if good else None
+            optimizer.step()
+            for param in params:
+                param.grad = None
+            return flags
+        snapshot = [(p.detach().clone(), _state_tensors(optimizer, p)) for p in params]
+        for param, grad in zip(params, gradients):
+            param.grad = grad
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
-            for i, (old_param, old_state) in snapshot.items():
-                ok, param = ok_flags[i], params[i]
-                param.copy_(torch.where(ok, param, old_param))
+            for i, (param, (old_param, old_state)) in enumerate(zip(params, snapshot)):
+                param.grad = None
+                good = ok[i]
+                param.copy_(torch.where(good, param, old_param))
                 for key, value in optimizer.state[param].items():
-                    # Adam's CPU step counter on a GPU run is left as is: moving the flag
-                    # to the host would cost a sync for a bias-correction detail.
-                    if isinstance(value, Tensor) and value.device == ok.device:
+                    # A step counter kept on the host (non-fused optimizers on a GPU run) is
+                    # left as is: moving the flag there would cost a sync for a detail.
+                    if isinstance(value, Tensor) and value.device == good.device:
                         before = old_state.get(key, torch.zeros_like(value))
-                        value.copy_(torch.where(ok, value, before))
+                        value.copy_(torch.where(good, value, before))
+        return None
 
     def _neuron_subset(self, num_neurons: int, step: int, device: torch.device) -> Tensor | None:
         """Indices of this step's neurons, or ``None`` for all.
@@ -746,76 +790,122 @@ class SemanticVectorCallback(Callback):
         return gathered, pl_module.all_gather(weights).reshape(-1)
 
     def _update(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, activations: dict[str, Tensor]
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        activations: dict[str, Tensor],
+        widths: dict[str, int],
+        subsets: dict[str, Tensor],
     ) -> None:
+        """One step of every layer's vectors from this training step's activations.
+
+        Layers whose activations have the same number of rows are gathered (under DDP) and
+        standardised together, and the narrow ones share one block-diagonal gradient
+        computation (:func:`~lightning_semvec.functional.alignment_gradients`): on a small CNN
+        that is one set of operations for all layers, not one per layer.
+        """
         device = pl_module.device
-        batch: dict[str, tuple[Tensor, Tensor | None]] = {}
-        for name, acts in activations.items():
-            acts, weights = self._gather(pl_module, trainer.world_size, acts.to(device))
-            if acts.shape[0] < 2:
-                self._warn_once(
-                    f"small:{name}",
-                    f"SemanticVectorCallback: a training batch gave layer {name!r} only "
-                    f"{acts.shape[0]} sample; similarity needs at least 2, so the step was "
-                    "skipped (use a batch size of 2 or more).",
-                )
-                continue
-            batch[name] = (acts, weights)
-        if not batch:
-            return
-        self._materialize({n: a for n, (a, _) in batch.items()}, device)
-        assert self._optimizer is not None
-        optimizer = self._optimizer
-        names = list(batch)
-        params = [self._vectors[n] for n in names]
         logging = _logs_this_step(trainer)
-        ok_flags: list[Tensor] = []
-        losses: list[Tensor] = []
-        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
-            total = torch.zeros((), device=device)
-            for name in names:
-                acts, weights = batch[name]
-                vectors: Tensor = self._vectors[name]
-                subset = self._neuron_subset(acts.shape[1], trainer.global_step, device)
-                if subset is not None:
-                    acts, vectors = acts.index_select(1, subset), vectors.index_select(0, subset)
-                # The term that does not depend on the vectors is only worth its cost when the
-                # loss value is logged. The loss is NaN when an activation is NaN or Inf.
-                loss, alive = alignment_loss(
-                    acts, vectors, self.similarity, self.form, weights, constant_term=logging
-                )
-                ok = torch.isfinite(loss) & (alive.sum() >= 2)
-                total = total + torch.where(ok, loss, torch.zeros_like(loss))
-                losses.append(loss.detach())
-                ok_flags.append(ok)
-            self._step_skipping_bad_layers(
-                optimizer, params, ok_flags, total, sync_free=device.type != "cpu"
+        groups: dict[tuple[int, bool], list[str]] = {}
+        for name, acts in activations.items():
+            # Same key on every process (widths agree; rows differ alike), so the gathers match.
+            groups.setdefault((acts.shape[0], acts.shape[1] <= DENSE_MAX_NEURONS), []).append(name)
+        gathered: list[tuple[list[str], Tensor, Tensor | None]] = []
+        for members in groups.values():
+            parts = [activations[n].to(device) for n in members]
+            acts, weights = self._gather(
+                pl_module, trainer.world_size, torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
             )
+            if acts.shape[0] < 2:
+                for name in members:
+                    self._warn_once(
+                        f"small:{name}",
+                        f"SemanticVectorCallback: a training batch gave layer {name!r} only "
+                        f"{acts.shape[0]} sample; similarity needs at least 2, so the step was "
+                        "skipped (use a batch size of 2 or more).",
+                    )
+                continue
+            gathered.append((members, acts, weights))
+        self._materialize({n: widths[n] for members, _, _ in gathered for n in members}, device)
+        names: list[str] = []
+        gradients: list[Tensor] = []
+        losses: list[Tensor] = []
+        ok_flags: list[Tensor] = []
+        for members, acts, weights in gathered:
+            vectors = [
+                self._vectors[n].detach() if n not in subsets
+                else self._vectors[n].detach().index_select(0, subsets[n]) for n in members
+            ]
+            for form, columns, layers in _split_by_form(self.form, acts, vectors, self.dim):
+                out = alignment_gradients(
+                    columns, [vectors[i] for i in layers], self.similarity, form, weights, logging
+                )
+                names.extend(members[i] for i in layers)
+                gradients.extend(out.gradients)
+                ok_flags.append(out.ok)
+                if out.losses is not None:
+                    losses.append(out.losses)
+        if not names:
+            return
+        assert self._optimizer is not None
+        params = [self._vectors[n] for n in names]
+        gradients = [
+            g if n not in subsets else torch.zeros_like(p).index_copy_(0, subsets[n], g)
+            for n, p, g in zip(names, params, gradients)
+        ]
+        ok = torch.cat(ok_flags) if len(ok_flags) > 1 else ok_flags[0]
+        flags = self._step_skipping_bad_layers(
+            self._optimizer, params, gradients, ok, sync_free=device.type != "cpu"
+        )
         self.training_steps = trainer.global_step
-        for name, loss, ok in zip(names, losses, ok_flags):
-            self._skipped[name] += (~ok).to(torch.int64)
-            if logging:
-                self._last_loss[name] = torch.where(ok, loss, self._last_loss[name])
+        if flags is not None:  # host flags: count skips only when there are any
+            for name, good in zip(names, flags):
+                if not good:
+                    self._skipped[name] += 1
+        else:
+            for name, good in zip(names, ok.unbind()):
+                self._skipped[name] += (~good).to(torch.int64)
         if logging:
-            for name in names:
+            values = torch.cat(losses) if len(losses) > 1 else losses[0]
+            for name, loss, good in zip(names, values.unbind(), ok.unbind()):
+                self._last_loss[name] = torch.where(good, loss, self._last_loss[name])
                 pl_module.log(f"semvec/{name}/align_loss", self._last_loss[name], on_step=True,
                               on_epoch=False, batch_size=1)
                 pl_module.log(f"semvec/{name}/skipped_steps", self._skipped[name].float(),
                               on_step=True, on_epoch=False, batch_size=1)
 
 
-def _append_call(
-    chunks: list[Tensor], activations: Tensor, name: str, warn_once: Callable[[str, str], None]
+def _split_by_form(
+    form: str, activations: Tensor, vectors: list[Tensor], dim: int
+) -> list[tuple[str, Tensor, list[int]]]:
+    """``(form, activation columns, layer indices)`` for each call (see ``plan_alignment_runs``)."""
+    sizes = [v.shape[0] for v in vectors]
+    runs = plan_alignment_runs(activations.shape[0], sizes, dim, form)
+    if len(runs) == 1:
+        return [(runs[0][0], activations, runs[0][1])]
+    starts = [0]
+    for size in sizes:
+        starts.append(starts[-1] + size)
+    pieces = [[activations[:, starts[i] : starts[i + 1]] for i in layers] for _, layers in runs]
+    return [
+        (kind, columns[0] if len(columns) == 1 else torch.cat(columns, dim=1), layers)
+        for (kind, layers), columns in zip(runs, pieces)
+    ]
+
+
+def _check_repeated_call(
+    chunks: list[Tensor], first_width: int, width: int, name: str,
+    warn_once: Callable[[str, str], None],
 ) -> None:
-    """Record one call of a hooked module; several calls per forward are stacked as samples.
+    """Check one more call of a hooked module; several calls per forward are stacked as samples.
 
     Raised inside the forward (before any backward), so a bad layer choice changes nothing.
     """
     if chunks:
-        if chunks[0].shape[1] != activations.shape[1]:
+        if first_width != width:
             raise ValueError(
                 f"Layer {name!r} is called more than once per forward with different widths "
-                f"({chunks[0].shape[1]} and {activations.shape[1]} neurons), so its neurons are "
+                f"({first_width} and {width} neurons), so its neurons are "
                 "not one set. This happens with a module reused in several places (a shared "
                 "nn.ReLU, say): hook a module used once, or give each use its own module."
             )
@@ -825,7 +915,6 @@ def _append_call(
             "calls are stacked as extra samples. If the calls are different places in the "
             "network (a shared activation module), hook modules used once instead.",
         )
-    chunks.append(activations)
 
 
 def _logs_this_step(trainer: pl.Trainer) -> bool:

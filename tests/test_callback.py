@@ -59,7 +59,7 @@ def test_gradient_accumulation_updates_once_per_optimizer_step(monkeypatch):
     semvec = SemanticVectorCallback(layers="classifier.2", dim=2, every_n_steps=2)
     calls = []
     original = semvec._update
-    monkeypatch.setattr(semvec, "_update", lambda t, m, a: (calls.append(t.global_step), original(t, m, a)))
+    monkeypatch.setattr(semvec, "_update", lambda t, m, *rest: (calls.append(t.global_step), original(t, m, *rest)))
     trainer, _ = fit(callbacks=[semvec], max_epochs=1, accumulate_grad_batches=3)
     # 96 samples / 16 = 6 batches -> 2 optimizer steps; every 2nd step -> one update.
     assert trainer.global_step == 2 and calls == [2]
@@ -291,11 +291,13 @@ def test_bad_layer_keeps_vectors_and_optimizer_state_on_both_paths(sync_free):
     before_bad = bad.detach().clone()
     before_state = {k: v.clone() for k, v in optimizer.state[bad].items()}
     before_good = good.detach().clone()
-    total = good.square().sum() + bad.sum() * float("nan")
-    SemanticVectorCallback._step_skipping_bad_layers(
-        optimizer, [good, bad], [torch.tensor(True), torch.tensor(False)], total, sync_free
+    gradients = [2 * good.detach(), torch.zeros_like(bad)]  # a bad layer's gradient is zeros
+    flags = SemanticVectorCallback._step_skipping_bad_layers(
+        optimizer, [good, bad], gradients, torch.tensor([True, False]), sync_free
     )
+    assert flags == (None if sync_free else [True, False])
     assert torch.equal(bad, before_bad) and not torch.equal(good, before_good)
+    assert good.grad is None and bad.grad is None
     for key, value in before_state.items():
         assert torch.equal(optimizer.state[bad][key], value), key
 

@@ -76,6 +76,26 @@ def standardize_with_finiteness(
     The check rides on the per-column magnitude pass that standardisation makes anyway, so it
     costs no extra pass over the ``(M, N)`` activations and no host sync.
     """
+    z, alive, column_finite = standardize_columns(activations, kind, sample_weights)
+    return z, alive, column_finite.all()
+
+
+def standardize_columns(
+    activations: Tensor,
+    kind: SimilarityKind = "pearson",
+    sample_weights: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`standardize_activations` plus an ``(N,)`` bool tensor: is each column finite?
+
+    A column holding a NaN or an Inf comes out of ``Z`` as NaN (and not alive); callers that
+    mix several layers' columns use the per-column flag to drop only the layers concerned.
+
+    Example:
+        >>> a = torch.tensor([[1.0, float("nan")], [2.0, 0.0], [4.0, 1.0]])
+        >>> z, alive, finite = standardize_columns(a)
+        >>> alive.tolist(), finite.tolist()
+        ([True, False], [True, False])
+    """
     check_similarity_kind(kind)
     if activations.ndim != 2:
         raise ValueError(
@@ -89,17 +109,27 @@ def standardize_with_finiteness(
     if sample_weights is not None:
         weights = sample_weights.to(device=a.device, dtype=a.dtype).unsqueeze(1)
         a, owned = a * weights, True
-    magnitude = torch.maximum(a.amax(dim=0), -a.amin(dim=0))
+    # Column reductions: amax + amin, and square().sum() below, are several times faster on the
+    # CPU than aminmax and vector_norm over dim 0 (measured on torch 2.14).
+    magnitude = torch.maximum(a.amax(dim=0), a.amin(dim=0).neg())
     if kind == "pearson":
-        count = a.new_tensor(float(a.shape[0])) if weights is None else weights.sum().clamp_min(1.0)
-        a, owned = a - a.sum(dim=0, keepdim=True) / count, True
-        if weights is not None:
+        if weights is None:
+            a, owned = a - a.mean(dim=0, keepdim=True), True
+        else:
+            count = weights.sum().clamp_min(1.0)
+            a, owned = a - a.sum(dim=0, keepdim=True) / count, True
             a = a.mul_(weights) if not a.requires_grad else a * weights
-    norm = torch.linalg.vector_norm(a, dim=0)
-    alive = norm > (DEAD_RELATIVE_TOLERANCE * magnitude * (a.shape[0] ** 0.5) + DEAD_ABSOLUTE_TOLERANCE)
-    scale = torch.where(alive, 1.0 / torch.where(alive, norm, torch.ones_like(norm)), torch.zeros_like(norm))
-    z = a.mul_(scale) if owned and not a.requires_grad else a * scale
-    return z, alive, torch.isfinite(magnitude).all()
+    # vector_norm's backward is 0 at a zero column where sqrt's would be NaN: keep it for autograd.
+    norm = torch.linalg.vector_norm(a, dim=0) if a.requires_grad else a.square().sum(dim=0).sqrt_()
+    threshold = magnitude.mul(DEAD_RELATIVE_TOLERANCE * a.shape[0] ** 0.5).add_(DEAD_ABSOLUTE_TOLERANCE)
+    alive = norm > threshold
+    if a.requires_grad:  # never 1/0 where a gradient flows: its backward would give NaN
+        scale = torch.where(alive, 1.0 / torch.where(alive, norm, torch.ones_like(norm)), 0.0)
+        z = a * scale
+    else:
+        scale = torch.where(alive, norm.reciprocal(), 0.0)
+        z = a.mul_(scale) if owned else a * scale
+    return z, alive, torch.isfinite(magnitude)
 
 
 def activation_similarity(

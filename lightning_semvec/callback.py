@@ -88,10 +88,12 @@ class SemanticVectorCallback(Callback):
         class_names: names of the classes, stored with the knowledge and shown in the
             projector; taken from ``trainer.datamodule.class_names`` when not given.
         max_neurons_per_step: for very wide layers, each update uses a fresh random subset of
-            this many neurons (the same on every process): the loss over the subset's pairs is
-            an unbiased estimate of the loss over all pairs, and the cost falls by ``N / K``.
-            ``None`` (default) uses every neuron. Neurons left out of a step get no gradient
-            (Adam's momentum still moves them a little, as for any dense optimizer).
+            this many neurons (the same on every process, taken in the hook, so the layer's
+            full output is not kept): the loss over the subset's pairs is an unbiased estimate
+            of the loss over all pairs, and time and memory fall by ``N / K``. Default 4096, so
+            layers of up to 4096 neurons always use every neuron; ``None`` uses every neuron of
+            every layer. Neurons left out of a step get no gradient (Adam's momentum still
+            moves them a little, as for any dense optimizer).
         log_every_n_epochs: analyse the validation data at the end of every this many
             epochs' validation (and export at the end of ``fit``); ``None`` turns all
             validation-time work off. See "Validation" below.
@@ -162,7 +164,7 @@ class SemanticVectorCallback(Callback):
         form: AlignmentForm = "auto",
         seed: int = 0,
         class_names: Sequence[str] | None = None,
-        max_neurons_per_step: int | None = None,
+        max_neurons_per_step: int | None = DENSE_MAX_NEURONS,
         log_every_n_epochs: int | None = 1,
         projector: bool = True,
         projector_images: ProjectorImages = "top1",

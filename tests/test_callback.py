@@ -7,7 +7,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from lightning_semvec import SemanticVectorCallback
-from lightning_semvec.functional import activation_similarity, semantic_similarity
+from lightning_semvec.functional import activation_similarity, alignment_loss, semantic_similarity
 from tiny_models import TinyConvNet, make_data, trainer_kwargs
 
 
@@ -333,3 +333,67 @@ def test_module_called_twice_with_one_width_is_stacked_with_a_warning():
     with pytest.warns(UserWarning, match="stacked as extra samples"):
         fit(Twice(), callbacks=[semvec], max_epochs=1)
     assert semvec.semantic_vectors["classifier.2"].shape == (3, 2)
+
+
+class RecordFirstStep(pl.Callback):
+    """Records each named layer's training readout in the first training step."""
+
+    def __init__(self, semvec, names):
+        self.semvec, self.names, self.seen, self.handles = semvec, names, {}, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        modules = dict(pl_module.named_modules())
+        for name in self.names:
+            def hook(module, inputs, output, name=name):
+                self.seen.setdefault(name, self.semvec.readouts[name].read(output, name).clone())
+            self.handles.append(modules[name].register_forward_hook(hook))
+
+    def on_train_batch_end(self, *args):
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+
+@pytest.mark.parametrize("with_wide", [False, True])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])  # SGD's step shows the gradient's scale
+def test_one_update_equals_a_step_on_the_autograd_loss_of_each_layer(with_wide, optimizer):
+    """The fused closed-form update is the per-layer loss + backward + step it replaces."""
+    from tiny_models import WideLinearNet
+
+    names = ["features.0", "features.2", "features.3", "classifier.2"]
+    model = TinyConvNet()
+    if with_wide:
+        names, model = ["wide", "head"], WideLinearNet(width=600)
+    semvec = SemanticVectorCallback(
+        layers=names, dim=3, lr=0.05, max_neurons_per_step=200, optimizer=optimizer
+    )
+    recorder = RecordFirstStep(semvec, names)
+    fit(model, callbacks=[semvec, recorder], max_steps=1)
+    for name in names:
+        acts = recorder.seen[name]
+        start = semvec._init_vectors(name, acts.shape[1], torch.device("cpu")).detach()
+        vectors = nn.Parameter(start.clone())
+        kind = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
+        reference = kind([vectors], lr=0.05, foreach=False)
+        subset = semvec._neuron_subset(acts.shape[1], 0, torch.device("cpu"))
+        used = vectors if subset is None else vectors.index_select(0, subset)
+        loss, _ = alignment_loss(acts if subset is None else acts[:, subset], used)
+        loss.backward()
+        reference.step()
+        assert (subset is not None) == (name == "wide")
+        torch.testing.assert_close(semvec.semantic_vectors[name], vectors.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_wide_layer_keeps_only_its_subset_from_the_hook(monkeypatch):
+    """Only (M, K) numbers of a wider layer outlive the forward; the default K is 4096."""
+    from tiny_models import WideLinearNet
+
+    semvec = SemanticVectorCallback(layers=["wide", "head"], dim=4)
+    assert semvec.max_neurons_per_step == 4096
+    shapes = []
+    original = semvec._update
+    monkeypatch.setattr(semvec, "_update", lambda t, m, acts, *rest: (
+        shapes.append({n: tuple(a.shape) for n, a in acts.items()}), original(t, m, acts, *rest)))
+    fit(WideLinearNet(width=5000), callbacks=[semvec], max_steps=2)
+    assert shapes == [{"wide": (16, 4096), "head": (16, 3)}] * 2
+    assert semvec.semantic_vectors["wide"].shape == (5000, 4)

@@ -7,8 +7,9 @@
 Every (case, variant, repetition) runs in a fresh subprocess, variants interleaved, so that peak
 resident memory (``ru_maxrss``) can be compared between a run with our code and one without:
 the difference is what our code adds. Step time is the median per-step wall time after warm-up
-steps (for ``demo_cnn``, of the means of blocks of 10 steps); a ratio is the median over
-repetitions of (variant / baseline) from runs made side by side. Cases:
+steps (for ``demo_cnn``, of the means of blocks of 10 steps); cases with short steps time
+several times the asked number of steps (``scale`` in ``CASES``); a ratio is the median over
+repetitions of (variant / baseline) from runs made side by side, and its range is shown. Cases:
 
 - ``demo_cnn``: the demo CNN (``SmallCNN(width=16, hidden=64)``) on 8 x 8 digits-sized inputs,
   batch 64, callback on ``net.features.*`` and the logits; updating at every step (default)
@@ -39,12 +40,12 @@ from typing import Any
 LINEAR_WIDTHS = (1024, 4096, 16384, 65536)
 CASES: dict[str, dict[str, Any]] = {
     # Step times of this case are means over blocks of 10 steps (then the median over blocks),
-    # so that the every-10th-step variant's cost is spread over the steps it covers; its steps
-    # are short, so it runs 10 times the asked number of steps (as many blocks as steps asked).
-    "demo_cnn": dict(baseline="plain", variants=["callback", "callback_every_10"], block=10),
+    # so that the every-10th-step variant's cost is spread over the steps it covers.
+    "demo_cnn": dict(baseline="plain", variants=["callback", "callback_every_10"], block=10, scale=10),
     "resnet20_32x32": dict(baseline="plain", variants=["callback"]),
-    **{f"linear_{n}": dict(baseline="plain", variants=["callback"], width=n) for n in LINEAR_WIDTHS},
-    "distill": dict(baseline="plain", variants=["static", "kd", "rkd"]),
+    **{f"linear_{n}": dict(baseline="plain", variants=["callback"], width=n,
+                           scale=max(1, 16384 // n)) for n in LINEAR_WIDTHS},
+    "distill": dict(baseline="plain", variants=["static", "kd", "rkd"], scale=5),
     "epoch_end": dict(baseline="plain", variants=["callback"]),
 }
 
@@ -150,8 +151,10 @@ def _worker(case: str, variant: str, steps: int, warmup: int, threads: int) -> d
             validation.append(time.perf_counter() - self.val_start)
 
     val_loader = trainer_args.pop("val_dataloaders", None)
+    # Short steps are timed over more of them (``scale``), so that each run lasts long enough
+    # for the machine's drift to average out.
     block = CASES[case].get("block", 1)
-    steps *= block
+    steps *= CASES[case].get("scale", 1)
     max_steps = -1 if case == "epoch_end" else warmup + steps
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_steps=max_steps, max_epochs=1 if case == "epoch_end" else None,

@@ -4,12 +4,14 @@
     python benchmarks/performance.py --quick          # smoke run (1 repetition, few steps)
     python benchmarks/performance.py --only linear    # cases whose name contains "linear"
 
-Every (case, variant, repetition) runs in a fresh subprocess, variants interleaved, so that peak
-resident memory (``ru_maxrss``) can be compared between a run with our code and one without:
-the difference is what our code adds. Step time is the median per-step wall time after warm-up
-steps (for ``demo_cnn``, of the means of blocks of 10 steps); cases with short steps time
-several times the asked number of steps (``scale`` in ``CASES``); a ratio is the median over
-repetitions of (variant / baseline) from runs made side by side, and its range is shown. Cases:
+Time: for each repetition, the baseline and the variant are fitted one after the other in one
+fresh subprocess (in alternating order from one repetition to the next), so that what differs
+between processes (allocator state, core placement) cancels out of their ratio. Step time is
+the median per-step wall time after warm-up steps (for ``demo_cnn``, of the means of blocks of
+10 steps); cases with short steps time several times the asked number of steps (``scale`` in
+``CASES``). A ratio is the median over repetitions, and its range is shown. Memory: each
+variant also runs alone in a subprocess, and its peak resident memory (``ru_maxrss``) minus the
+baseline's is what our code adds. Cases:
 
 - ``demo_cnn``: the demo CNN (``SmallCNN(width=16, hidden=64)``) on 8 x 8 digits-sized inputs,
   batch 64, callback on ``net.features.*`` and the logits; updating at every step (default)
@@ -125,12 +127,9 @@ def _build(case: str, variant: str) -> tuple[Any, Any, list[Any], dict[str, Any]
     return model, loader((3, 32, 32), 128), callbacks, trainer_args
 
 
-def _worker(case: str, variant: str, steps: int, warmup: int, threads: int) -> dict[str, float]:
+def _fit_once(case: str, variant: str, steps: int, warmup: int) -> float:
+    """Median (or block-mean, see ``CASES``) seconds per step of one fit in this process."""
     import lightning.pytorch as pl
-    import torch
-
-    if threads > 0:
-        torch.set_num_threads(threads)
 
     model, train, callbacks, trainer_args = _build(case, variant)
     times: list[float] = []
@@ -163,23 +162,33 @@ def _worker(case: str, variant: str, steps: int, warmup: int, threads: int) -> d
         num_sanity_val_steps=0, callbacks=[*callbacks, Timer()], **trainer_args,
     )
     trainer.fit(model, train, val_loader)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if case == "epoch_end":
-        return {"step_s": statistics.median(validation), "peak_mib": peak_mib}
+        return statistics.median(validation)
     timed = times[warmup:]
     blocks = [statistics.fmean(timed[i : i + block]) for i in range(0, len(timed) - block + 1, block)]
-    return {"step_s": statistics.median(blocks or [statistics.fmean(timed)]), "peak_mib": peak_mib}
+    return statistics.median(blocks or [statistics.fmean(timed)])
 
 
-def _run(case: str, variant: str, steps: int, warmup: int, threads: int) -> dict[str, float]:
+def _worker(case: str, variants: list[str], steps: int, warmup: int, threads: int) -> dict[str, float]:
+    """Fit each of ``variants`` in turn in this process: step seconds each, and the peak RSS."""
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    result = {variant: _fit_once(case, variant, steps, warmup) for variant in variants}
+    result["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def _run(case: str, variants: list[str], steps: int, warmup: int, threads: int) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--worker", case, variant, "--steps", str(steps),
+        [sys.executable, __file__, "--worker", case, ",".join(variants), "--steps", str(steps),
          "--warmup", str(warmup), "--threads", str(threads)],
         capture_output=True, text=True,
     )
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode != 0 or not lines:
-        raise RuntimeError(f"{case}/{variant} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{case}/{variants} failed:\n{out.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT "):])
 
 
@@ -212,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", nargs=2, metavar=("CASE", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print("RESULT " + json.dumps(_worker(*args.worker, args.steps, args.warmup, args.threads)))
+        case, variants = args.worker
+        print("RESULT " + json.dumps(_worker(case, variants.split(","), args.steps, args.warmup, args.threads)))
         return 0
     if args.quick:
         args.reps, args.steps, args.warmup = 1, 3, 1
@@ -223,18 +233,22 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for case in cases:
         spec = CASES[case]
-        variants = [spec["baseline"], *spec["variants"]]
-        runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
-        for _ in range(args.reps):
-            for variant in variants:
-                runs[variant].append(_run(case, variant, args.steps, args.warmup, args.threads))
-        base = runs[spec["baseline"]]
+        base_name = spec["baseline"]
+        # Peak memory: one process per variant, alone (ru_maxrss covers the whole process).
+        peak = {v: _run(case, [v], args.steps, args.warmup, args.threads)["peak_mib"]
+                for v in [base_name, *spec["variants"]]}
         for variant in spec["variants"]:
-            ratios = [r["step_s"] / b["step_s"] for b, r in zip(base, runs[variant])]
-            added = statistics.median(r["peak_mib"] - b["peak_mib"] for b, r in zip(base, runs[variant]))
-            rows.append((case, variant, statistics.median(b["step_s"] for b in base) * 1e3,
-                         statistics.median(r["step_s"] for r in runs[variant]) * 1e3,
-                         statistics.median(ratios), min(ratios), max(ratios), added))
+            # Time: the baseline and the variant fitted in one process, in alternating order,
+            # so that what differs between processes (allocator, placement) cancels out.
+            pairs = []
+            for rep in range(args.reps):
+                order = [base_name, variant] if rep % 2 == 0 else [variant, base_name]
+                pairs.append(_run(case, order, args.steps, args.warmup, args.threads))
+            ratios = [p[variant] / p[base_name] for p in pairs]
+            rows.append((case, variant, statistics.median(p[base_name] for p in pairs) * 1e3,
+                         statistics.median(p[variant] for p in pairs) * 1e3,
+                         statistics.median(ratios), min(ratios), max(ratios),
+                         peak[variant] - peak[base_name]))
     header = ("| case | variant | baseline ms | variant ms | ratio | ratio range over repetitions "
               "| added peak MiB |\n|---|---|---|---|---|---|---|\n")
     table = header + "".join(

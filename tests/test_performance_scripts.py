@@ -36,3 +36,10 @@ def test_performance_quick_writes_a_table(tmp_path):
 def test_performance_rejects_an_unknown_case(tmp_path):
     done = run(str(ROOT / "benchmarks" / "performance.py"), "--only", "nothing", cwd=tmp_path)
     assert done.returncode == 2 and "matches no case" in done.stderr
+
+
+def test_update_profile_prints_its_parts(tmp_path):
+    done = run(str(ROOT / "benchmarks" / "profile_update.py"), "--steps", "3", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for part in ("readout hooks", "gradients (1 call(s)", "optimizer step", "rest (gather"):
+        assert part in done.stdout, part

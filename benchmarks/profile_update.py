@@ -1,0 +1,126 @@
+"""Where the callback's time goes, per training step, on one case of ``performance.py``.
+
+    python benchmarks/profile_update.py                        # the demo CNN
+    python benchmarks/profile_update.py --case linear_65536 --steps 60
+
+In one process, with timers around the callback's parts (medians over the timed steps):
+
+- ``readout hooks``: a step with a callback that never updates minus a step without one
+  (three alternating runs each; the forward hooks and their readouts, nothing else);
+- ``update``: the callback's ``on_train_batch_end`` on an updating step, split into
+  ``gradients`` (:func:`~lightning_semvec.functional.alignment_gradients`), ``optimizer step``
+  (with the bad-layer logic; ``torch accelerator check`` is what ``Optimizer.step`` spends
+  asking whether an accelerator is present, which Lightning makes an NVML query) and the rest
+  (gather, subsets, bookkeeping).
+
+This explains the ratios that ``performance.py`` measures; it is not a second benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import performance  # noqa: E402
+
+
+def _fit(case: str, variant: str, steps: int, patch: Callable[[Any], None] | None = None) -> list[float]:
+    import lightning.pytorch as pl
+
+    model, train, callbacks, trainer_args = performance._build(case, "plain" if variant == "plain" else "callback")
+    if variant == "never":
+        callbacks[0].every_n_steps = 10**9
+    if patch is not None:
+        patch(callbacks[0])
+    times: list[float] = []
+
+    class Timer(pl.Callback):
+        def on_train_batch_start(self, *args: Any) -> None:
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, *args: Any) -> None:
+            times.append(time.perf_counter() - self.start)
+
+    trainer_args.pop("val_dataloaders", None)
+    pl.Trainer(
+        accelerator="cpu", devices=1, max_steps=steps + 10, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        callbacks=[*callbacks, Timer()], **trainer_args,
+    ).fit(model, train)
+    return times[10:]
+
+
+def _timed(owner: Any, attribute: str, into: list[float]) -> None:
+    original = getattr(owner, attribute)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        result = original(*args, **kwargs)
+        into.append(time.perf_counter() - start)
+        return result
+
+    setattr(owner, attribute, wrapper)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", default="demo_cnn", choices=[c for c in performance.CASES if c not in ("distill", "epoch_end")])
+    parser.add_argument("--steps", type=int, default=200)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    import lightning_semvec.callback as callback_module
+
+    plain: list[float] = []
+    never: list[float] = []
+    for _ in range(3):
+        plain.append(statistics.median(_fit(args.case, "plain", args.steps)))
+        never.append(statistics.median(_fit(args.case, "never", args.steps)))
+
+    parts: dict[str, list[float]] = {"update": [], "gradients": [], "optimizer step": []}
+
+    def patch(semvec: Any) -> None:
+        _timed(semvec, "on_train_batch_end", parts["update"])
+        _timed(semvec, "_step_skipping_bad_layers", parts["optimizer step"])
+
+    original_gradients = callback_module.alignment_gradients
+    _timed(callback_module, "alignment_gradients", parts["gradients"])
+    try:
+        steps = _fit(args.case, "callback", args.steps, patch)
+    finally:
+        callback_module.alignment_gradients = original_gradients
+    start = time.perf_counter()
+    for _ in range(200):
+        torch.accelerator.current_accelerator(check_available=True)
+    check = (time.perf_counter() - start) / 200
+
+    ms = {name: statistics.median(values) * 1e3 for name, values in parts.items()}
+    calls = len(parts["gradients"]) / max(1, len(parts["update"]))
+    ms["gradients"] *= calls  # several calls per update when layers go in several runs
+    rows = [
+        ("step without the callback", statistics.median(plain) * 1e3),
+        ("step with the callback (updating)", statistics.median(steps) * 1e3),
+        ("readout hooks (never-updating callback minus none)", (statistics.median(never) - statistics.median(plain)) * 1e3),
+        ("update (on_train_batch_end)", ms["update"]),
+        (f"  gradients ({calls:.0f} call(s) of alignment_gradients)", ms["gradients"]),
+        ("  optimizer step, skip logic included", ms["optimizer step"]),
+        ("    of which torch's accelerator check in Optimizer.step", check * 1e3),
+        ("  rest (gather, subsets, bookkeeping)", ms["update"] - ms["gradients"] - ms["optimizer step"]),
+    ]
+    print(f"{args.case}: {performance.machine()}; medians over {args.steps} steps\n")
+    print("| part | ms per step |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

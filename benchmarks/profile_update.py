@@ -34,7 +34,8 @@ import performance  # noqa: E402
 def _fit(case: str, variant: str, steps: int, patch: Callable[[Any], None] | None = None) -> list[float]:
     import lightning.pytorch as pl
 
-    model, train, callbacks, trainer_args = performance._build(case, "plain" if variant == "plain" else "callback")
+    built = variant if case == "distill" else ("plain" if variant == "plain" else "callback")
+    model, train, callbacks, trainer_args = performance._build(case, built)
     if variant == "never":
         callbacks[0].every_n_steps = 10**9
     if patch is not None:
@@ -69,9 +70,36 @@ def _timed(owner: Any, attribute: str, into: list[float]) -> None:
     setattr(owner, attribute, wrapper)
 
 
+def _profile_static_distillation(steps: int) -> int:
+    """Static distillation: its per-step term, timed inside steps of the same process."""
+    from lightning_semvec import StaticDistillationModule
+
+    term: list[float] = []
+    plain: list[float] = []
+    static: list[float] = []
+    original = StaticDistillationModule.distillation_losses
+    _timed(StaticDistillationModule, "distillation_losses", term)
+    try:
+        for _ in range(3):
+            plain.append(statistics.median(_fit("distill", "plain", steps)))
+            static.append(statistics.median(_fit("distill", "static", steps)))
+    finally:
+        StaticDistillationModule.distillation_losses = original  # type: ignore[method-assign]
+    rows = [
+        ("plain student step, per fit", ", ".join(f"{t * 1e3:.2f}" for t in plain)),
+        ("static distillation step, per fit", ", ".join(f"{t * 1e3:.2f}" for t in static)),
+        ("static term's forward (distillation_losses), median", f"{statistics.median(term) * 1e3:.3f}"),
+    ]
+    print(f"distill: {performance.machine()}; medians over {steps} steps\n")
+    print("| part | ms per step |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", default="demo_cnn", choices=[c for c in performance.CASES if c not in ("distill", "epoch_end")])
+    parser.add_argument("--case", default="demo_cnn", choices=[c for c in performance.CASES if c != "epoch_end"])
     parser.add_argument("--steps", type=int, default=200)
     args = parser.parse_args(argv)
 
@@ -79,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import lightning_semvec.callback as callback_module
 
+    if args.case == "distill":
+        return _profile_static_distillation(args.steps)
     plain: list[float] = []
     never: list[float] = []
     for _ in range(3):

@@ -58,8 +58,9 @@ class SemanticVectorCallback(Callback):
     model's own training is untouched: the same seed gives the same weights with or without
     this callback). Every ``every_n_steps`` optimizer steps, the vectors ``E`` (``(N, d)`` per
     layer, float32) take one step of their own optimizer on the alignment loss between the
-    batch's activation similarity and the vectors' cosine similarity (METHOD.md section 4).
-    Under DDP the activations of all processes are gathered first, so every process holds the
+    batch's activation similarity and the vectors' cosine similarity (METHOD.md section 4),
+    whose gradient is computed in closed form for all layers at once
+    (:func:`~lightning_semvec.functional.alignment_gradients`). Under DDP the activations of all processes are gathered first, so every process holds the
     same vectors, equal to a one-process run on the global batch.
 
     Args:

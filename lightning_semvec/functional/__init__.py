@@ -11,21 +11,31 @@ from lightning_semvec.functional.alignment import (
     choose_alignment_form,
     gram_frobenius_sq,
 )
+from lightning_semvec.functional.alignment_gradient import (
+    AlignmentGradients,
+    alignment_gradients,
+    plan_alignment_runs,
+)
 from lightning_semvec.functional.similarity import (
     activation_similarity,
     normalize_vectors,
     semantic_similarity,
     standardize_activations,
+    standardize_columns,
 )
 
 __all__ = [
+    "AlignmentGradients",
     "activation_similarity",
+    "alignment_gradients",
     "alignment_loss",
     "alignment_loss_dense",
     "alignment_loss_factorized",
     "choose_alignment_form",
     "gram_frobenius_sq",
     "normalize_vectors",
+    "plan_alignment_runs",
     "semantic_similarity",
     "standardize_activations",
+    "standardize_columns",
 ]

@@ -281,9 +281,10 @@ def test_neuron_subsets_update_only_the_sampled_rows():
 
 
 @pytest.mark.parametrize("sync_free", [False, True])
-def test_bad_layer_keeps_vectors_and_optimizer_state_on_both_paths(sync_free):
+@pytest.mark.parametrize("fused", [False, True])  # the callback's own Adam is fused
+def test_bad_layer_keeps_vectors_and_optimizer_state_on_both_paths(sync_free, fused):
     good, bad = nn.Parameter(torch.randn(4, 2)), nn.Parameter(torch.randn(3, 2))
-    optimizer = torch.optim.Adam([good, bad], lr=0.1)
+    optimizer = torch.optim.Adam([good, bad], lr=0.1, fused=fused)
     for _ in range(2):  # build some Adam state first
         (good.square().sum() + bad.square().sum()).backward()
         optimizer.step()

@@ -60,8 +60,9 @@ class SemanticVectorCallback(Callback):
     layer, float32) take one step of their own optimizer on the alignment loss between the
     batch's activation similarity and the vectors' cosine similarity (METHOD.md section 4),
     whose gradient is computed in closed form for all layers at once
-    (:func:`~lightning_semvec.functional.alignment_gradients`). Under DDP the activations of all processes are gathered first, so every process holds the
-    same vectors, equal to a one-process run on the global batch.
+    (:func:`~lightning_semvec.functional.alignment_gradients`). Under DDP the activations of
+    all processes are gathered first, so every process holds the same vectors, equal to a
+    one-process run on the global batch.
 
     Args:
         layers: module names (``"classifier.2"``), glob patterns (``"features.*"``,
@@ -405,8 +406,10 @@ class SemanticVectorCallback(Callback):
     ) -> None:
         self._captured = {name: [] for name in self._modules}
         self._captured_widths, self._subsets = {}, {}
-        self._capture_step = trainer.global_step
-        self._capturing = True
+        self._capture_step = step = trainer.global_step
+        # Read the layers only when this batch's optimizer step(s) can reach an update step.
+        ahead = max(1, len(trainer.optimizers))
+        self._capturing = any((step + k) % self.every_n_steps == 0 for k in range(1, ahead + 1))
 
     @override
     def on_train_batch_end(

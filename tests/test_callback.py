@@ -398,3 +398,14 @@ def test_wide_layer_keeps_only_its_subset_from_the_hook(monkeypatch):
     fit(WideLinearNet(width=5000), callbacks=[semvec], max_steps=2)
     assert shapes == [{"wide": (16, 4096), "head": (16, 3)}] * 2
     assert semvec.semantic_vectors["wide"].shape == (5000, 4)
+
+
+def test_layers_are_read_only_on_the_steps_that_update(monkeypatch):
+    semvec = SemanticVectorCallback(layers="classifier.2", dim=2, every_n_steps=3)
+    reads, updates = [], []
+    original_capture, original_update = semvec._capture, semvec._update
+    monkeypatch.setattr(semvec, "_capture", lambda *a: (reads.append(1), original_capture(*a)))
+    monkeypatch.setattr(semvec, "_update", lambda t, *rest: (updates.append(t.global_step),
+                                                             original_update(t, *rest)))
+    fit(callbacks=[semvec], max_steps=9)
+    assert updates == [3, 6, 9] and len(reads) == 3

@@ -54,9 +54,9 @@ _OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 class SemanticVectorCallback(Callback):
     """Learn a small semantic vector for every neuron of the chosen layers, as the model trains.
 
-    Forward hooks read the named layers' outputs on every training step (detached, so the
-    model's own training is untouched: the same seed gives the same weights with or without
-    this callback). Every ``every_n_steps`` optimizer steps, the vectors ``E`` (``(N, d)`` per
+    Forward hooks read the named layers' outputs on the training steps that update (detached,
+    so the model's own training is untouched: the same seed gives the same weights with or
+    without this callback). Every ``every_n_steps`` optimizer steps, the vectors ``E`` (``(N, d)`` per
     layer, float32) take one step of their own optimizer on the alignment loss between the
     batch's activation similarity and the vectors' cosine similarity (METHOD.md section 4),
     whose gradient is computed in closed form for all layers at once

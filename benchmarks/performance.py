@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,11 +128,20 @@ def _build(case: str, variant: str) -> tuple[Any, Any, list[Any], dict[str, Any]
     return model, loader((3, 32, 32), 128), callbacks, trainer_args
 
 
-def _fit_once(case: str, variant: str, steps: int, warmup: int) -> float:
-    """Median (or block-mean, see ``CASES``) seconds per step of one fit in this process."""
+def fit_timed(
+    case: str, variant: str, max_steps: int, logger: bool = True,
+    patch: Callable[[Any], None] | None = None,
+) -> tuple[list[float], list[float]]:
+    """Fit one (case, variant) in this process: seconds of every training step and validation.
+
+    ``patch`` is called with the callbacks list before fitting (``profile_update.py`` wraps
+    the callback's parts with timers through it).
+    """
     import lightning.pytorch as pl
 
     model, train, callbacks, trainer_args = _build(case, variant)
+    if patch is not None:
+        patch(callbacks)
     times: list[float] = []
     validation: list[float] = []
 
@@ -150,18 +160,24 @@ def _fit_once(case: str, variant: str, steps: int, warmup: int) -> float:
             validation.append(time.perf_counter() - self.val_start)
 
     val_loader = trainer_args.pop("val_dataloaders", None)
-    # Short steps are timed over more of them (``scale``), so that each run lasts long enough
-    # for the machine's drift to average out.
-    block = CASES[case].get("block", 1)
-    steps *= CASES[case].get("scale", 1)
-    max_steps = -1 if case == "epoch_end" else warmup + steps
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_steps=max_steps, max_epochs=1 if case == "epoch_end" else None,
-        logger=pl.loggers.TensorBoardLogger(os.environ.get("SEMVEC_BENCH_DIR", "/tmp/semvec_bench")),
+        logger=pl.loggers.TensorBoardLogger(os.environ.get("SEMVEC_BENCH_DIR", "/tmp/semvec_bench"))
+        if logger else False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, callbacks=[*callbacks, Timer()], **trainer_args,
     )
     trainer.fit(model, train, val_loader)
+    return times, validation
+
+
+def _fit_once(case: str, variant: str, steps: int, warmup: int) -> float:
+    """Median (or block-mean, see ``CASES``) seconds per step of one fit in this process."""
+    # Short steps are timed over more of them (``scale``), so that each run lasts long enough
+    # for the machine's drift to average out.
+    block = CASES[case].get("block", 1)
+    steps *= CASES[case].get("scale", 1)
+    times, validation = fit_timed(case, variant, -1 if case == "epoch_end" else warmup + steps)
     if case == "epoch_end":
         return statistics.median(validation)
     timed = times[warmup:]

@@ -33,29 +33,16 @@ import performance  # noqa: E402
 
 
 def _fit(case: str, variant: str, steps: int, patch: Callable[[Any], None] | None = None) -> list[float]:
-    import lightning.pytorch as pl
-
+    """Seconds of each training step after 10 warm-up steps (``performance.fit_timed``)."""
     built = variant if case == "distill" else ("plain" if variant == "plain" else "callback")
-    model, train, callbacks, trainer_args = performance._build(case, built)
-    if variant == "never":  # reads the layers at every step, never updates
-        callbacks[0]._update = lambda *args: None
-    if patch is not None:
-        patch(callbacks[0])
-    times: list[float] = []
 
-    class Timer(pl.Callback):
-        def on_train_batch_start(self, *args: Any) -> None:
-            self.start = time.perf_counter()
+    def prepare(callbacks: list[Any]) -> None:
+        if variant == "never":  # reads the layers at every step, never updates
+            callbacks[0]._update = lambda *args: None
+        if patch is not None:
+            patch(callbacks[0])
 
-        def on_train_batch_end(self, *args: Any) -> None:
-            times.append(time.perf_counter() - self.start)
-
-    trainer_args.pop("val_dataloaders", None)
-    pl.Trainer(
-        accelerator="cpu", devices=1, max_steps=steps + 10, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        callbacks=[*callbacks, Timer()], **trainer_args,
-    ).fit(model, train)
+    times, _ = performance.fit_timed(case, built, steps + 10, logger=False, patch=prepare)
     return times[10:]
 
 

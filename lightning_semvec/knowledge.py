@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 import lightning_semvec
+from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.functional.similarity import SIMILARITY_KINDS, semantic_similarity
 from lightning_semvec.neurons import REDUCTIONS
 
@@ -60,7 +61,7 @@ _EXPORT_HINT = (
 T = TypeVar("T")
 
 
-class KnowledgeFileError(ValueError):
+class KnowledgeFileError(SemvecValueError):
     """A file is not a valid knowledge file; the message says what is wrong and what to do."""
 
 

@@ -95,7 +95,7 @@ def _build(case: str, variant: str) -> tuple[Any, Any, list[Any], dict[str, Any]
         if variant == "callback":
             callbacks.append(SemanticVectorCallback(
                 layers=["net.layer1", "net.layer2", "net.layer3", "net.fc"], dim=32,
-                log_every_n_epochs=None))
+                analysis=None))
         return model, loader((3, 32, 32), 128), callbacks, trainer_args
     if case.startswith("linear_"):
         class Wide(nn.Module):
@@ -109,7 +109,7 @@ def _build(case: str, variant: str) -> tuple[Any, Any, list[Any], dict[str, Any]
 
         model = ImageClassifier(Wide(spec["width"]), lr=1e-3)
         if variant == "callback":
-            callbacks.append(SemanticVectorCallback(layers="net.wide", dim=32, log_every_n_epochs=None))
+            callbacks.append(SemanticVectorCallback(layers="net.wide", dim=32, analysis=None))
         return model, loader((256,), 128), callbacks, trainer_args
     # distill
     student = SmallCNN(3, 10, width=8, hidden=32)

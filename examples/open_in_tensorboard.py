@@ -31,7 +31,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lightning_semvec import SemanticVectorCallback
+from lightning_semvec import AnalysisOptions, SemanticVectorCallback
 from lightning_semvec.data import DigitsDataModule
 from lightning_semvec.models import ImageClassifier, SmallCNN
 
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     model = ImageClassifier(SmallCNN(in_channels=1, num_classes=10, width=16, hidden=64), lr=1e-2)
     semvec = SemanticVectorCallback(
         layers=["net.features.1", "net.features.3", "net.classifier.3"], dim=8, lr=0.05,
-        projector_images="top1",   # "grid" shows each neuron's 9 best inputs; "off" none
+        # "grid" shows each neuron's 9 best inputs; "off" none
+        analysis=AnalysisOptions(projector_images="top1"),
     )
     logger = TensorBoardLogger(save_dir=args.out, name="digits")
     trainer = pl.Trainer(

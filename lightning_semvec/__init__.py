@@ -1,28 +1,37 @@
 """lightning_semvec: semantic vectors for the neurons of any Lightning model."""
 
-__version__ = "0.1.0"
-
+from lightning_semvec.analysis_options import AnalysisOptions
 from lightning_semvec.callback import SemanticVectorCallback
-from lightning_semvec.layers import resolve_layers
-from lightning_semvec.neurons import NeuronReadout
-
-__all__ = ["NeuronReadout", "SemanticVectorCallback", "__version__", "resolve_layers"]
-
-from lightning_semvec.distillation import (  # noqa: E402
+from lightning_semvec.distillation import (
     StaticDistillationModule,
     StudentModule,
     TeacherDistillationModule,
 )
-from lightning_semvec.knowledge import StaticKnowledge  # noqa: E402
+from lightning_semvec.errors import SemvecError
+from lightning_semvec.knowledge import KnowledgeFileError, StaticKnowledge
+from lightning_semvec.layers import resolve_layers
+from lightning_semvec.metrics import SemanticFidelity
+from lightning_semvec.neurons import NeuronReadout
+from lightning_semvec.projector import write_embedding
+from lightning_semvec.report import write_report
+from lightning_semvec.semantic_vectors import SemanticVectors
 
-__all__ += [
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnalysisOptions",
+    "KnowledgeFileError",
+    "NeuronReadout",
+    "SemanticFidelity",
+    "SemanticVectorCallback",
+    "SemanticVectors",
+    "SemvecError",
     "StaticDistillationModule",
     "StaticKnowledge",
     "StudentModule",
     "TeacherDistillationModule",
+    "__version__",
+    "resolve_layers",
+    "write_embedding",
+    "write_report",
 ]
-
-from lightning_semvec.projector import write_embedding  # noqa: E402
-from lightning_semvec.report import write_report  # noqa: E402
-
-__all__ += ["write_embedding", "write_report"]

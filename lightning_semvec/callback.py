@@ -2,53 +2,34 @@
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
-from lightning_semvec.functional.alignment import (
-    ALIGNMENT_FORMS,
-    DENSE_MAX_NEURONS,
-    AlignmentForm,
-)
-from lightning_semvec.functional.alignment_gradient import alignment_gradients, plan_alignment_runs
-from lightning_semvec.functional.similarity import SimilarityKind, check_similarity_kind
+from lightning_semvec.activation_gather import gather_activations
+from lightning_semvec.analysis_options import AnalysisOptions
+from lightning_semvec.callback_state import CHECKPOINT_STATE_VERSION, vector_state_of
+from lightning_semvec.checks import check_int
+from lightning_semvec.errors import SemvecTypeError, SemvecValueError
+from lightning_semvec.functional.alignment import DENSE_MAX_NEURONS, AlignmentForm
+from lightning_semvec.functional.similarity import SimilarityKind
 from lightning_semvec.functional.similarity import semantic_similarity as _semantic_similarity
+from lightning_semvec.knowledge import StaticKnowledge
+from lightning_semvec.layer_capture import LayerCapture
 from lightning_semvec.layers import LayerSpec, matches_pattern, resolve_layers
+from lightning_semvec.logging_steps import logs_this_step
 from lightning_semvec.neurons import NeuronReadout, OutputSelector, Reduction
-from lightning_semvec.validation_analysis import (
-    LabelFn,
-    LayerAnalysis,
-    LayerResult,
-    analysis_due,
-    find_num_classes,
-    images_of_batch,
-    is_int_at_least,
-    labels_of_batch,
-    tensorboard_logger_of,
-    write_projector_and_figures,
-)
+from lightning_semvec.semantic_vectors import OptimizerCallable, SemanticVectors
+from lightning_semvec.validation_analysis import ValidationAnalysis
 
-if TYPE_CHECKING:
-    from lightning_semvec.knowledge import StaticKnowledge
-
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
-ProjectorImages = Literal["off", "top1", "grid"]
-PROJECTOR_IMAGES: tuple[str, ...] = ("off", "top1", "grid")
-_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-}
+__all__ = ["SemanticVectorCallback"]
 
 
 class SemanticVectorCallback(Callback):
@@ -56,13 +37,12 @@ class SemanticVectorCallback(Callback):
 
     Forward hooks read the named layers' outputs on the training steps that update (detached,
     so the model's own training is untouched: the same seed gives the same weights with or
-    without this callback). Every ``every_n_steps`` optimizer steps, the vectors ``E`` (``(N, d)`` per
-    layer, float32) take one step of their own optimizer on the alignment loss between the
-    batch's activation similarity and the vectors' cosine similarity (METHOD.md section 4),
-    whose gradient is computed in closed form for all layers at once
-    (:func:`~lightning_semvec.functional.alignment_gradients`). Under DDP the activations of
-    all processes are gathered first, so every process holds the same vectors, equal to a
-    one-process run on the global batch.
+    without this callback). Every ``every_n_steps`` optimizer steps, the vectors
+    (:attr:`vectors`, a :class:`~lightning_semvec.SemanticVectors` module: ``(N, d)`` float32
+    per layer) take one step of their own optimizer on the alignment loss between the batch's
+    activation similarity and the vectors' cosine similarity (``docs/method.md``, "Learning
+    them"). Under DDP the activations of all processes are gathered first, so every process
+    holds the same vectors, equal to a one-process run on the global batch.
 
     Args:
         layers: module names (``"classifier.2"``), glob patterns (``"features.*"``,
@@ -81,14 +61,13 @@ class SemanticVectorCallback(Callback):
         layer_options: per-layer overrides of ``reduction``, ``neuron_dim`` and
             ``select_output``, keyed by resolved layer name or glob pattern.
         optimizer: ``"adam"`` (default), ``"adamw"``, ``"sgd"``, or a callable that takes the
-            parameters and returns a ``torch.optim.Optimizer``.
-        lr: learning rate for a named optimizer.
+            parameters and returns a ``torch.optim.Optimizer`` (like LightningCLI's
+            ``OptimizerCallable``).
+        lr: learning rate of a named optimizer.
         form: alignment loss form, ``"auto"`` (by size; never an ``N x N`` matrix for wide
             layers), ``"dense"`` or ``"factorized"``.
         seed: seeds the vectors' initialisation (a private generator: the global RNG, and so
             the model's training, is never touched).
-        class_names: names of the classes, stored with the knowledge and shown in the
-            projector; taken from ``trainer.datamodule.class_names`` when not given.
         max_neurons_per_step: for very wide layers, each update uses a fresh random subset of
             this many neurons (the same on every process, taken in the hook, so the layer's
             full output is not kept): the loss over the subset's pairs is an unbiased estimate
@@ -96,45 +75,8 @@ class SemanticVectorCallback(Callback):
             layers of up to 4096 neurons always use every neuron; ``None`` uses every neuron of
             every layer. Neurons left out of a step get no gradient (Adam's momentum still
             moves them a little, as for any dense optimizer).
-        log_every_n_epochs: analyse the validation data at the end of every this many
-            epochs' validation (and export at the end of ``fit``); ``None`` turns all
-            validation-time work off. See "Validation" below.
-        projector: write each layer's vectors to TensorBoard's Embedding Projector (needs a
-            ``TensorBoardLogger`` among the trainer's loggers).
-        projector_images: the picture of each neuron in the projector: ``"top1"`` (default)
-            the validation input that activates it most, ``"grid"`` its ``projector_top_k``
-            best inputs in a small grid, ``"off"`` none. Used for image inputs only
-            (``batch[0]`` of shape ``(B, C, H, W)``, ``C`` in ``{1, 3}``).
-        projector_top_k: inputs per neuron for ``projector_images="grid"``.
-        thumbnail_size: largest side of one input's thumbnail in pixels; wide layers get
-            smaller ones so that the sprite fits TensorBoard's 8192-pixel limit.
-        figures: log figures to TensorBoard (``semvec/<layer>/similarity``: semantic vs
-            activation similarity heatmaps; ``semvec/<layer>/pca``: PCA map of the vectors).
-        figure_max_neurons: the heatmaps show at most this many neurons (evenly spaced).
-        fidelity_max_neurons: :class:`~lightning_semvec.metrics.SemanticFidelity` tracks a
-            fixed random subset of this many neurons of wider layers.
-        fidelity_k: neighbours per neuron for the neighbour agreement.
-        num_classes: number of classes of the labels; taken from ``class_names``,
-            ``trainer.datamodule.num_classes`` or ``pl_module.num_classes`` when not given.
-            Without it the projector leaves the preferred class and selectivity empty.
-        label_fn: takes a validation batch and returns its ``(B,)`` integer labels (or
-            ``None``); by default ``batch[1]`` of a ``(x, y, ...)`` tuple or list with
-            integer ``y``.
-
-    Validation:
-        When a validation epoch is due (every ``log_every_n_epochs``; never during the sanity
-        check), the hooks also read the layers in eval mode, and the callback streams, per
-        layer, :class:`~lightning_semvec.metrics.NeuronActivationStatistics` (mean
-        activation, class means, selectivity, preferred class, dead neurons),
-        :class:`~lightning_semvec.metrics.SemanticFidelity` and, for images,
-        :class:`~lightning_semvec.projector.TopActivatingInputs`. At the end of the epoch
-        every process computes them (they gather across processes: collectives), the
-        callback logs ``semvec/<layer>/fidelity`` (Spearman) and
-        ``semvec/<layer>/neighbour_agreement``, and global rank 0 writes the projector files
-        (:func:`~lightning_semvec.projector.write_embedding`, merged with what earlier runs
-        wrote) and the figures through the ``TensorBoardLogger``. At the end of ``fit`` the
-        final vectors are exported too, unless that step was just exported. With another
-        logger or none, only the scalars are logged (and a one-time message says so).
+        analysis: the validation-time analysis (statistics, fidelity, projector, figures):
+            an :class:`~lightning_semvec.AnalysisOptions`, or ``None`` for none at all.
 
     Example:
         >>> import lightning.pytorch as pl
@@ -161,131 +103,64 @@ class SemanticVectorCallback(Callback):
         neuron_dim: int = 1,
         select_output: OutputSelector = None,
         layer_options: Mapping[str, Mapping[str, Any]] | None = None,
-        optimizer: str | OptimizerFactory = "adam",
+        optimizer: str | OptimizerCallable = "adam",
         lr: float = 1e-2,
         form: AlignmentForm = "auto",
         seed: int = 0,
-        class_names: Sequence[str] | None = None,
         max_neurons_per_step: int | None = DENSE_MAX_NEURONS,
-        log_every_n_epochs: int | None = 1,
-        projector: bool = True,
-        projector_images: ProjectorImages = "top1",
-        projector_top_k: int = 9,
-        thumbnail_size: int = 32,
-        figures: bool = True,
-        figure_max_neurons: int = 128,
-        fidelity_max_neurons: int = 2048,
-        fidelity_k: int = 5,
-        num_classes: int | None = None,
-        label_fn: LabelFn | None = None,
+        analysis: AnalysisOptions | None = AnalysisOptions(),  # noqa: B008 (frozen)
     ) -> None:
         super().__init__()
         if isinstance(layers, (str, nn.Module)):
             layers = [layers]
         layers = list(layers)
         if not layers:
-            raise ValueError(
+            raise SemvecValueError(
                 "SemanticVectorCallback needs at least one layer: pass module names, glob "
                 "patterns or modules, e.g. layers=['features.*', 'classifier.2']."
             )
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive integer (2 to 64 is typical), got {dim!r}.")
-        if not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be a positive integer, got {every_n_steps!r}.")
-        check_similarity_kind(similarity)
-        if form not in ALIGNMENT_FORMS:
-            raise ValueError(f"Unknown form {form!r}: use one of {ALIGNMENT_FORMS}.")
-        if isinstance(optimizer, str) and optimizer not in _OPTIMIZERS:
-            raise ValueError(
-                f"Unknown optimizer {optimizer!r}: use one of {sorted(_OPTIMIZERS)} or pass a "
-                "callable that takes the parameters and returns a torch.optim.Optimizer."
-            )
-        if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr!r}.")
-        if max_neurons_per_step is not None and (
-            not isinstance(max_neurons_per_step, int) or max_neurons_per_step < 2
-        ):
-            raise ValueError(
-                f"max_neurons_per_step must be None or an integer of at least 2, got "
-                f"{max_neurons_per_step!r}."
-            )
-        if log_every_n_epochs is not None and not is_int_at_least(log_every_n_epochs, 1):
-            raise ValueError(
-                "log_every_n_epochs must be a positive integer, or None to turn validation-time "
-                f"analysis off, got {log_every_n_epochs!r}."
-            )
-        if projector_images not in PROJECTOR_IMAGES:
-            raise ValueError(
-                f"Unknown projector_images {projector_images!r}: use 'top1' (the input that "
-                "activates each neuron most), 'grid' (its projector_top_k best inputs) or 'off'."
-            )
-        for arg, value, minimum in (
-            ("projector_top_k", projector_top_k, 1),
-            ("thumbnail_size", thumbnail_size, 1),
-            ("figure_max_neurons", figure_max_neurons, 2),
-            ("fidelity_max_neurons", fidelity_max_neurons, 3),
-            ("fidelity_k", fidelity_k, 1),
-        ):
-            if not is_int_at_least(value, minimum):
-                raise ValueError(f"{arg} must be an integer >= {minimum}, got {value!r}.")
-        if num_classes is not None and not is_int_at_least(num_classes, 2):
-            raise ValueError(f"num_classes must be an integer >= 2 or None, got {num_classes!r}.")
-        if label_fn is not None and not callable(label_fn):
-            raise TypeError(
-                "label_fn must be a callable taking a batch and returning (B,) integer labels, "
-                f"got {type(label_fn).__name__}."
+        if analysis is not None and not isinstance(analysis, AnalysisOptions):
+            raise SemvecTypeError(
+                "analysis must be an AnalysisOptions (e.g. AnalysisOptions(figures=False)) or "
+                f"None to turn validation-time analysis off, got {type(analysis).__name__}."
             )
         self.layer_specs = layers
-        self.dim = dim
-        self.every_n_steps = every_n_steps
-        self.similarity: SimilarityKind = similarity
+        self.every_n_steps = check_int("every_n_steps", every_n_steps, 1)
         self.default_readout = NeuronReadout(reduction, neuron_dim, select_output)
         self.layer_options = {key: dict(value) for key, value in (layer_options or {}).items()}
-        self.optimizer = optimizer
-        self.lr = lr
-        self.form: AlignmentForm = form
-        self.seed = seed
-        self._class_names = list(class_names) if class_names is not None else None
-        self.max_neurons_per_step = max_neurons_per_step
-        self.log_every_n_epochs = log_every_n_epochs
-        self.projector = bool(projector)
-        self.projector_images: ProjectorImages = projector_images
-        self.projector_top_k = projector_top_k
-        self.thumbnail_size = thumbnail_size
-        self.figures = bool(figures)
-        self.figure_max_neurons = figure_max_neurons
-        self.fidelity_max_neurons = fidelity_max_neurons
-        self.fidelity_k = fidelity_k
-        self.num_classes = num_classes
-        self.label_fn = label_fn
-
+        #: The vectors and their optimizer (a :class:`~lightning_semvec.SemanticVectors`).
+        self.vectors = SemanticVectors(
+            dim, similarity=similarity, form=form, optimizer=optimizer, lr=lr, seed=seed,
+            max_neurons_per_step=max_neurons_per_step,
+        )
+        self.analysis_options = analysis
         self.readouts: dict[str, NeuronReadout] = {}
         self.source_model: str | None = None
         self.training_steps = 0
         self._modules: dict[str, nn.Module] = {}
         self._handles: list[RemovableHandle] = []
-        self._captured: dict[str, list[Tensor]] = {}
-        self._captured_widths: dict[str, int] = {}  # full widths, before any neuron subset
-        self._subsets: dict[str, Tensor] = {}  # this step's neuron subset of each wide layer
-        self._capture_step = 0
-        self._capturing = False
-        self._vectors: dict[str, nn.Parameter] = {}
-        self._optimizer: torch.optim.Optimizer | None = None
-        self._skipped: dict[str, Tensor] = {}
-        self._last_loss: dict[str, Tensor] = {}
+        self._capture: LayerCapture | None = None
         self._last_seen_step: int | None = None
-        self._pending_state: dict[str, Any] | None = None
+        self._datamodule_class_names: list[str] | None = None
+        self._loaded: StaticKnowledge | None = None  # metadata of a restored checkpoint
         self._warned: set[str] = set()
         self._global_rank = 0
-        # Validation-time analysis (see "Validation" in the class docstring).
-        self._resolved_num_classes: int | None = None
-        self._val_capturing = False
-        self._val_captured: dict[str, list[Tensor]] = {}
-        self._analysis: dict[str, LayerAnalysis] | None = None
-        self._results: dict[str, LayerResult] = {}
-        self._exported_step: int | None = None
+        self._analysis = (
+            ValidationAnalysis(analysis, similarity, seed, self._info_once)
+            if analysis is not None else None
+        )
 
     # ----------------------------------------------------------------- public views
+    @property
+    def dim(self) -> int:
+        """``d``, the length of each semantic vector."""
+        return self.vectors.dim
+
+    @property
+    def similarity(self) -> SimilarityKind:
+        """The activation similarity the vectors model."""
+        return self.vectors.similarity
+
     @property
     def state_key(self) -> str:
         specs = [s if isinstance(s, str) else type(s).__name__ for s in self.layer_specs]
@@ -298,8 +173,13 @@ class SemanticVectorCallback(Callback):
 
     @property
     def class_names(self) -> list[str] | None:
-        """Class names stored with the knowledge, if known."""
-        return self._class_names
+        """Class names stored with the knowledge: ``analysis.class_names`` if given, else those
+        of the datamodule of the latest ``fit`` (or of a restored checkpoint)."""
+        if self.analysis_options is not None and self.analysis_options.class_names is not None:
+            return list(self.analysis_options.class_names)
+        if self._datamodule_class_names is not None:
+            return list(self._datamodule_class_names)
+        return self._loaded.class_names if self._loaded is not None else None
 
     @property
     def semantic_vectors(self) -> dict[str, Tensor]:
@@ -308,14 +188,12 @@ class SemanticVectorCallback(Callback):
         Raises:
             RuntimeError: before the callback has seen a training step.
         """
-        if not self._vectors:
-            if self._pending_state is not None:
-                return {k: v.clone() for k, v in self._pending_state["vectors"].items()}
+        if not self.vectors.layer_names:
             raise RuntimeError(
                 "No semantic vectors yet: they are created on the first training step. Run "
                 "trainer.fit(...) with this callback first (or restore it from a checkpoint)."
             )
-        return {name: p.detach().cpu().clone() for name, p in self._vectors.items()}
+        return self.vectors.vectors()
 
     def semantic_similarity(self, layer: str) -> Tensor:
         """The ``(N, N)`` cosine similarity of one layer's vectors (``S_sem``)."""
@@ -326,7 +204,7 @@ class SemanticVectorCallback(Callback):
 
     def skipped_steps(self) -> dict[str, int]:
         """How many updates were skipped per layer (NaN/Inf activations, < 2 alive neurons)."""
-        return {name: int(count.item()) for name, count in self._skipped.items()}
+        return self.vectors.skipped_steps()
 
     @property
     def fidelity(self) -> dict[str, dict[str, float]]:
@@ -335,11 +213,8 @@ class SemanticVectorCallback(Callback):
         Empty before the first analysed validation epoch; layers with fewer than 3 neurons have
         no fidelity. Values are NaN when too few neurons were alive.
         """
-        return {
-            name: dict(result.fidelity)
-            for name, result in self._results.items()
-            if result.fidelity is not None
-        }
+        results = self._analysis.results if self._analysis is not None else {}
+        return {n: dict(r.fidelity) for n, r in results.items() if r.fidelity is not None}
 
     @property
     def neuron_statistics(self) -> dict[str, dict[str, Tensor]]:
@@ -348,18 +223,41 @@ class SemanticVectorCallback(Callback):
         The statistics are those of :class:`~lightning_semvec.metrics.NeuronActivationStatistics`
         (``"mean_activation"`` ``(N,)``, ``"dead"`` ``(N,)``, and, when labels and the number
         of classes are known, ``"class_means"`` ``(C, N)``, ``"class_counts"`` ``(C,)``,
-        ``"selectivity"`` ``(N,)``, ``"preferred_class"`` ``(N,)``).
+        ``"selectivity"`` ``(N,)``, ``"preferred_class"`` ``(N,)``). After a resume, until the
+        next analysed epoch, those stored in the checkpoint.
         """
-        return {name: dict(result.statistics) for name, result in self._results.items()}
+        stats = {n: layer.statistics for n, layer in (self._loaded.layers if self._loaded else {}).items()}
+        if self._analysis is not None:
+            stats.update({n: r.statistics for n, r in self._analysis.results.items()})
+        return {name: dict(values) for name, values in stats.items() if values}
 
     def to_knowledge(self) -> StaticKnowledge:
-        """The vectors and their metadata as a :class:`~lightning_semvec.StaticKnowledge`."""
-        from lightning_semvec.knowledge import StaticKnowledge
+        """The vectors, their metadata and the last validation statistics as knowledge.
 
-        return StaticKnowledge.from_callback(self)
+        Raises:
+            RuntimeError: before the callback has seen a training step.
+        """
+        vectors = self.semantic_vectors
+        loaded = self._loaded
+        readouts = {
+            name: self.readouts.get(name)
+            or (NeuronReadout(loaded[name].reduction, loaded[name].neuron_dim)
+                if loaded is not None and name in loaded else self._readout_for(name))
+            for name in vectors
+        }
+        return StaticKnowledge.from_vectors(
+            vectors,
+            similarity=self.similarity,
+            reduction={name: r.reduction for name, r in readouts.items()},
+            neuron_dim={name: r.neuron_dim for name, r in readouts.items()},
+            statistics={n: s for n, s in self.neuron_statistics.items() if n in vectors},
+            source_model=self.source_model or (loaded.source_model if loaded else None),
+            training_steps=self.training_steps,
+            class_names=self.class_names,
+        )
 
     def export_knowledge(self, path: str | Path) -> Path:
-        """Save the learned vectors and metadata to a safetensors knowledge file.
+        """Save the learned vectors, metadata and statistics to a safetensors knowledge file.
 
         Only global rank 0 writes; every rank returns the path.
 
@@ -382,12 +280,10 @@ class SemanticVectorCallback(Callback):
         self._modules = resolve_layers(pl_module, self.layer_specs)
         self.readouts = {name: self._readout_for(name) for name in self._modules}
         self.source_model = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
-        if self._class_names is None:
-            names = getattr(trainer.datamodule, "class_names", None)
-            self._class_names = list(names) if names is not None else None
-        self._resolved_num_classes = find_num_classes(
-            trainer, pl_module, self.num_classes, self._class_names
-        )
+        names = getattr(trainer.datamodule, "class_names", None)
+        self._datamodule_class_names = list(names) if names is not None else None
+        if self._analysis is not None:
+            self._analysis.setup(trainer, pl_module, self.class_names)
         for name, module in self._modules.items():
             self._handles.append(module.register_forward_hook(self._make_hook(name)))
 
@@ -395,8 +291,7 @@ class SemanticVectorCallback(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         listing = ", ".join(f"{name} ({type(m).__name__})" for name, m in self._modules.items())
         rank_zero_info(f"SemanticVectorCallback: learning {self.dim}-d vectors for {listing}.")
-        if self._pending_state is not None:
-            self._restore(self._pending_state, pl_module.device)
+        self.vectors.to(pl_module.device)
         if self._last_seen_step is None:
             self._last_seen_step = trainer.global_step
 
@@ -404,12 +299,16 @@ class SemanticVectorCallback(Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        self._captured = {name: [] for name in self._modules}
-        self._captured_widths, self._subsets = {}, {}
-        self._capture_step = step = trainer.global_step
+        step = trainer.global_step
         # Read the layers only when this batch's optimizer step(s) can reach an update step.
         ahead = max(1, len(trainer.optimizers))
-        self._capturing = any((step + k) % self.every_n_steps == 0 for k in range(1, ahead + 1))
+        if any((step + k) % self.every_n_steps == 0 for k in range(1, ahead + 1)):
+            self._capture = LayerCapture(
+                list(self._modules), training=True, step=step,
+                neuron_subset=self.vectors.neuron_subset, warn_once=self._warn_once,
+            )
+        else:
+            self._capture = None
 
     @override
     def on_train_batch_end(
@@ -420,69 +319,36 @@ class SemanticVectorCallback(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        self._capturing = False
-        captured, self._captured = self._captured, {}
-        widths, subsets = self._captured_widths, self._subsets
-        self._captured_widths, self._subsets = {}, {}
+        capture, self._capture = self._capture, None
         step = trainer.global_step
         if step == self._last_seen_step:
             return  # no optimizer step happened (gradient accumulation): nothing to do yet
         self._last_seen_step = step
-        if step % self.every_n_steps != 0:
+        if step % self.every_n_steps != 0 or capture is None:
             return
         activations = {}
-        for name, chunks in captured.items():
-            if not chunks:
+        for name in self._modules:
+            if not capture.chunks.get(name):
                 self._warn_once(
                     f"missing:{name}",
                     f"SemanticVectorCallback: layer {name!r} was not called in this training "
                     "step, so its vectors were not updated.",
                 )
                 continue
-            activations[name] = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
-        self._update(trainer, pl_module, activations, widths, subsets)
+            activations[name] = capture.activations(name)
+        self._update(trainer, pl_module, activations, capture)
 
     @override
     def on_validation_epoch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule
     ) -> None:
-        self._analysis = None
-        if not analysis_due(trainer, self.log_every_n_epochs):
+        self._capture = None
+        if self._analysis is None:
             return
-        names = [name for name in self._modules if name in self._vectors]
-        if not names:
-            return  # no vectors yet (validation before the first update)
-        k = {"off": 0, "top1": 1, "grid": self.projector_top_k}[self.projector_images]
-        k = k if self.projector else 0  # the images are only shown in the projector
-        self._analysis = {
-            name: LayerAnalysis.create(
-                name,
-                self._vectors[name].shape[0],
-                k,
-                pl_module.device,
-                num_classes=self._resolved_num_classes,
-                similarity=self.similarity,
-                fidelity_max_neurons=self.fidelity_max_neurons,
-                fidelity_k=self.fidelity_k,
-                seed=self.seed,
-                thumbnail_size=self.thumbnail_size,
-            )
-            for name in names
-        }
-        self._val_captured = {name: [] for name in names}
-        self._val_capturing = True
-
-    @override
-    def on_validation_batch_start(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if self._analysis is not None:
-            self._val_captured = {name: [] for name in self._analysis}
+        widths = {n: self.vectors[n].shape[0] for n in self._modules if n in self.vectors}
+        names = self._analysis.start_epoch(trainer, pl_module, widths)
+        if names:
+            self._capture = LayerCapture(names, training=False, warn_once=self._warn_once)
 
     @override
     def on_validation_batch_end(
@@ -494,100 +360,61 @@ class SemanticVectorCallback(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if self._analysis is None:
+        if self._capture is None or self._analysis is None:
             return
-        captured, self._val_captured = self._val_captured, {n: [] for n in self._analysis}
-        labels = self._labels_of(batch)
-        wants_images = self.projector and self.projector_images != "off"
-        images = images_of_batch(batch, self._info_once) if wants_images else None
-        thumbnails: dict[int, Tensor] = {}  # by size: layers of one width share them
-        for name, analysis in self._analysis.items():
-            for position, chunk in enumerate(captured.get(name, [])):
-                analysis.update(chunk, labels, images if position == 0 else None, thumbnails)
+        self._analysis.update(batch, self._capture.take())
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        analysis, self._analysis = self._analysis, None
-        self._val_capturing = False
-        self._val_captured = {}
-        if analysis is None:
-            return
-        step = trainer.global_step
-        # Every process computes every metric, in the same order: each one gathers.
-        results = {
-            name: layer.compute(self._vectors[name], step, figures=self.figures,
-                                figure_max_neurons=self.figure_max_neurons)
-            for name, layer in analysis.items()
-        }
-        for result in results.values():
-            if result.fidelity is not None:
-                for key, metric in (("spearman", "fidelity"), ("neighbour_agreement",) * 2):
-                    pl_module.log(
-                        f"semvec/{result.name}/{metric}",
-                        result.fidelity[key],
-                        on_step=False,
-                        on_epoch=True,
-                        batch_size=1,
-                        sync_dist=True,  # equal on every process already; keeps Lightning quiet
-                    )
-        self._results.update(results)
-        if trainer.is_global_zero:
-            self._export(trainer, step)
+        self._capture = None
+        if self._analysis is not None:
+            vectors = {n: self.vectors[n] for n in self.vectors.layer_names}
+            self._analysis.end_epoch(trainer, pl_module, vectors, self.class_names)
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.log_every_n_epochs is None or not self._vectors:
-            return
-        if trainer.is_global_zero and self._exported_step != trainer.global_step:
-            self._export(trainer, trainer.global_step)
+        if self._analysis is not None and self.vectors.layer_names:
+            self._analysis.end_fit(trainer, self.semantic_vectors, self.class_names)
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             self._remove_hooks()
-            self._captured = {}
-            self._capturing = False
-            self._analysis = None
-            self._val_captured = {}
-            self._val_capturing = False
+            self._capture = None
+            if self._analysis is not None:
+                self._analysis.layers = None
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        if not self._vectors:
-            return dict(self._pending_state) if self._pending_state is not None else {}
+        if not self.vectors.layer_names:
+            return {}
         return {
-            "vectors": {name: p.detach().cpu().clone() for name, p in self._vectors.items()},
-            "optimizer": self._optimizer.state_dict() if self._optimizer is not None else None,
-            "skipped": {name: c.detach().cpu().clone() for name, c in self._skipped.items()},
-            "last_loss": {name: v.detach().cpu().clone() for name, v in self._last_loss.items()},
-            "last_seen_step": self._last_seen_step,
-            "training_steps": self.training_steps,
-            "dim": self.dim,
-            # What a knowledge file needs, so `semvec export` can make one from a checkpoint.
-            "knowledge": {
-                "similarity": self.similarity,
-                "readouts": {
-                    name: {"reduction": r.reduction, "neuron_dim": r.neuron_dim}
-                    for name, r in self.readouts.items()
-                },
-                "source_model": self.source_model,
-                "class_names": self.class_names,
+            "state_version": CHECKPOINT_STATE_VERSION,
+            # The vectors live once, in the knowledge document that `semvec export` reads.
+            "knowledge": self.to_knowledge().to_document(),
+            "semantic_vectors": {
+                key: value for key, value in self.vectors.state_dict().items()
+                if not key.endswith(".vectors")
             },
+            "last_seen_step": self._last_seen_step,
         }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
             return
-        if state_dict.get("dim") != self.dim:
-            raise ValueError(
-                f"The checkpoint's semantic vectors have dim={state_dict.get('dim')}, this "
-                f"callback has dim={self.dim}: use the same dim to resume."
+        knowledge, vector_state, last_seen_step = vector_state_of(state_dict)
+        dims = {layer.dim for layer in knowledge.layers.values()}
+        if dims != {self.dim}:
+            raise SemvecValueError(
+                f"The checkpoint's semantic vectors have dim={sorted(dims)[0]}, this callback "
+                f"has dim={self.dim}: use the same dim to resume."
             )
-        # Runs before the model is on its device: keep it until on_fit_start places it.
-        self._pending_state = state_dict
-        self._last_seen_step = state_dict.get("last_seen_step")
-        self.training_steps = state_dict.get("training_steps", 0)
+        # Runs before the model is on its device: on_fit_start moves the vectors there.
+        self.vectors.load_state_dict(vector_state)
+        self._loaded = knowledge
+        self._last_seen_step = last_seen_step
+        self.training_steps = knowledge.training_steps
 
     # ----------------------------------------------------------------- internals
     def _readout_for(self, name: str) -> NeuronReadout:
@@ -597,7 +424,7 @@ class SemanticVectorCallback(Callback):
                 options.update(value)
         unknown = set(options) - {"reduction", "neuron_dim", "select_output"}
         if unknown:
-            raise ValueError(
+            raise SemvecValueError(
                 f"Unknown layer_options {sorted(unknown)} for {name!r}: use reduction, "
                 "neuron_dim or select_output."
             )
@@ -612,34 +439,11 @@ class SemanticVectorCallback(Callback):
         readout = self.readouts[name]
 
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if self._capturing and module.training:
-                self._capture(name, readout.read(output, name))
-            elif self._val_capturing and not module.training and name in self._val_captured:
-                chunks, acts = self._val_captured[name], readout.read(output, name)
-                first_width = chunks[0].shape[1] if chunks else acts.shape[1]
-                _check_repeated_call(chunks, first_width, acts.shape[1], name, self._warn_once)
-                chunks.append(acts)
+            capture = self._capture
+            if capture is not None and capture.wants(name, module.training):
+                capture.add(name, readout.read(output, name))
 
         return hook
-
-    def _capture(self, name: str, activations: Tensor) -> None:
-        """Keep one training call's ``(M, N)`` activations; only this step's subset if wide.
-
-        Taking the subset here lets the layer's full output go as soon as autograd is done
-        with it, so a 65,536-neuron layer costs memory for its subset alone.
-        """
-        width = activations.shape[1]
-        chunks = self._captured[name]
-        _check_repeated_call(
-            chunks, self._captured_widths.setdefault(name, width), width, name, self._warn_once
-        )
-        if self.max_neurons_per_step is not None and width > self.max_neurons_per_step:
-            subset = self._subsets.get(name)
-            if subset is None:
-                subset = self._neuron_subset(width, self._capture_step, activations.device)
-                self._subsets[name] = subset
-            activations = activations.index_select(1, subset)
-        chunks.append(activations)
 
     def _remove_hooks(self) -> None:
         for handle in self._handles:
@@ -656,288 +460,29 @@ class SemanticVectorCallback(Callback):
             self._warned.add(key)
             rank_zero_info(message)
 
-    # ----------------------------------------------------------------- validation internals
-    def _labels_of(self, batch: Any) -> Tensor | None:
-        """The batch's ``(B,)`` integer labels or ``None`` (see :func:`labels_of_batch`)."""
-        return labels_of_batch(batch, self.label_fn, self._resolved_num_classes, self._info_once)
-
-    def _export(self, trainer: pl.Trainer, step: int) -> None:
-        """Write the projector files and figures of every layer (global rank 0 only)."""
-        if not (self.projector or self.figures):
-            return
-        logger = tensorboard_logger_of(trainer, self._info_once)
-        if logger is None:
-            return
-        write_projector_and_figures(
-            logger,
-            self.semantic_vectors,
-            self._results,
-            step,
-            self._class_names,
-            projector=self.projector,
-            figures=self.figures,
-            figure_max_neurons=self.figure_max_neurons,
-        )
-        self._exported_step = step
-
-    def _init_vectors(self, name: str, num_neurons: int, device: torch.device) -> nn.Parameter:
-        generator = torch.Generator().manual_seed(self.seed + zlib.crc32(name.encode()))
-        values = torch.randn(num_neurons, self.dim, generator=generator)
-        return nn.Parameter(values.to(device))
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        params = list(self._vectors.values())
-        if callable(self.optimizer):
-            return self.optimizer(params)
-        # One kernel for all layers on CUDA. Not on the CPU: there the fused kernel made spawned
-        # DDP processes abort at exit ("terminate called without an active exception", about
-        # one run in six of tests/test_callback_ddp.py), for about 0.1 ms per update saved.
-        fused = torch.__version__ >= (2, 4) and all(p.device.type == "cuda" for p in params)
-        return _OPTIMIZERS[self.optimizer](params, lr=self.lr, **({"fused": True} if fused else {}))
-
-    def _restore(self, state: dict[str, Any], device: torch.device) -> None:
-        self._vectors = {
-            name: nn.Parameter(v.to(device=device, dtype=torch.float32))
-            for name, v in state["vectors"].items()
-        }
-        self._skipped = {n: c.to(device) for n, c in state.get("skipped", {}).items()}
-        self._last_loss = {n: v.to(device) for n, v in state.get("last_loss", {}).items()}
-        self._optimizer = self._make_optimizer()
-        if state.get("optimizer") is not None:
-            self._optimizer.load_state_dict(state["optimizer"])
-        self._pending_state = None
-
-    def _materialize(self, widths: dict[str, int], device: torch.device) -> None:
-        """Create the vectors of layers seen for the first time (``widths``: name to ``N``)."""
-        created = False
-        for name in self._modules:
-            if name in self._vectors or name not in widths:
-                continue
-            self._vectors[name] = self._init_vectors(name, widths[name], device)
-            self._skipped[name] = torch.zeros((), dtype=torch.int64, device=device)
-            self._last_loss[name] = torch.zeros((), device=device)
-            created = True
-        if created:
-            # Keep the optimizer's state of layers it already knew (a layer seen late joins).
-            old = self._optimizer
-            self._optimizer = self._make_optimizer()
-            if old is not None:
-                for p in old.state:
-                    self._optimizer.state[p] = old.state[p]
-        for name, p in self._vectors.items():
-            if name in widths and p.shape[0] != widths[name]:
-                raise ValueError(
-                    f"Layer {name!r} now has {widths[name]} neurons but its "
-                    f"semantic vectors have {p.shape[0]} (from a checkpoint or an earlier step)."
-                )
-
-    @staticmethod
-    def _step_skipping_bad_layers(
-        optimizer: torch.optim.Optimizer, params: list[nn.Parameter], gradients: list[Tensor],
-        ok: Tensor, sync_free: bool,
-    ) -> list[bool] | None:
-        """One optimizer step; a layer whose ``ok`` flag is False keeps its vectors and state.
-
-        On the CPU the ``(L,)`` flags are read on the host (free there): a bad layer simply gets
-        no gradient, which every optimizer skips. On an accelerator (``sync_free``) that read
-        would stall the pipeline, so every layer is snapshotted and a bad one restored with
-        ``torch.where``. Returns the host flags, or ``None`` on the sync-free path.
-        """
-        if not sync_free:
-            flags = [bool(f) for f in ok.tolist()]
-            for param, grad, good in zip(params, gradients, flags):
-                param.grad = grad if good else None
-            optimizer.step()
-            for param in params:
-                param.grad = None
-            return flags
-        snapshot = [(p.detach().clone(), _state_tensors(optimizer, p)) for p in params]
-        for param, grad in zip(params, gradients):
-            param.grad = grad
-        optimizer.step()
-        with torch.no_grad():
-            for i, (param, (old_param, old_state)) in enumerate(zip(params, snapshot)):
-                param.grad = None
-                good = ok[i]
-                param.copy_(torch.where(good, param, old_param))
-                for key, value in optimizer.state[param].items():
-                    # A step counter kept on the host (non-fused optimizers on a GPU run) is
-                    # left as is: moving the flag there would cost a sync for a detail.
-                    if isinstance(value, Tensor) and value.device == good.device:
-                        before = old_state.get(key, torch.zeros_like(value))
-                        value.copy_(torch.where(good, value, before))
-        return None
-
-    def _neuron_subset(self, num_neurons: int, step: int, device: torch.device) -> Tensor | None:
-        """Indices of this step's neurons, or ``None`` for all.
-
-        Drawn from a generator seeded by (seed, step): the same on every process and after a
-        resume, with no generator state to save or to send to spawned processes.
-        """
-        if self.max_neurons_per_step is None or num_neurons <= self.max_neurons_per_step:
-            return None
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        chosen = torch.randperm(num_neurons, generator=generator)
-        return chosen[: self.max_neurons_per_step].to(device, non_blocking=True)
-
-    def _gather(
-        self, pl_module: pl.LightningModule, world_size: int, activations: Tensor
-    ) -> tuple[Tensor, Tensor | None]:
-        """All processes' activations, padded to one length with 0-weight rows."""
-        if world_size == 1:
-            return activations, None
-        num = activations.shape[0]
-        sizes = pl_module.all_gather(torch.tensor(num, device=activations.device))
-        longest = int(sizes.max())  # the only host sync, and only under several processes
-        weights = torch.ones(num, device=activations.device)
-        if longest > num:
-            pad = longest - num
-            activations = torch.cat([activations, activations.new_zeros(pad, activations.shape[1])])
-            weights = torch.cat([weights, weights.new_zeros(pad)])
-        gathered = pl_module.all_gather(activations).reshape(-1, activations.shape[1])
-        return gathered, pl_module.all_gather(weights).reshape(-1)
-
     def _update(
         self,
         trainer: pl.Trainer,
         pl_module: pl.LightningModule,
         activations: dict[str, Tensor],
-        widths: dict[str, int],
-        subsets: dict[str, Tensor],
+        capture: LayerCapture,
     ) -> None:
-        """One step of every layer's vectors from this training step's activations.
-
-        Layers whose activations have the same number of rows are gathered (under DDP) and
-        standardised together, and the narrow ones share one block-diagonal gradient
-        computation (:func:`~lightning_semvec.functional.alignment_gradients`): on a small CNN
-        that is one set of operations for all layers, not one per layer.
-        """
-        device = pl_module.device
-        logging = _logs_this_step(trainer)
-        groups: dict[tuple[int, bool], list[str]] = {}
-        for name, acts in activations.items():
-            # Same key on every process (widths agree; rows differ alike), so the gathers match.
-            groups.setdefault((acts.shape[0], acts.shape[1] <= DENSE_MAX_NEURONS), []).append(name)
-        gathered: list[tuple[list[str], Tensor, Tensor | None]] = []
-        for members in groups.values():
-            parts = [activations[n].to(device) for n in members]
-            acts, weights = self._gather(
-                pl_module, trainer.world_size, torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-            )
-            if acts.shape[0] < 2:
-                for name in members:
-                    self._warn_once(
-                        f"small:{name}",
-                        f"SemanticVectorCallback: a training batch gave layer {name!r} only "
-                        f"{acts.shape[0]} sample; similarity needs at least 2, so the step was "
-                        "skipped (use a batch size of 2 or more).",
-                    )
-                continue
-            gathered.append((members, acts, weights))
-        self._materialize({n: widths[n] for members, _, _ in gathered for n in members}, device)
-        names: list[str] = []
-        gradients: list[Tensor] = []
-        losses: list[Tensor] = []
-        ok_flags: list[Tensor] = []
-        for members, acts, weights in gathered:
-            vectors = [
-                self._vectors[n].detach() if n not in subsets
-                else self._vectors[n].detach().index_select(0, subsets[n]) for n in members
-            ]
-            for form, columns, layers in _split_by_form(self.form, acts, vectors, self.dim):
-                out = alignment_gradients(
-                    columns, [vectors[i] for i in layers], self.similarity, form, weights, logging
-                )
-                names.extend(members[i] for i in layers)
-                gradients.extend(out.gradients)
-                ok_flags.append(out.ok)
-                if out.losses is not None:
-                    losses.append(out.losses)
-        if not names:
+        """Gather this step's activations (one gather per group of layers) and step the vectors."""
+        logging = logs_this_step(trainer, after_optimizer_step=True)
+        gathered, weights = gather_activations(
+            pl_module, trainer.world_size, activations, self._warn_once
+        )
+        if not gathered:
             return
-        assert self._optimizer is not None
-        params = [self._vectors[n] for n in names]
-        gradients = [
-            g if n not in subsets else torch.zeros_like(p).index_copy_(0, subsets[n], g)
-            for n, p, g in zip(names, params, gradients)
-        ]
-        ok = torch.cat(ok_flags) if len(ok_flags) > 1 else ok_flags[0]
-        flags = self._step_skipping_bad_layers(
-            self._optimizer, params, gradients, ok, sync_free=device.type != "cpu"
+        result = self.vectors.step(
+            gathered, weights, subsets=capture.subsets, num_neurons=capture.widths,
+            with_losses=logging,
         )
         self.training_steps = trainer.global_step
-        if flags is not None:  # host flags: count skips only when there are any
-            for name, good in zip(names, flags):
-                if not good:
-                    self._skipped[name] += 1
-        else:
-            for name, good in zip(names, ok.unbind()):
-                self._skipped[name] += (~good).to(torch.int64)
         if logging:
-            values = torch.cat(losses) if len(losses) > 1 else losses[0]
-            for name, loss, good in zip(names, values.unbind(), ok.unbind()):
-                self._last_loss[name] = torch.where(good, loss, self._last_loss[name])
-                pl_module.log(f"semvec/{name}/align_loss", self._last_loss[name], on_step=True,
+            losses, skipped = self.vectors.last_losses(), self.vectors.skipped_counts()
+            for name in result.names:
+                pl_module.log(f"semvec/{name}/align_loss", losses[name], on_step=True,
                               on_epoch=False, batch_size=1)
-                pl_module.log(f"semvec/{name}/skipped_steps", self._skipped[name].float(),
+                pl_module.log(f"semvec/{name}/skipped_steps", skipped[name].float(),
                               on_step=True, on_epoch=False, batch_size=1)
-
-
-def _split_by_form(
-    form: str, activations: Tensor, vectors: list[Tensor], dim: int
-) -> list[tuple[str, Tensor, list[int]]]:
-    """``(form, activation columns, layer indices)`` for each call (see ``plan_alignment_runs``)."""
-    sizes = [v.shape[0] for v in vectors]
-    runs = plan_alignment_runs(activations.shape[0], sizes, dim, form)
-    if len(runs) == 1:
-        return [(runs[0][0], activations, runs[0][1])]
-    starts = [0]
-    for size in sizes:
-        starts.append(starts[-1] + size)
-    pieces = [[activations[:, starts[i] : starts[i + 1]] for i in layers] for _, layers in runs]
-    return [
-        (kind, columns[0] if len(columns) == 1 else torch.cat(columns, dim=1), layers)
-        for (kind, layers), columns in zip(runs, pieces)
-    ]
-
-
-def _check_repeated_call(
-    chunks: list[Tensor], first_width: int, width: int, name: str,
-    warn_once: Callable[[str, str], None],
-) -> None:
-    """Check one more call of a hooked module; several calls per forward are stacked as samples.
-
-    Raised inside the forward (before any backward), so a bad layer choice changes nothing.
-    """
-    if chunks:
-        if first_width != width:
-            raise ValueError(
-                f"Layer {name!r} is called more than once per forward with different widths "
-                f"({first_width} and {width} neurons), so its neurons are "
-                "not one set. This happens with a module reused in several places (a shared "
-                "nn.ReLU, say): hook a module used once, or give each use its own module."
-            )
-        warn_once(
-            f"calls:{name}",
-            f"SemanticVectorCallback: layer {name!r} is called more than once per forward; its "
-            "calls are stacked as extra samples. If the calls are different places in the "
-            "network (a shared activation module), hook modules used once instead.",
-        )
-
-
-def _logs_this_step(trainer: pl.Trainer) -> bool:
-    """Whether the Trainer sends this step's metrics to its loggers (``log_every_n_steps``).
-
-    ``self.log`` costs about a millisecond of Python per call, so values are only handed over on
-    the steps the loggers actually write.
-    """
-    every = trainer.log_every_n_steps
-    return every > 0 and (trainer.global_step % every == 0 or trainer.should_stop)
-
-
-def _state_tensors(optimizer: torch.optim.Optimizer, param: nn.Parameter) -> dict[str, Tensor]:
-    return {
-        key: value.detach().clone()
-        for key, value in optimizer.state.get(param, {}).items()
-        if isinstance(value, Tensor)
-    }

@@ -8,19 +8,21 @@ from typing import Any
 
 import torch
 
+from lightning_semvec.callback_state import is_callback_state, knowledge_of_state
+from lightning_semvec.errors import SemvecFileNotFoundError, SemvecValueError
 from lightning_semvec.knowledge import StaticKnowledge
 
-CALLBACK_PREFIX = "SemanticVectorCallback"
+__all__ = ["knowledge_from_checkpoint", "semantic_vector_states"]
 
 
 def semantic_vector_states(checkpoint: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The ``SemanticVectorCallback`` states of a loaded checkpoint, by ``state_key``."""
+    """The callback states of a loaded checkpoint that hold semantic vectors, by ``state_key``.
+
+    A state is recognised by its knowledge document's marker, whatever the callback's class
+    (a subclass of ``SemanticVectorCallback`` included).
+    """
     callbacks = checkpoint.get("callbacks") or {}
-    return {
-        key: state
-        for key, state in callbacks.items()
-        if str(key).startswith(CALLBACK_PREFIX) and isinstance(state, dict) and state.get("vectors")
-    }
+    return {str(key): state for key, state in callbacks.items() if is_callback_state(state)}
 
 
 def knowledge_from_checkpoint(
@@ -42,7 +44,7 @@ def knowledge_from_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint at {path}.")
+        raise SemvecFileNotFoundError(f"No checkpoint at {path}.")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as err:
@@ -50,32 +52,25 @@ def knowledge_from_checkpoint(
             " If it is a checkpoint you trust that holds objects other than tensors, pass "
             "--trust-checkpoint (trust_checkpoint=True)."
         )
-        raise ValueError(f"Could not load {path} as a Lightning checkpoint: {err}.{hint}") from err
+        raise SemvecValueError(
+            f"Could not load {path} as a Lightning checkpoint: {err}.{hint}"
+        ) from err
     if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path} is not a Lightning checkpoint (a dict with 'callbacks').")
+        raise SemvecValueError(f"{path} is not a Lightning checkpoint (a dict with 'callbacks').")
     states = semantic_vector_states(checkpoint)
     if not states:
-        raise ValueError(
-            f"{path} holds no SemanticVectorCallback state with vectors: train with the callback "
+        raise SemvecValueError(
+            f"{path} holds no semantic vector callback state: train with SemanticVectorCallback "
             "and save a checkpoint after at least one training step."
         )
     if key is None:
         if len(states) > 1:
-            raise ValueError(f"{path} holds several callbacks; choose one with key=: {list(states)}.")
+            raise SemvecValueError(
+                f"{path} holds several callbacks; choose one with key=: {list(states)}."
+            )
         key = next(iter(states))
     if key not in states:
-        raise ValueError(f"No callback state {key!r} in {path}; it has {list(states)}.")
-    state = states[key]
-    meta = state.get("knowledge") or {}
-    readouts = meta.get("readouts") or {}
-    vectors = state["vectors"]
-    return StaticKnowledge.from_vectors(
-        vectors,
-        similarity=meta.get("similarity", "pearson"),
-        reduction={n: readouts.get(n, {}).get("reduction", "mean") for n in vectors},
-        neuron_dim={n: readouts.get(n, {}).get("neuron_dim", 1) for n in vectors},
-        source_model=meta.get("source_model"),
-        training_steps=int(state.get("training_steps", 0)),
-        class_names=meta.get("class_names"),
-        extra={"exported_from": path.name, "state_key": key},
-    )
+        raise SemvecValueError(f"No callback state {key!r} in {path}; it has {list(states)}.")
+    knowledge = knowledge_of_state(states[key], source=f"{path} ({key})")
+    knowledge.extra.update({"exported_from": path.name, "state_key": key})
+    return knowledge

@@ -20,6 +20,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lightning_semvec.analysis_options import AnalysisOptions
 from lightning_semvec.callback import SemanticVectorCallback
 from lightning_semvec.data import DigitsDataModule
 from lightning_semvec.distillation import StaticDistillationModule
@@ -68,7 +69,7 @@ def run_demo(
     model = ImageClassifier(SmallCNN(in_channels=1, num_classes=10, width=16, hidden=64), lr=1e-2)
     # Projector, figures and fidelity every 5 epochs and at the end: enough for a short run.
     semvec = SemanticVectorCallback(layers=DEMO_LAYERS, dim=dim, lr=0.05, seed=seed,
-                                    log_every_n_epochs=5)
+                                    analysis=AnalysisOptions(log_every_n_epochs=5))
     logger = TensorBoardLogger(save_dir=str(out), name="demo")
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_epochs=epochs, logger=logger, callbacks=[semvec],
@@ -157,7 +158,7 @@ def main(
         from lightning_semvec.report import write_report
 
         result.report_path = write_report(
-            result.knowledge_path, Path(out_dir) / "report", log_dir=result.log_dir
+            result.knowledge_path, Path(out_dir) / "report"
         )
     except ImportError:  # pragma: no cover - the report module ships with the package
         result.report_path = None

@@ -10,21 +10,19 @@ a folder that any browser opens without a server:
     <out_dir>/<nn>_<layer>_pca.png          PCA map of the vectors
 
 Each layer's table lists, per neuron, the norm of its vector and its nearest neighbours by
-semantic similarity. Given the run's TensorBoard log folder, it also shows what the
-validation data said about each neuron (preferred class, class selectivity, mean activation,
-dead), read from the newest Embedding Projector metadata that
-:class:`~lightning_semvec.SemanticVectorCallback` wrote there.
+semantic similarity and, when the knowledge file carries them, what the validation data said
+about each neuron (preferred class, class selectivity, mean activation, dead).
 """
 
 from __future__ import annotations
 
 import argparse
 import html
+import warnings
 import os
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,78 +30,17 @@ from torch import Tensor
 
 from lightning_semvec.figures import evenly_spaced, pca_map, similarity_heatmaps
 from lightning_semvec.functional.similarity import normalize_vectors, semantic_similarity
+from lightning_semvec.errors import SemvecFileNotFoundError
 from lightning_semvec.knowledge import KnowledgeFileError, StaticKnowledge
-from lightning_semvec.projector import (
-    CONFIG_FILENAME,
-    read_embedding_metadata,
-    read_projector_config,
-)
 
 __all__ = [
-    "ProjectorMetadata",
-    "find_projector_metadata",
     "main",
     "nearest_neighbours",
     "write_report",
 ]
 
-# Metadata columns shown in the table, when the projector metadata has them.
+# Statistics shown in the table, when the knowledge file carries them.
 _STAT_COLUMNS = ("preferred_class", "selectivity", "mean_activation", "dead")
-
-
-@dataclass(frozen=True)
-class ProjectorMetadata:
-    """The newest projector metadata of one layer found in a log folder.
-
-    Attributes:
-        layer: the layer name (the embedding's tag).
-        step: the global step it was written at.
-        columns: ``{column: N strings}``, as in ``metadata.tsv``.
-        source: the ``metadata.tsv`` file it came from.
-    """
-
-    layer: str
-    step: int
-    columns: dict[str, list[str]]
-    source: Path
-
-
-def find_projector_metadata(log_dir: str | os.PathLike[str]) -> dict[str, ProjectorMetadata]:
-    """The newest projector metadata of every layer under ``log_dir`` (searched recursively).
-
-    ``log_dir`` may be a run folder (holding ``projector_config.pbtxt``) or any folder above
-    runs; for a layer found in several runs, the entry with the largest step wins, and among
-    equal steps the most recently written file.
-
-    Example:
-        >>> import tempfile, torch
-        >>> from lightning_semvec.projector import write_embedding
-        >>> with tempfile.TemporaryDirectory() as logs:
-        ...     for step in (5, 9):
-        ...         _ = write_embedding(logs, "fc", torch.zeros(2, 3), step,
-        ...                             metadata={"layer": ["fc"] * 2, "neuron": [0, 1]})
-        ...     found = find_projector_metadata(logs)
-        >>> found["fc"].step, found["fc"].columns["neuron"]
-        (9, ['0', '1'])
-    """
-    root = Path(log_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"Log folder {str(root)!r} does not exist.")
-    best: dict[str, tuple[tuple[int, float], ProjectorMetadata]] = {}
-    for config in sorted(root.rglob(CONFIG_FILENAME)):
-        run = config.parent
-        for entry in read_projector_config(run):
-            if not entry.metadata_path:
-                continue
-            path = run / entry.metadata_path
-            if not path.is_file():
-                continue
-            step = entry.step if entry.step is not None else -1
-            key = (step, path.stat().st_mtime)
-            if entry.tag not in best or key > best[entry.tag][0]:
-                columns = read_embedding_metadata(run, entry)
-                best[entry.tag] = (key, ProjectorMetadata(entry.tag, step, columns, path))
-    return {tag: found for tag, (_, found) in best.items()}
 
 
 def nearest_neighbours(
@@ -157,11 +94,12 @@ def write_report(
     """Write the report folder of a knowledge file; returns the path of its ``index.html``.
 
     Args:
-        knowledge_path: a ``.semvec.safetensors`` knowledge file.
+        knowledge_path: a ``.semvec.safetensors`` knowledge file. When it carries per-neuron
+            statistics (files exported by lightning_semvec 0.2 after an analysed validation
+            epoch), the table shows each neuron's preferred class, class selectivity, mean
+            activation and dead/alive, and the PCA map is coloured by preferred class.
         out_dir: the folder to write (created if needed; files of the same names replaced).
-        log_dir: optional TensorBoard log folder of the run that made the knowledge; its
-            newest projector metadata adds preferred class, selectivity, mean activation and
-            dead/alive per neuron (layers whose neuron count differs are left without them).
+        log_dir: deprecated and ignored: the statistics now come from the knowledge file.
         max_heatmap_neurons: the heatmap shows at most this many neurons (evenly spaced).
         neighbours: nearest neighbours listed per neuron.
         max_table_rows: neurons listed per layer (the first ones); the report says how many
@@ -172,7 +110,7 @@ def write_report(
 
     Raises:
         KnowledgeFileError: if ``knowledge_path`` is not a valid knowledge file.
-        FileNotFoundError: if ``knowledge_path`` or ``log_dir`` does not exist.
+        FileNotFoundError: if ``knowledge_path`` does not exist.
 
     Example:
         >>> import tempfile, os, torch
@@ -184,101 +122,96 @@ def write_report(
         ...     sorted(p.name for p in index.parent.iterdir())
         ['00_fc_pca.png', '00_fc_similarity.png', 'index.html']
     """
+    if log_dir is not None:
+        warnings.warn(
+            "write_report(log_dir=...) is deprecated and ignored: the per-neuron statistics "
+            "come from the knowledge file (export it again to include them).",
+            FutureWarning,
+            stacklevel=2,
+        )
     knowledge_path = Path(knowledge_path)
     if not knowledge_path.is_file():
-        raise FileNotFoundError(f"Knowledge file {str(knowledge_path)!r} does not exist.")
+        raise SemvecFileNotFoundError(f"Knowledge file {str(knowledge_path)!r} does not exist.")
     knowledge = StaticKnowledge.load(knowledge_path)
-    metadata = find_projector_metadata(log_dir) if log_dir is not None else {}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     class_names = knowledge.class_names
     sections = []
     for position, name in enumerate(knowledge.layer_names):
         vectors = knowledge[name].vectors
+        stats = knowledge.statistics(name)
         n = vectors.shape[0]
         slug = f"{position:02d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}"
-        meta = metadata.get(name)
-        note = ""
-        if meta is not None and any(len(v) != n for v in meta.columns.values()):
-            note = (f"The projector metadata of this layer lists a different number of neurons "
-                    f"than its {n} vectors, so it is not shown.")
-            meta = None
         ids = evenly_spaced(n, max_heatmap_neurons)
         figure = similarity_heatmaps(semantic_similarity(vectors[ids]), neuron_ids=ids,
                                      title=f"{name}: semantic similarity")
         figure.savefig(out / f"{slug}_similarity.png", dpi=100)
-        preferred, dead = _classes_and_dead(meta, class_names, n)
-        figure = pca_map(vectors, preferred, class_names, dead, title=f"{name}: PCA of the vectors")
+        figure = pca_map(vectors, stats.get("preferred_class"), class_names, stats.get("dead"),
+                         title=f"{name}: PCA of the vectors")
         figure.savefig(out / f"{slug}_pca.png", dpi=100)
         sections.append(
-            _layer_section(name, slug, vectors, meta, neighbours, max_table_rows, note,
+            _layer_section(name, slug, vectors, stats, class_names, neighbours, max_table_rows,
                            shown=ids.numel())
         )
-    (out / "index.html").write_text(_page(knowledge, knowledge_path, log_dir, sections), "utf-8")
+    (out / "index.html").write_text(_page(knowledge, knowledge_path, sections), "utf-8")
     return out / "index.html"
 
 
-def _classes_and_dead(
-    meta: ProjectorMetadata | None, class_names: Sequence[str] | None, n: int
-) -> tuple[Tensor | None, Tensor | None]:
-    if meta is None:
-        return None, None
-    preferred = None
-    column = meta.columns.get("preferred_class")
-    if column is not None and any(column):
-        lookup = {c: i for i, c in enumerate(class_names or [])}
-        values = []
-        for text in column:
-            if text in lookup:
-                values.append(lookup[text])
-            elif text.lstrip("-").isdigit():
-                values.append(int(text))
-            else:
-                values.append(-1)
-        preferred = torch.tensor(values, dtype=torch.long)
-    dead = None
-    column = meta.columns.get("dead")
-    if column is not None and any(column):
-        dead = torch.tensor([text == "dead" for text in column])
-    return preferred, dead
+def _statistic_cells(
+    stats: dict[str, Tensor], class_names: Sequence[str] | None, rows: int
+) -> dict[str, list[str]]:
+    """The table's statistic columns as text, one entry per listed neuron."""
+    cells: dict[str, list[str]] = {}
+    for key in _STAT_COLUMNS:
+        value = stats.get(key)
+        if value is None:
+            continue
+        values = value[:rows].tolist()
+        if key == "preferred_class":
+            names = list(class_names or [])
+            cells[key] = [names[c] if 0 <= c < len(names) else str(c) for c in values]
+        elif key == "dead":
+            cells[key] = ["dead" if v else "alive" for v in values]
+        else:
+            cells[key] = [f"{v:.3g}" for v in values]
+    return cells
 
 
 def _layer_section(
     name: str,
     slug: str,
     vectors: Tensor,
-    meta: ProjectorMetadata | None,
+    stats: dict[str, Tensor],
+    class_names: Sequence[str] | None,
     neighbours: int,
     max_rows: int,
-    note: str,
     shown: int,
 ) -> str:
     n, d = vectors.shape
     norms = vectors.norm(dim=1)
     rows = min(n, max_rows)
     idx, sim = nearest_neighbours(vectors, neighbours, rows=rows)
-    stat_columns = [c for c in _STAT_COLUMNS if meta is not None and c in meta.columns]
-    header = ["neuron", *(c.replace("_", " ") for c in stat_columns), "vector norm",
+    stat_cells = _statistic_cells(stats, class_names, rows)
+    header = ["neuron", *(c.replace("_", " ") for c in stat_cells), "vector norm",
               "nearest neighbours (semantic similarity)"]
     body = []
     for i in range(rows):
-        cells = [str(i)]
-        cells += [meta.columns[c][i] for c in stat_columns] if meta is not None else []
+        cells = [str(i), *(column[i] for column in stat_cells.values())]
         cells.append(f"{norms[i].item():.3g}")
         cells.append(", ".join(f"{j} ({s:+.2f})" for j, s in zip(idx[i].tolist(), sim[i].tolist())))
         body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     source = (
-        f"Validation statistics: projector metadata of step {meta.step} "
-        f"(<code>{html.escape(str(meta.source))}</code>)."
-        if meta is not None
-        else "No validation statistics (pass the run's log folder to add them)."
+        "Validation statistics: from the knowledge file (the last analysed validation epoch)."
+        if stat_cells
+        else "No validation statistics in this knowledge file (export it after an analysed "
+        "validation epoch to add them)."
     )
     more = f"<p>{n - rows} more neurons are not listed.</p>" if rows < n else ""
     heatmap_note = f" ({shown} of {n} neurons, evenly spaced)" if shown < n else ""
     return f"""
 <section>
 <h2>{html.escape(name)}</h2>
-<p>{n} neurons, {d}-dimensional vectors. {source} {html.escape(note)}</p>
+<p>{n} neurons, {d}-dimensional vectors. {source}</p>
 <div class="figures">
 <figure><img src="{slug}_similarity.png" alt="semantic similarity of {html.escape(name)}">
 <figcaption>Semantic similarity{heatmap_note}, neurons ordered by hierarchical clustering.
@@ -296,18 +229,12 @@ def _layer_section(
 </section>"""
 
 
-def _page(
-    knowledge: StaticKnowledge,
-    knowledge_path: Path,
-    log_dir: str | os.PathLike[str] | None,
-    sections: list[str],
-) -> str:
+def _page(knowledge: StaticKnowledge, knowledge_path: Path, sections: list[str]) -> str:
     facts = [
         ("knowledge file", str(knowledge_path)),
         ("teacher model", knowledge.source_model or "unknown"),
         ("training steps", str(knowledge.training_steps)),
         ("classes", ", ".join(knowledge.class_names) if knowledge.class_names else "unknown"),
-        ("log folder", str(log_dir) if log_dir is not None else "not given"),
         ("lightning_semvec", knowledge.package_version),
     ]
     listing = "".join(

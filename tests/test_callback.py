@@ -6,7 +6,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
-from lightning_semvec import SemanticVectorCallback
+from lightning_semvec import SemanticVectorCallback, SemanticVectors
+from lightning_semvec.layer_capture import LayerCapture
+from lightning_semvec.semantic_vectors import step_skipping_bad_layers
 from lightning_semvec.functional import activation_similarity, alignment_loss, semantic_similarity
 from tiny_models import TinyConvNet, make_data, trainer_kwargs
 
@@ -150,12 +152,12 @@ def test_layer_option_picks_tensor_from_tuple_output():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(layers="classifier.2", dim=0), "dim must be a positive integer"),
+        (dict(layers="classifier.2", dim=0), "dim must be an integer >= 1, got 0"),
         (dict(layers=[], dim=2), "at least one layer"),
         (dict(layers="classifier.2", every_n_steps=0), "every_n_steps"),
-        (dict(layers="classifier.2", similarity="dot"), "similarity kind"),
+        (dict(layers="classifier.2", similarity="dot"), "Unknown similarity 'dot'"),
         (dict(layers="classifier.2", optimizer="lbfgs"), "Unknown optimizer"),
-        (dict(layers="classifier.2", lr=0.0), "lr must be positive"),
+        (dict(layers="classifier.2", lr=0.0), "lr must be a number > 0"),
         (dict(layers="classifier.2", max_neurons_per_step=1), "max_neurons_per_step"),
     ],
 )
@@ -251,13 +253,20 @@ class DeadNet(TinyConvNet):
         return self.classifier(self.mask(self.features(x)))
 
 
+def initial_vectors(semvec: SemanticVectorCallback, name: str, num_neurons: int) -> torch.Tensor:
+    """The vectors a layer starts from: a fresh SemanticVectors with the callback's settings."""
+    fresh = SemanticVectors(dim=semvec.dim, seed=semvec.vectors.seed)
+    fresh.materialize({name: num_neurons}, torch.device("cpu"))
+    return fresh[name].detach()
+
+
 def test_dead_neurons_are_masked_without_nan():
     semvec = SemanticVectorCallback(layers=["mask"], dim=2)
     fit(DeadNet(), callbacks=[semvec], max_epochs=1)
     assert torch.isfinite(semvec.semantic_vectors["mask"]).all()
     assert semvec.skipped_steps() == {"mask": 0}
     # Dead neurons get no gradient: their vectors stay at their initial values.
-    fresh = semvec._init_vectors("mask", 6, torch.device("cpu")).detach()
+    fresh = initial_vectors(semvec, "mask", 6)
     assert torch.equal(semvec.semantic_vectors["mask"][:2], fresh[:2])
     assert not torch.equal(semvec.semantic_vectors["mask"][2:], fresh[2:])
 
@@ -275,7 +284,7 @@ def test_neuron_subsets_update_only_the_sampled_rows():
 
     semvec = SemanticVectorCallback(layers="wide", dim=4, max_neurons_per_step=100)
     fit(WideLinearNet(width=3000), callbacks=[semvec], max_epochs=1, limit_train_batches=1)
-    fresh = semvec._init_vectors("wide", 3000, torch.device("cpu")).detach()
+    fresh = initial_vectors(semvec, "wide", 3000)
     changed = (semvec.semantic_vectors["wide"] != fresh).any(dim=1)
     assert 90 <= int(changed.sum()) <= 100  # a sampled neuron may be dead in the batch
 
@@ -293,7 +302,7 @@ def test_bad_layer_keeps_vectors_and_optimizer_state_on_both_paths(sync_free, fu
     before_state = {k: v.clone() for k, v in optimizer.state[bad].items()}
     before_good = good.detach().clone()
     gradients = [2 * good.detach(), torch.zeros_like(bad)]  # a bad layer's gradient is zeros
-    flags = SemanticVectorCallback._step_skipping_bad_layers(
+    flags = step_skipping_bad_layers(
         optimizer, [good, bad], gradients, torch.tensor([True, False]), sync_free
     )
     assert flags == (None if sync_free else [True, False])
@@ -372,11 +381,11 @@ def test_one_update_equals_a_step_on_the_autograd_loss_of_each_layer(with_wide, 
     fit(model, callbacks=[semvec, recorder], max_steps=1)
     for name in names:
         acts = recorder.seen[name]
-        start = semvec._init_vectors(name, acts.shape[1], torch.device("cpu")).detach()
+        start = initial_vectors(semvec, name, acts.shape[1])
         vectors = nn.Parameter(start.clone())
         kind = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
         reference = kind([vectors], lr=0.05, foreach=False)
-        subset = semvec._neuron_subset(acts.shape[1], 0, torch.device("cpu"))
+        subset = semvec.vectors.neuron_subset(acts.shape[1], 0, torch.device("cpu"))
         used = vectors if subset is None else vectors.index_select(0, subset)
         loss, _ = alignment_loss(acts if subset is None else acts[:, subset], used)
         loss.backward()
@@ -390,7 +399,7 @@ def test_wide_layer_keeps_only_its_subset_from_the_hook(monkeypatch):
     from tiny_models import WideLinearNet
 
     semvec = SemanticVectorCallback(layers=["wide", "head"], dim=4)
-    assert semvec.max_neurons_per_step == 4096
+    assert semvec.vectors.max_neurons_per_step == 4096
     shapes = []
     original = semvec._update
     monkeypatch.setattr(semvec, "_update", lambda t, m, acts, *rest: (
@@ -403,8 +412,8 @@ def test_wide_layer_keeps_only_its_subset_from_the_hook(monkeypatch):
 def test_layers_are_read_only_on_the_steps_that_update(monkeypatch):
     semvec = SemanticVectorCallback(layers="classifier.2", dim=2, every_n_steps=3)
     reads, updates = [], []
-    original_capture, original_update = semvec._capture, semvec._update
-    monkeypatch.setattr(semvec, "_capture", lambda *a: (reads.append(1), original_capture(*a)))
+    original_add, original_update = LayerCapture.add, semvec._update
+    monkeypatch.setattr(LayerCapture, "add", lambda *a: (reads.append(1), original_add(*a)))
     monkeypatch.setattr(semvec, "_update", lambda t, *rest: (updates.append(t.global_step),
                                                              original_update(t, *rest)))
     fit(callbacks=[semvec], max_steps=9)

@@ -13,8 +13,8 @@ TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
 def fitted(tmp_path, monkeypatch):
     """`semvec fit` with the defaults (demo CNN, digits), exporting a knowledge file."""
     monkeypatch.chdir(tmp_path)
-    code = main(["fit", *TINY, "--semvec.dim", "4", "--semvec.projector", "false",
-                 "--semvec.figures", "false", "--knowledge", "k.semvec.safetensors"])
+    code = main(["fit", *TINY, "--semvec.dim", "4", "--semvec.analysis.projector", "false",
+                 "--semvec.analysis.figures", "false", "--knowledge", "k.semvec.safetensors"])
     assert code == 0
     return tmp_path
 
@@ -54,7 +54,7 @@ def test_report_from_the_knowledge_file(fitted, capsys):
         (["bogus"], "unknown command 'bogus'"),
         (["export", "missing.ckpt", "out.semvec.safetensors"], "No checkpoint at missing.ckpt"),
         (["report", "missing.semvec.safetensors", "out"], "missing.semvec.safetensors"),
-        (["fit", "--semvec.dim", "0", *TINY], "dim must be a positive integer"),
+        (["fit", "--semvec.dim", "0", *TINY], "dim must be an integer >= 1"),
         (["demo", "--epochs", "0"], "epochs must be at least 1"),
         (["demo", "--student-epochs", "0"], "student_epochs must be at least 1"),
     ],

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PUBLIC_MODULES = [
     "lightning_semvec",
     "lightning_semvec.knowledge",
+    "lightning_semvec.errors",
     "lightning_semvec.distillation",
     "lightning_semvec.functional",
     "lightning_semvec.metrics",

@@ -14,7 +14,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from lightning_semvec import SemanticVectorCallback
+from lightning_semvec import AnalysisOptions, SemanticVectorCallback
 from lightning_semvec.data import DigitsDataModule
 from lightning_semvec.metrics import SemanticFidelity
 from lightning_semvec.models import ImageClassifier, SmallCNN
@@ -27,7 +27,8 @@ def trained(tmp_path_factory):
     pl.seed_everything(0, verbose=False)
     data = DigitsDataModule(batch_size=64)
     model = ImageClassifier(SmallCNN(in_channels=1, num_classes=10, width=16, hidden=64), lr=1e-2)
-    semvec = SemanticVectorCallback(layers=LAYERS, dim=8, lr=0.05, projector=False, figures=False)
+    semvec = SemanticVectorCallback(layers=LAYERS, dim=8, lr=0.05,
+                                    analysis=AnalysisOptions(projector=False, figures=False))
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_epochs=10, callbacks=[semvec],
         logger=CSVLogger(tmp_path_factory.mktemp("logs")), enable_checkpointing=False,

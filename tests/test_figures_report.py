@@ -8,7 +8,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lightning_semvec import SemanticVectorCallback
+from lightning_semvec import AnalysisOptions, SemanticVectorCallback
 from lightning_semvec.figures import (
     cluster_order,
     evenly_spaced,
@@ -18,7 +18,7 @@ from lightning_semvec.figures import (
 )
 from lightning_semvec.functional import semantic_similarity
 from lightning_semvec.knowledge import StaticKnowledge
-from lightning_semvec.report import find_projector_metadata, main, nearest_neighbours, write_report
+from lightning_semvec.report import main, nearest_neighbours, write_report
 from tiny_models import TinyConvNet, trainer_kwargs
 
 CLASSES = ["top-left", "top-right", "bottom-left"]
@@ -29,7 +29,7 @@ def run(tmp_path_factory):
     """One short run with the TensorBoard logger, its knowledge file and log folder."""
     tmp = tmp_path_factory.mktemp("run")
     semvec = SemanticVectorCallback(layers=["features.3", "classifier.2"], dim=3, lr=0.1,
-                                    class_names=CLASSES)
+                                    analysis=AnalysisOptions(class_names=CLASSES))
     pl.seed_everything(0, verbose=False)
     logger = TensorBoardLogger(tmp, name="run")
     trainer = pl.Trainer(callbacks=[semvec], **trainer_kwargs(
@@ -110,9 +110,10 @@ def test_callback_logs_figures_to_tensorboard(run):
     assert first.width > 400 and first.encoded_image_string.startswith(b"\x89PNG")
 
 
-def test_report_with_projector_metadata(run, tmp_path):
+def test_report_shows_the_statistics_the_knowledge_file_carries(run, tmp_path):
     tmp, log_dir, knowledge_path, semvec = run
-    index = write_report(knowledge_path, tmp_path / "report", log_dir=tmp)
+    # No log folder: the statistics travel in the knowledge file.
+    index = write_report(knowledge_path, tmp_path / "report")
     assert index == tmp_path / "report" / "index.html"
     names = sorted(p.name for p in index.parent.iterdir())
     assert names == ["00_features.3_pca.png", "00_features.3_similarity.png",
@@ -122,9 +123,10 @@ def test_report_with_projector_metadata(run, tmp_path):
     stats = semvec.neuron_statistics["classifier.2"]
     for neuron, cls in enumerate(stats["preferred_class"].tolist()):
         assert f"<tr><td>{neuron}</td><td>{html.escape(CLASSES[cls])}</td>" in page
-    assert "step 12" in page  # the newest projector metadata
-    found = find_projector_metadata(tmp)
-    assert found["features.3"].step == 12 and len(found["features.3"].columns["dead"]) == 6
+    dead = StaticKnowledge.load(knowledge_path).statistics("features.3")["dead"]
+    assert dead.shape == (6,) and torch.equal(dead, semvec.neuron_statistics["features.3"]["dead"])
+    with pytest.warns(FutureWarning, match=r"log_dir=\.\.\.\) is deprecated"):
+        write_report(knowledge_path, tmp_path / "again", log_dir=log_dir)
 
 
 def test_report_without_log_dir_lists_norms_and_neighbours(tmp_path):

@@ -6,7 +6,6 @@ import json
 import os
 import pickle
 import stat
-import types
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,6 @@ from lightning_semvec.knowledge import (
     LayerKnowledge,
     StaticKnowledge,
 )
-from lightning_semvec.neurons import NeuronReadout
 
 
 def make_knowledge() -> StaticKnowledge:
@@ -248,49 +246,6 @@ def test_from_vectors_rejects_bad_options() -> None:
         StaticKnowledge.from_vectors(vectors, class_names="cat")  # type: ignore[arg-type]
 
 
-def fake_callback(**overrides: object) -> types.SimpleNamespace:
-    attributes = {
-        "semantic_vectors": {"layer1.0": torch.randn(16, 4), "fc": torch.randn(10, 4)},
-        "similarity": "cosine",
-        "readouts": {
-            "layer1.0": NeuronReadout(reduction="positions", neuron_dim=1),
-            "fc": NeuronReadout(),
-        },
-        "source_model": "ResNet8x4",
-        "training_steps": 390,
-        "class_names": [str(i) for i in range(10)],
-    }
-    attributes.update(overrides)
-    return types.SimpleNamespace(**attributes)
-
-
-def test_from_callback_reads_the_callback_interface() -> None:
-    callback = fake_callback()
-    knowledge = StaticKnowledge.from_callback(callback, extra={"run": "7"})
-    assert knowledge.layer_names == ["layer1.0", "fc"]
-    assert knowledge["layer1.0"].reduction == "positions"
-    assert knowledge["fc"].reduction == "mean"
-    assert {k.similarity for k in knowledge.layers.values()} == {"cosine"}
-    assert torch.equal(knowledge.vectors("fc"), callback.semantic_vectors["fc"])
-    assert knowledge.source_model == "ResNet8x4" and knowledge.training_steps == 390
-    assert knowledge.class_names == callback.class_names and knowledge.extra == {"run": "7"}
-
-
-def test_from_callback_without_a_readout_fails_clearly() -> None:
-    with pytest.raises(ValueError, match=r"no readout for layers \['layer1.0'\]"):
-        StaticKnowledge.from_callback(fake_callback(readouts={"fc": NeuronReadout()}))
-
-
-def test_from_callback_passes_on_untrained_error() -> None:
-    class Untrained:
-        @property
-        def semantic_vectors(self) -> dict:
-            raise RuntimeError("not trained yet")
-
-    with pytest.raises(RuntimeError, match="not trained"):
-        StaticKnowledge.from_callback(Untrained())  # type: ignore[arg-type]
-
-
 # --------------------------------------------------------------------------- saving
 
 
@@ -414,7 +369,7 @@ def test_newer_format_version_asks_to_upgrade(good_file: Path) -> None:
     tensors, metadata, document = read_parts(good_file)
     document.update(format_version=FORMAT_VERSION + 1, package_version="9.0.0")
     write_parts(good_file, tensors, metadata, document)
-    with pytest.raises(KnowledgeFileError, match="format version 2.*9.0.0.*Upgrade lightning_semvec"):
+    with pytest.raises(KnowledgeFileError, match=f"format version {FORMAT_VERSION + 1}.*9.0.0.*Upgrade lightning_semvec"):
         StaticKnowledge.load(good_file)
 
 

@@ -10,7 +10,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lightning_semvec import SemanticVectorCallback
+from lightning_semvec import AnalysisOptions, SemanticVectorCallback
+from lightning_semvec.validation_batches import labels_of_batch
 from lightning_semvec.projector import (
     METADATA_COLUMNS,
     TopActivatingInputs,
@@ -107,7 +108,7 @@ def test_bad_inputs_are_clear_errors(tmp_path):
 
 def test_entries_written_before_a_resume_are_still_listed(tmp_path):
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    first = SemanticVectorCallback(layers=LAYERS, dim=3, figures=False)
+    first = SemanticVectorCallback(layers=LAYERS, dim=3, analysis=AnalysisOptions(figures=False))
     fit(tmp_path, [first, ckpt], max_epochs=2, enable_checkpointing=True)
     log_dir = tmp_path / "run" / "version_0"
     before = [e.tensor_name for e in read_projector_config(log_dir)]
@@ -115,7 +116,7 @@ def test_entries_written_before_a_resume_are_still_listed(tmp_path):
                       "classifier.2:00012"]  # 96 samples / 16 = 6 steps per epoch
 
     # A new process resumes into the same log folder: a fresh callback, logger and writer.
-    resumed = SemanticVectorCallback(layers=LAYERS, dim=3, figures=False)
+    resumed = SemanticVectorCallback(layers=LAYERS, dim=3, analysis=AnalysisOptions(figures=False))
     fit(tmp_path, [resumed], max_epochs=4, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     after = [e.tensor_name for e in read_projector_config(log_dir)]
     assert after == before + ["features.1:00018", "classifier.2:00018", "features.1:00024",
@@ -128,8 +129,8 @@ def test_entries_written_before_a_resume_are_still_listed(tmp_path):
 
 
 def test_callback_writes_every_layer_with_all_metadata_columns_and_sprite(tmp_path):
-    semvec = SemanticVectorCallback(layers=LAYERS, dim=3, figures=False, log_every_n_epochs=2,
-                                    num_classes=3)
+    semvec = SemanticVectorCallback(layers=LAYERS, dim=3, analysis=AnalysisOptions(
+        figures=False, log_every_n_epochs=2, num_classes=3))
     trainer = fit(tmp_path, [semvec], max_epochs=3)
     log_dir = tmp_path / "run" / "version_0"
     entries = read_projector_config(log_dir)
@@ -158,8 +159,8 @@ def test_callback_writes_every_layer_with_all_metadata_columns_and_sprite(tmp_pa
 
 
 def test_top1_image_is_the_validation_input_that_activates_the_neuron_most(tmp_path):
-    semvec = SemanticVectorCallback(layers="classifier.2", dim=2, figures=False,
-                                    thumbnail_size=6, class_names=["a", "b", "c"])
+    semvec = SemanticVectorCallback(layers="classifier.2", dim=2, analysis=AnalysisOptions(
+        figures=False, thumbnail_size=6, class_names=["a", "b", "c"]))
     _, model = None, TinyConvNet()
     fit(tmp_path, [semvec], model=model, max_epochs=1)
     x, _ = make_data(32, seed=1).tensors
@@ -180,8 +181,8 @@ def test_top1_image_is_the_validation_input_that_activates_the_neuron_most(tmp_p
 
 
 def test_grid_images_and_thumbnail_sizes(tmp_path):
-    semvec = SemanticVectorCallback(layers="classifier.2", dim=2, figures=False,
-                                    projector_images="grid", projector_top_k=4, thumbnail_size=5)
+    semvec = SemanticVectorCallback(layers="classifier.2", dim=2, analysis=AnalysisOptions(
+        figures=False, projector_images="grid", projector_top_k=4, thumbnail_size=5))
     fit(tmp_path, [semvec], max_epochs=1)
     (entry,) = read_projector_config(tmp_path / "run" / "version_0")
     assert entry.sprite_dim == (10, 10)  # 2 x 2 thumbnails of 5 pixels
@@ -203,13 +204,13 @@ def test_without_tensorboard_logger_only_scalars_and_one_message(tmp_path, caplo
 
 
 def test_label_fn_and_missing_labels(tmp_path):
-    semvec = SemanticVectorCallback(layers="classifier.2", dim=2, figures=False, projector=False,
-                                    num_classes=3, label_fn=lambda b: torch.zeros_like(b[1]))
+    semvec = SemanticVectorCallback(layers="classifier.2", dim=2, analysis=AnalysisOptions(
+        figures=False, projector=False, num_classes=3, label_fn=lambda b: torch.zeros_like(b[1])))
     fit(tmp_path, [semvec], max_epochs=1)
     assert semvec.neuron_statistics["classifier.2"]["class_counts"].tolist() == [32.0, 0.0, 0.0]
 
-    unknown = SemanticVectorCallback(layers="classifier.2", dim=2, figures=False,
-                                     label_fn=lambda batch: None, projector_images="off")
+    unknown = SemanticVectorCallback(layers="classifier.2", dim=2, analysis=AnalysisOptions(
+        figures=False, label_fn=lambda batch: None, projector_images="off"))
     fit(tmp_path, [unknown], max_epochs=1, version=1)
     assert set(unknown.neuron_statistics["classifier.2"]) == {"mean_activation", "dead"}
     (entry,) = read_projector_config(tmp_path / "run" / "version_1")
@@ -220,15 +221,12 @@ def test_label_fn_and_missing_labels(tmp_path):
 
 def test_bad_labels_are_clear_errors():
     batch = make_data(4).tensors
-    broken = SemanticVectorCallback(layers="classifier.2", label_fn=lambda b: b[1].float())
+    quiet = lambda key, message: None  # noqa: E731
     with pytest.raises(TypeError, match="label_fn must return .* dtype torch.float32"):
-        broken._labels_of(batch)
-    shifted = SemanticVectorCallback(layers="classifier.2", num_classes=3,
-                                     label_fn=lambda b: b[1] + 5)
-    shifted._resolved_num_classes = 3  # as setup() resolves it
+        labels_of_batch(batch, lambda b: b[1].float(), 3, quiet)
     with pytest.raises(ValueError, match=r"outside \[0, 3\) for num_classes=3"):
-        shifted._labels_of(batch)
-    assert SemanticVectorCallback(layers="x")._labels_of([batch[0]]) is None  # no labels: None
+        labels_of_batch(batch, lambda b: b[1] + 5, 3, quiet)
+    assert labels_of_batch([batch[0]], None, 3, quiet) is None  # no labels: None
 
 
 @pytest.mark.parametrize(
@@ -242,13 +240,15 @@ def test_bad_labels_are_clear_errors():
         (dict(label_fn="y"), TypeError, "label_fn must be a callable"),
     ],
 )
-def test_bad_callback_arguments(kwargs, error, match):
+def test_bad_analysis_options(kwargs, error, match):
     with pytest.raises(error, match=match):
-        SemanticVectorCallback(layers="classifier.2", **kwargs)
+        AnalysisOptions(**kwargs)
+    with pytest.raises(TypeError, match="analysis must be an AnalysisOptions"):
+        SemanticVectorCallback(layers="classifier.2", analysis=kwargs)
 
 
-def test_log_every_n_epochs_none_turns_validation_work_off(tmp_path):
-    semvec = SemanticVectorCallback(layers="classifier.2", dim=2, log_every_n_epochs=None)
+def test_analysis_none_turns_validation_work_off(tmp_path):
+    semvec = SemanticVectorCallback(layers="classifier.2", dim=2, analysis=None)
     trainer = fit(tmp_path, [semvec], max_epochs=1)
     assert semvec.fidelity == {} and "semvec/classifier.2/fidelity" not in trainer.callback_metrics
     assert not list(tmp_path.rglob("projector_config.pbtxt"))
@@ -364,7 +364,7 @@ class CompareWithWholeSet(pl.Callback):
 def test_ddp_statistics_images_and_fidelity_cover_the_whole_validation_set(tmp_path):
     from PIL import Image
 
-    semvec = SemanticVectorCallback(layers=LAYERS, dim=3, figures=False, num_classes=3)
+    semvec = SemanticVectorCallback(layers=LAYERS, dim=3, analysis=AnalysisOptions(figures=False, num_classes=3))
     pl.seed_everything(0, verbose=False)
     fit(tmp_path, [semvec, CompareWithWholeSet(semvec, tmp_path)], model=ShardedVal(batch_size=8),
         max_epochs=1, devices=2, strategy="ddp_spawn", use_distributed_sampler=False)

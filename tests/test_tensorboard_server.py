@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lightning_semvec import SemanticVectorCallback
+from lightning_semvec import AnalysisOptions, SemanticVectorCallback
 from lightning_semvec.projector import METADATA_COLUMNS, read_projector_config
 from tiny_models import TinyConvNet, trainer_kwargs
 
@@ -42,8 +42,8 @@ def get(port: int, route: str, **params: str) -> bytes:
 
 @pytest.fixture()
 def run_dir(tmp_path):
-    semvec = SemanticVectorCallback(layers=list(LAYERS), dim=3, figures=False,
-                                    class_names=["top-left", "top-right", "bottom-left"])
+    semvec = SemanticVectorCallback(layers=list(LAYERS), dim=3, analysis=AnalysisOptions(
+        figures=False, class_names=["top-left", "top-right", "bottom-left"]))
     pl.seed_everything(0, verbose=False)
     trainer = pl.Trainer(callbacks=[semvec], **trainer_kwargs(
         logger=TensorBoardLogger(tmp_path, name="run"), limit_val_batches=None, max_epochs=2))

@@ -1,0 +1,98 @@
+"""Writing an analysed epoch through a ``TensorBoardLogger``: projector files and figures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+
+from lightning_semvec.functional.similarity import semantic_similarity as _semantic_similarity
+from lightning_semvec.layer_analysis import LayerResult
+from lightning_semvec.projector import neuron_metadata, tile_images, write_embedding
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+__all__ = ["log_figures", "tensorboard_logger_of", "write_projector_and_figures"]
+
+Notify = Callable[[str, str], None]
+
+
+def tensorboard_logger_of(trainer: pl.Trainer, notify: Notify) -> TensorBoardLogger | None:
+    """The first ``TensorBoardLogger`` among the trainer's loggers, or ``None`` (and a one-time
+    message through ``notify``)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger
+    notify(
+        "no-tensorboard",
+        "SemanticVectorCallback: no TensorBoardLogger among the trainer's loggers, so the "
+        "Embedding Projector export and the figures are skipped (fidelity is still logged).",
+    )
+    return None
+
+
+def write_projector_and_figures(
+    logger: TensorBoardLogger,
+    vectors: Mapping[str, Tensor],
+    results: Mapping[str, LayerResult],
+    step: int,
+    class_names: Sequence[str] | None,
+    *,
+    projector: bool,
+    figures: bool,
+    figure_max_neurons: int,
+) -> None:
+    """Write every layer's projector files and/or figures for ``step`` (global rank 0 only).
+
+    ``vectors`` are ``{layer: (N, d) CPU tensor}``; ``results`` the last analysed validation of
+    each layer (a layer without one gets no statistics, images or activation heatmap).
+    """
+    experiment = logger.experiment  # creates the event file, so TensorBoard lists the run
+    for name, layer_vectors in vectors.items():
+        result = results.get(name)
+        if projector:
+            sprite = None
+            if result is not None and result.thumbnails is not None:
+                sprite = tile_images(result.thumbnails)
+            metadata = neuron_metadata(
+                name,
+                layer_vectors.shape[0],
+                result.statistics if result is not None else None,
+                class_names,
+            )
+            write_embedding(logger.log_dir, name, layer_vectors, step, metadata, sprite)
+        if figures:
+            log_figures(experiment, name, layer_vectors, result, step, class_names,
+                        figure_max_neurons)
+    experiment.flush()
+
+
+def log_figures(
+    experiment: Any,
+    name: str,
+    vectors: Tensor,
+    result: LayerResult | None,
+    step: int,
+    class_names: Sequence[str] | None,
+    figure_max_neurons: int,
+) -> None:
+    """Add one layer's similarity heatmaps and PCA map to a TensorBoard ``SummaryWriter``."""
+    from lightning_semvec.figures import evenly_spaced, pca_map, similarity_heatmaps
+
+    if result is not None and result.activation_similarity is not None:
+        ids, s_act = result.similarity_ids, result.activation_similarity
+        title = f"{name}: step {step} (activations: validation at step {result.step})"
+    else:
+        ids, s_act = evenly_spaced(vectors.shape[0], figure_max_neurons), None
+        title = f"{name}: step {step}"
+    assert ids is not None
+    figure = similarity_heatmaps(_semantic_similarity(vectors[ids]), s_act, neuron_ids=ids,
+                                 title=title)
+    experiment.add_figure(f"semvec/{name}/similarity", figure, global_step=step, close=True)
+    stats = result.statistics if result is not None else {}
+    figure = pca_map(vectors, stats.get("preferred_class"), class_names,
+                     stats.get("dead"), title=f"{name}: semantic vectors, PCA (step {step})")
+    experiment.add_figure(f"semvec/{name}/pca", figure, global_step=step, close=True)

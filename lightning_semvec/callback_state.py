@@ -1,0 +1,84 @@
+"""The checkpoint state of :class:`~lightning_semvec.SemanticVectorCallback`, read back.
+
+The state holds the knowledge document (:meth:`~lightning_semvec.StaticKnowledge.to_document`:
+vectors, metadata, statistics) under ``"knowledge"``, the rest of the
+:class:`~lightning_semvec.SemanticVectors` state (counters, optimizer) under
+``"semantic_vectors"``, and ``"last_seen_step"``. A state is recognised by the document's
+``"format"`` marker, never by the callback's class name, so subclasses and renamed callbacks
+export too. States written by lightning_semvec 0.1 (vectors and metadata side by side) are
+read as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lightning_semvec.knowledge import KNOWLEDGE_MARKER, KnowledgeFileError, StaticKnowledge
+from lightning_semvec.semantic_vectors import state_key
+
+__all__ = ["CHECKPOINT_STATE_VERSION", "is_callback_state", "knowledge_of_state", "vector_state_of"]
+
+#: 2: the knowledge document inside; 1 (lightning_semvec 0.1): vectors and metadata apart.
+CHECKPOINT_STATE_VERSION = 2
+
+
+def _is_legacy(state: Mapping[str, Any]) -> bool:
+    return isinstance(state.get("vectors"), Mapping) and bool(state["vectors"])
+
+
+def is_callback_state(state: object) -> bool:
+    """Whether a checkpoint's callback state holds semantic vectors (by the marker)."""
+    if not isinstance(state, Mapping):
+        return False
+    document = state.get("knowledge")
+    if isinstance(document, Mapping) and document.get("format") == KNOWLEDGE_MARKER:
+        return True
+    return _is_legacy(state)
+
+
+def knowledge_of_state(state: Mapping[str, Any], source: str = "the checkpoint") -> StaticKnowledge:
+    """The knowledge a callback state holds (``source`` names it in errors)."""
+    if not is_callback_state(state):
+        raise KnowledgeFileError(f"{source} holds no semantic vectors.")
+    if not _is_legacy(state):
+        return StaticKnowledge.from_document(state["knowledge"], source=source)
+    meta = state.get("knowledge") or {}
+    readouts = meta.get("readouts") or {}
+    vectors: dict[str, Tensor] = state["vectors"]
+    return StaticKnowledge.from_vectors(
+        vectors,
+        similarity=meta.get("similarity", "pearson"),
+        reduction={n: readouts.get(n, {}).get("reduction", "mean") for n in vectors},
+        neuron_dim={n: readouts.get(n, {}).get("neuron_dim", 1) for n in vectors},
+        source_model=meta.get("source_model"),
+        training_steps=int(state.get("training_steps", 0)),
+        class_names=meta.get("class_names"),
+    )
+
+
+def vector_state_of(
+    state: Mapping[str, Any], source: str = "the checkpoint"
+) -> tuple[StaticKnowledge, dict[str, Any], int | None]:
+    """``(knowledge, SemanticVectors state_dict, last seen step)`` of a callback state."""
+    knowledge = knowledge_of_state(state, source)
+    names = knowledge.layer_names
+    if _is_legacy(state):
+        rest: dict[str, Any] = {"_extra_state": {"layers": names, "optimizer": None}}
+        if state.get("optimizer") is not None:
+            rest["_extra_state"]["optimizer"] = {"class": None, "state": state["optimizer"]}
+        for name in names:
+            for entry, saved, dtype in (
+                ("skipped_steps", "skipped", torch.int64), ("last_loss", "last_loss", torch.float32)
+            ):
+                value = (state.get(saved) or {}).get(name)
+                rest[state_key(name, entry)] = value if value is not None else torch.zeros((), dtype=dtype)
+    else:
+        rest = dict(state.get("semantic_vectors") or {})
+        rest.setdefault("_extra_state", {"layers": names, "optimizer": None})
+    for name in names:
+        rest[state_key(name)] = knowledge.vectors(name)
+    return knowledge, rest, state.get("last_seen_step")

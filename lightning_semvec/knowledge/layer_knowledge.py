@@ -1,0 +1,200 @@
+"""One layer's knowledge: its neurons' semantic vectors, how the layer was read, and
+optional per-neuron statistics of held-out data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from lightning_semvec.checks import is_int
+from lightning_semvec.errors import SemvecTypeError, SemvecValueError
+from lightning_semvec.functional.similarity import SIMILARITY_KINDS
+from lightning_semvec.neurons import REDUCTIONS
+
+__all__ = ["NEURON_STATISTICS", "LayerKnowledge"]
+
+#: The per-neuron statistics a knowledge file may carry, with their dtype and shape
+#: (``"N"``: one value per neuron; ``"C"``: one per class; ``"CxN"``: class by neuron). They are
+#: what :class:`~lightning_semvec.metrics.NeuronActivationStatistics` computes on validation data.
+NEURON_STATISTICS: dict[str, tuple[torch.dtype, str]] = {
+    "mean_activation": (torch.float32, "N"),
+    "dead": (torch.bool, "N"),
+    "class_counts": (torch.float32, "C"),
+    "class_means": (torch.float32, "CxN"),
+    "selectivity": (torch.float32, "N"),
+    "preferred_class": (torch.int64, "N"),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class LayerKnowledge:
+    """The semantic vectors of one layer's neurons and how that layer was read.
+
+    Args:
+        name: the layer's dotted module name in the teacher (e.g. ``"fc"``).
+        vectors: ``(N, d)`` floating tensor, one row per neuron. It is stored as a detached,
+            contiguous float32 copy on the CPU.
+        similarity: the activation similarity the vectors were aligned to,
+            ``"pearson"`` or ``"cosine"``.
+        reduction: how the layer's output became samples, ``"mean"`` or ``"positions"``.
+        neuron_dim: the axis of the layer's output that holds the neurons (``1`` or ``-1``).
+        statistics: optional per-neuron statistics of held-out data, any of
+            :data:`NEURON_STATISTICS` (``"mean_activation"`` ``(N,)``, ``"dead"`` ``(N,)``
+            bool, ``"class_means"`` ``(C, N)``, ``"class_counts"`` ``(C,)``,
+            ``"selectivity"`` ``(N,)``, ``"preferred_class"`` ``(N,)`` int64). Stored as CPU
+            copies in those dtypes.
+
+    Raises:
+        ValueError: on an empty name, a tensor that is not 2-D with at least one neuron and
+            one dimension, non-finite vectors, an unknown similarity or reduction, or a
+            statistic of unknown name or wrong shape.
+        TypeError: on a non-tensor or non-floating ``vectors``.
+
+    Example:
+        >>> import torch
+        >>> layer = LayerKnowledge("fc", torch.ones(3, 2),
+        ...                        statistics={"dead": torch.tensor([False, True, False])})
+        >>> layer.num_neurons, layer.dim, sorted(layer.statistics)
+        (3, 2, ['dead'])
+    """
+
+    name: str
+    vectors: Tensor
+    similarity: str = "pearson"
+    reduction: str = "mean"
+    neuron_dim: int = 1
+    statistics: Mapping[str, Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise SemvecValueError(f"A layer name must be a non-empty string, got {self.name!r}.")
+        object.__setattr__(self, "vectors", checked_vectors(self.name, self.vectors))
+        for option, value, choices in (
+            ("similarity", self.similarity, SIMILARITY_KINDS),
+            ("reduction", self.reduction, REDUCTIONS),
+        ):
+            if value not in choices:
+                raise SemvecValueError(
+                    f"Layer {self.name!r}: unknown {option} {value!r}; use one of {list(choices)}."
+                )
+        if not is_int(self.neuron_dim) or self.neuron_dim == 0:
+            raise SemvecValueError(
+                f"Layer {self.name!r}: neuron_dim must be a non-zero int (1 for (B, C, ...) "
+                f"outputs, -1 for (B, T, N)), got {self.neuron_dim!r}."
+            )
+        statistics = checked_statistics(self.name, self.num_neurons, self.statistics)
+        object.__setattr__(self, "statistics", statistics)
+
+    @property
+    def num_neurons(self) -> int:
+        """N, the number of neurons (rows of :attr:`vectors`)."""
+        return int(self.vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """d, the length of each semantic vector (columns of :attr:`vectors`)."""
+        return int(self.vectors.shape[1])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LayerKnowledge):
+            return NotImplemented
+        return (
+            self.name == other.name
+            and self.similarity == other.similarity
+            and self.reduction == other.reduction
+            and self.neuron_dim == other.neuron_dim
+            and bit_equal(self.vectors, other.vectors)
+            and list(self.statistics) == list(other.statistics)
+            and all(bit_equal(v, other.statistics[k]) for k, v in self.statistics.items())
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # holds a mutable tensor
+
+    def __repr__(self) -> str:
+        stats = f", statistics={sorted(self.statistics)}" if self.statistics else ""
+        return (
+            f"LayerKnowledge(name={self.name!r}, vectors={self.num_neurons}x{self.dim}, "
+            f"similarity={self.similarity!r}, reduction={self.reduction!r}, "
+            f"neuron_dim={self.neuron_dim}{stats})"
+        )
+
+
+def bit_equal(a: Tensor, b: Tensor) -> bool:
+    """Equal shapes, dtypes and bits (so NaN payloads and -0.0 count too)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype == torch.float32:
+        return bool(torch.equal(a.view(torch.int32), b.view(torch.int32)))
+    return bool(torch.equal(a, b))
+
+
+def checked_vectors(name: str, vectors: object) -> Tensor:
+    """A float32 CPU contiguous copy of a layer's ``(N, d)`` vectors, or a clear error."""
+    if not isinstance(vectors, Tensor):
+        raise SemvecTypeError(
+            f"The vectors of layer {name!r} must be a tensor, got {type(vectors).__name__}."
+        )
+    if not vectors.is_floating_point():
+        raise SemvecTypeError(
+            f"The vectors of layer {name!r} must be floating point, got {vectors.dtype}."
+        )
+    if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] == 0:
+        raise SemvecValueError(
+            f"The vectors of layer {name!r} must be (neurons, dim) with at least one of each, "
+            f"got shape {tuple(vectors.shape)}."
+        )
+    copy = vectors.detach().to(device="cpu", dtype=torch.float32, copy=True).contiguous()
+    if not bool(torch.isfinite(copy).all()):
+        raise SemvecValueError(
+            f"The vectors of layer {name!r} hold NaN or Inf (after conversion to float32); "
+            "the vector training diverged."
+        )
+    return copy
+
+
+def checked_statistics(
+    name: str, num_neurons: int, statistics: Mapping[str, Tensor] | None
+) -> dict[str, Tensor]:
+    """CPU copies of a layer's statistics in their :data:`NEURON_STATISTICS` dtypes, in that
+    order, each checked for its shape (``N`` neurons, one ``C`` for every class axis)."""
+    if statistics is None:
+        return {}
+    if not isinstance(statistics, Mapping):
+        raise SemvecTypeError(
+            f"The statistics of layer {name!r} must map names to tensors, got "
+            f"{type(statistics).__name__}."
+        )
+    unknown = [key for key in statistics if key not in NEURON_STATISTICS]
+    if unknown:
+        raise SemvecValueError(
+            f"Layer {name!r} has unknown statistics {unknown}; known: {list(NEURON_STATISTICS)}."
+        )
+    num_classes: int | None = None
+    checked: dict[str, Tensor] = {}
+    for key, (dtype, axes) in NEURON_STATISTICS.items():
+        value = statistics.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, Tensor):
+            raise SemvecTypeError(
+                f"Statistic {key!r} of layer {name!r} must be a tensor, got {type(value).__name__}."
+            )
+        expected_ndim = 2 if axes == "CxN" else 1
+        shape = tuple(value.shape)
+        ok = value.ndim == expected_ndim
+        if ok and axes in ("N", "CxN"):
+            ok = shape[-1] == num_neurons
+        if ok and axes in ("C", "CxN"):
+            num_classes = shape[0] if num_classes is None else num_classes
+            ok = shape[0] == num_classes
+        if not ok:
+            raise SemvecValueError(
+                f"Statistic {key!r} of layer {name!r} has shape {shape}; expected "
+                f"({axes.replace('x', ', ')}) with N={num_neurons} neurons"
+                + (f" and C={num_classes} classes." if num_classes is not None else ".")
+            )
+        checked[key] = value.detach().to(device="cpu", dtype=dtype, copy=True).contiguous()
+    return checked

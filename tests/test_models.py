@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lightning_semvec.data import DigitsDataModule
+from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.models import (
     CifarResNet,
     ImageClassifier,
@@ -102,6 +103,12 @@ def test_cifar_resnet_rejects_bad_depth():
         CifarResNet(depth=10)
     with pytest.raises(ValueError, match="four"):
         CifarResNet(depth=8, filters=[16, 32, 64])
+    with pytest.raises(SemvecValueError, match="four"):
+        CifarResNet(depth=8, filters=[16, 32, True, 64])
+    with pytest.raises(SemvecValueError, match="num_classes must be an integer >= 1, got True"):
+        CifarResNet(depth=8, num_classes=True)
+    with pytest.raises(SemvecValueError, match="hidden must be an integer >= 1, got 2.0"):
+        SmallCNN(hidden=2.0)
 
 
 def test_torchvision_resnet_small_stem():

@@ -33,6 +33,7 @@ Smoke mode (seconds; used by ``tests/test_benchmarks_smoke.py``)::
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import logging
 import statistics
@@ -57,7 +58,7 @@ from lightning_semvec import (
     TeacherDistillationModule,
 )
 from lightning_semvec.data import DigitsDataModule
-from lightning_semvec.models import ImageClassifier, SmallCNN
+from lightning_semvec.models import ImageClassifier, SmallCNN, cosine_schedule
 
 TEACHER_LOGITS = "net.classifier.3"
 TEACHER_PENULTIMATE = "net.classifier.2"
@@ -148,7 +149,8 @@ def evaluate_accuracy(trainer: pl.Trainer, module: pl.LightningModule, data: Dig
 def train_teacher(config: Config, out_dir: Path) -> tuple[nn.Module, Path, float]:
     pl.seed_everything(1000, verbose=False)
     net = SmallCNN(1, 10, width=config.teacher_width, hidden=config.teacher_hidden)
-    teacher = ImageClassifier(net, num_classes=10, lr=config.lr, max_epochs=config.teacher_epochs)
+    teacher = ImageClassifier(net, num_classes=10, optimizer=functools.partial(torch.optim.Adam, lr=config.lr),
+                              lr_scheduler=cosine_schedule(config.teacher_epochs))
     semvec = SemanticVectorCallback(layers=[TEACHER_LOGITS, TEACHER_PENULTIMATE], dim=config.vector_dim)
     data = make_data(config)
     trainer = make_trainer(config, config.teacher_epochs, [semvec])
@@ -177,7 +179,8 @@ def method_builders(
     config: Config, teacher: nn.Module, knowledge: StaticKnowledge
 ) -> dict[str, Callable[[], StudentModule]]:
     """Every method by name: a function building a fresh student module (after seeding)."""
-    common: dict[str, Any] = dict(lr=config.lr, max_epochs=config.epochs)
+    common: dict[str, Any] = dict(optimizer=functools.partial(torch.optim.Adam, lr=config.lr),
+                                  lr_scheduler=cosine_schedule(config.epochs))
 
     def teacher_run(method: str, **kwargs: Any) -> Callable[[], StudentModule]:
         def build() -> StudentModule:

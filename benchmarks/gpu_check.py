@@ -21,6 +21,7 @@ at step boundaries (the same for every variant); variants alternate, twice each.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -79,7 +80,7 @@ def check_precisions(steps: int) -> dict[str, Any]:
     for precision in ("32-true", "bf16-mixed", "16-mixed"):
         torch.manual_seed(0)
         model = ImageClassifier(SmallCNN(in_channels=3, num_classes=10, width=32, hidden=128),
-                                lr=1e-12)
+                                optimizer=functools.partial(torch.optim.Adam, lr=1e-12))
         semvec = SemanticVectorCallback(layers=["net.features.*", "net.classifier.3"], dim=16,
                                         lr=0.05)
         t = trainer(steps, precision, [semvec])
@@ -115,7 +116,7 @@ def time_resnet50(steps: int, warmup: int) -> dict[str, float]:
     def module() -> ImageClassifier:
         torch.manual_seed(0)
         return ImageClassifier(resnet50(weights=None, num_classes=1000), num_classes=1000,
-                               lr=1e-3, optimizer="sgd")
+                               optimizer=functools.partial(torch.optim.SGD, lr=1e-3, momentum=0.9))
 
     layers = ["net.layer1", "net.layer2", "net.layer3", "net.layer4", "net.fc"]
     batches = lambda n: gpu_batches((256, 3, 224, 224), 1000, n)  # noqa: E731

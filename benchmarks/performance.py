@@ -74,7 +74,7 @@ def _build(case: str, variant: str) -> tuple[Any, Any, list[Any], dict[str, Any]
                           batch_size=batch, shuffle=True)
 
     if case in ("demo_cnn", "epoch_end"):
-        model = ImageClassifier(SmallCNN(1, 10, width=16, hidden=64), lr=1e-3)
+        model = ImageClassifier(SmallCNN(1, 10, width=16, hidden=64))
         layers = ["net.features.*", "net.classifier.3"]
         if case == "epoch_end":
             from lightning_semvec.data import DigitsDataModule
@@ -91,7 +91,7 @@ def _build(case: str, variant: str) -> tuple[Any, Any, list[Any], dict[str, Any]
             callbacks.append(SemanticVectorCallback(layers=layers, dim=16, every_n_steps=10))
         return model, train, callbacks, trainer_args
     if case == "resnet20_32x32":
-        model = ImageClassifier(resnet20(num_classes=10), in_channels=3, lr=1e-3)
+        model = ImageClassifier(resnet20(num_classes=10), in_channels=3)
         if variant == "callback":
             callbacks.append(SemanticVectorCallback(
                 layers=["net.layer1", "net.layer2", "net.layer3", "net.fc"], dim=32,
@@ -107,14 +107,14 @@ def _build(case: str, variant: str) -> tuple[Any, Any, list[Any], dict[str, Any]
             def forward(self, x: torch.Tensor) -> torch.Tensor:
                 return self.head(torch.relu(self.wide(x)))
 
-        model = ImageClassifier(Wide(spec["width"]), lr=1e-3)
+        model = ImageClassifier(Wide(spec["width"]))
         if variant == "callback":
             callbacks.append(SemanticVectorCallback(layers="net.wide", dim=32, analysis=None))
         return model, loader((256,), 128), callbacks, trainer_args
     # distill
     student = SmallCNN(3, 10, width=8, hidden=32)
     if variant == "plain":
-        model = ImageClassifier(student, in_channels=3, lr=1e-3)
+        model = ImageClassifier(student, in_channels=3)
     elif variant == "static":
         knowledge = StaticKnowledge.from_vectors({"net.classifier.3": torch.randn(10, 16)},
                                                  class_names=[str(i) for i in range(10)])

@@ -30,6 +30,7 @@ images written in CIFAR-100's own file format to a temporary folder: on the CPU 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import pickle
@@ -50,9 +51,10 @@ from lightning_semvec import (
     TeacherDistillationModule,
 )
 from lightning_semvec.data import CIFAR100DataModule
-from lightning_semvec.models import ImageClassifier, build_model
+from lightning_semvec.models import ImageClassifier, build_model, cosine_schedule
 
-OPTIM = {"optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4}
+# SGD with momentum, lr 0.05 and weight decay 5e-4, as in the CRD benchmark's recipe.
+SGD = functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4)
 RESNETS = ["resnet8x4", "resnet20", "resnet32x4", "resnet56"]  # CIFAR ResNets: fc, avgpool, layer3
 
 
@@ -64,11 +66,11 @@ def make_student(
         # Add "layer3": "net.layer3" (with student_widths={"layer3": 256}) to pair the last stage
         # too; the teacher's callback must then also hook "net.layer3".
         return StaticDistillationModule(student, knowledge, layer_map={"fc": "net.fc"},
-                                        max_epochs=epochs, **OPTIM)
+                                        optimizer=SGD, lr_scheduler=cosine_schedule(epochs))
     features = {} if method == "kd" else {"student_feature_layer": "avgpool",
                                           "teacher_feature_layer": "avgpool"}
     return TeacherDistillationModule(student, teacher, num_classes=100, method=method,
-                                     max_epochs=epochs, **features, **OPTIM)
+                                     optimizer=SGD, lr_scheduler=cosine_schedule(epochs), **features)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (teacher_path.is_file() and knowledge.is_file()):
             pl.seed_everything(args.seed)
             teacher = ImageClassifier(teacher_name, num_classes=100, in_channels=3,
-                                      max_epochs=epochs, **OPTIM)
+                                      optimizer=SGD, lr_scheduler=cosine_schedule(epochs))
             semvec = SemanticVectorCallback(layers=["net.fc"], dim=32)
             run = trainer("teacher", callbacks=[semvec])
             run.fit(teacher, datamodule=data)

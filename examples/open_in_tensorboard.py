@@ -25,10 +25,12 @@ any browser opens without a server. Set ``SEMVEC_EXAMPLES_SMOKE=1`` instead of p
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_semvec import AnalysisOptions, SemanticVectorCallback
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     pl.seed_everything(0, verbose=False)
-    model = ImageClassifier(SmallCNN(in_channels=1, num_classes=10, width=16, hidden=64), lr=1e-2)
+    model = ImageClassifier(SmallCNN(in_channels=1, num_classes=10, width=16, hidden=64),
+                            optimizer=functools.partial(torch.optim.Adam, lr=1e-2))
     semvec = SemanticVectorCallback(
         layers=["net.features.1", "net.features.3", "net.classifier.3"], dim=8, lr=0.05,
         # "grid" shows each neuron's 9 best inputs; "off" none

@@ -49,17 +49,17 @@ class HalfWidthStudent(StaticDistillationModule):
                        "features.3": "features.3"},   # 16 student channels -> 32 teacher channels
             weight={"classifier": 1.0, "features.3": 0.5},
             student_widths={"features.3": 16},         # a ReLU does not say how wide it is
-            lr=lr,
         )
+        self.peak_lr = lr  # of the one-cycle schedule below, which replaces the default optimizer
 
     def task_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, targets, label_smoothing=0.1)
 
     def configure_optimizers(self):
         # self.parameters() holds the student and the learnable maps, never the teacher's vectors.
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=1e-4)
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.peak_lr, weight_decay=1e-4)
         schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.lr, total_steps=self.trainer.estimated_stepping_batches
+            optimizer, max_lr=self.peak_lr, total_steps=self.trainer.estimated_stepping_batches
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

@@ -12,6 +12,7 @@ Run it with ``semvec demo`` (or ``python -m lightning_semvec.demo``). It
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from lightning_semvec.callback import SemanticVectorCallback
 from lightning_semvec.data import DigitsDataModule
 from lightning_semvec.distillation import StaticDistillationModule
 from lightning_semvec.knowledge import StaticKnowledge
-from lightning_semvec.models import ImageClassifier, SmallCNN
+from lightning_semvec.models import ImageClassifier, SmallCNN, cosine_schedule
 
 DEMO_LAYERS = ["net.features.*", "net.classifier.3"]
 LOGITS_LAYER = "net.classifier.3"
@@ -66,7 +67,8 @@ def run_demo(
     out = Path(out_dir)
     pl.seed_everything(seed, verbose=False)
     data = DigitsDataModule(batch_size=64, seed=seed)
-    model = ImageClassifier(SmallCNN(in_channels=1, num_classes=10, width=16, hidden=64), lr=1e-2)
+    model = ImageClassifier(SmallCNN(in_channels=1, num_classes=10, width=16, hidden=64),
+                            optimizer=functools.partial(torch.optim.Adam, lr=1e-2))
     # Projector, figures and fidelity every 5 epochs and at the end: enough for a short run.
     semvec = SemanticVectorCallback(layers=DEMO_LAYERS, dim=dim, lr=0.05, seed=seed,
                                     analysis=AnalysisOptions(log_every_n_epochs=5))
@@ -102,14 +104,16 @@ def train_students(
         pl.seed_everything(seed, verbose=False)
         data = DigitsDataModule(batch_size=64, seed=seed)
         student = SmallCNN(in_channels=1, num_classes=10, width=4, hidden=16)
+        optimization = {"optimizer": functools.partial(torch.optim.Adam, lr=1e-2),
+                        "lr_scheduler": cosine_schedule(epochs)}
         if name == "plain student":
-            module: pl.LightningModule = ImageClassifier(student, lr=1e-2, max_epochs=epochs)
+            module: pl.LightningModule = ImageClassifier(student, **optimization)
         else:
             module = StaticDistillationModule(
                 student=student, knowledge=knowledge,
                 # Weight 0.1: at 1 the scale-free Pearson term can swamp a tiny student's task
                 # loss (docs/results.md measures both).
-                layer_map={"classifier.3": LOGITS_LAYER}, weight=0.1, lr=1e-2, max_epochs=epochs,
+                layer_map={"classifier.3": LOGITS_LAYER}, weight=0.1, **optimization,
             )
         trainer = pl.Trainer(
             accelerator="cpu", devices=1, max_epochs=epochs,

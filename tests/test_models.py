@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import lightning.pytorch as pl
 import pytest
 import torch
 from torch import nn
 
 from lightning_semvec.data import DigitsDataModule
+from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.models import (
     CifarResNet,
     ImageClassifier,
@@ -100,6 +103,12 @@ def test_cifar_resnet_rejects_bad_depth():
         CifarResNet(depth=10)
     with pytest.raises(ValueError, match="four"):
         CifarResNet(depth=8, filters=[16, 32, 64])
+    with pytest.raises(SemvecValueError, match="four"):
+        CifarResNet(depth=8, filters=[16, 32, True, 64])
+    with pytest.raises(SemvecValueError, match="num_classes must be an integer >= 1, got True"):
+        CifarResNet(depth=8, num_classes=True)
+    with pytest.raises(SemvecValueError, match="hidden must be an integer >= 1, got 2.0"):
+        SmallCNN(hidden=2.0)
 
 
 def test_torchvision_resnet_small_stem():
@@ -120,34 +129,38 @@ def test_classifier_names_and_hparams():
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "kwargs, error, match",
     [
-        ({"model": "nope"}, "Unknown model name"),
-        ({"model": 3}, "model must be"),
-        ({"optimizer": "rmsprop"}, "optimizer"),
-        ({"lr": 0.0}, "lr"),
-        ({"weight_decay": -1.0}, "weight_decay"),
-        ({"num_classes": 1}, "num_classes"),
-        ({"max_epochs": 0}, "max_epochs"),
+        ({"model": "nope"}, ValueError, "Unknown model name"),
+        ({"model": 3}, ValueError, "model must be"),
+        ({"num_classes": 1}, ValueError, "num_classes must be an integer >= 2"),
+        ({"num_classes": True}, ValueError, "num_classes must be an integer >= 2"),
+        ({"optimizer": 0.01}, TypeError, "optimizer must be a callable"),
+        ({"lr_scheduler": 30}, TypeError, "lr_scheduler must be None or a callable"),
     ],
 )
-def test_classifier_bad_args(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_classifier_bad_args(kwargs, error, match):
+    with pytest.raises(error, match=match):
         ImageClassifier(**kwargs)
 
 
 def test_classifier_optimizers():
-    sgd = ImageClassifier(optimizer="sgd", lr=0.1, max_epochs=5).configure_optimizers()
+    sgd = ImageClassifier(
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9),
+        lr_scheduler=functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=5),
+    ).configure_optimizers()
     assert isinstance(sgd["optimizer"], torch.optim.SGD)
     assert sgd["optimizer"].param_groups[0]["momentum"] == 0.9
     assert isinstance(sgd["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert sgd["lr_scheduler"]["interval"] == "epoch"
     assert isinstance(ImageClassifier().configure_optimizers(), torch.optim.Adam)
 
 
 def test_classifier_fits_one_epoch_on_digits():
     pl.seed_everything(0, verbose=False)
     dm = DigitsDataModule(batch_size=32)
-    module = ImageClassifier("small_cnn_student", num_classes=dm.num_classes, in_channels=1, lr=3e-3)
+    module = ImageClassifier("small_cnn_student", num_classes=dm.num_classes, in_channels=1,
+                             optimizer=functools.partial(torch.optim.Adam, lr=3e-3))
     trainer = pl.Trainer(
         max_epochs=1,
         accelerator="cpu",

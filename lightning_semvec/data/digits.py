@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+from lightning_semvec.checks import check_choice, check_int, check_number
 from lightning_semvec.data.split_datamodule import SplitDataModule
+from lightning_semvec.errors import SemvecValueError
 
 UpscaleMode = Literal["nearest", "bilinear"]
 
@@ -71,25 +73,19 @@ class DigitsDataModule(SplitDataModule):
         upscale_mode: UpscaleMode = "nearest",
     ) -> None:
         super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+        check_int("batch_size", batch_size, 1)
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
-                raise ValueError(f"{name} must be a number strictly between 0 and 1; got {value!r}.")
+            # check_number's bounds are inclusive; both ends are refused here.
+            if check_number(name, value, minimum=0.0, maximum=1.0) in (0.0, 1.0):
+                raise SemvecValueError(f"{name} must be a number strictly between 0 and 1; got {value!r}.")
         if val_fraction + test_fraction >= 1.0:
-            raise ValueError(
+            raise SemvecValueError(
                 f"val_fraction + test_fraction must be below 1 so that training images remain; "
                 f"got {val_fraction} + {test_fraction} = {val_fraction + test_fraction}."
             )
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be a non-negative integer; got {num_workers!r}.")
-        if isinstance(upscale, bool) or not isinstance(upscale, int) or upscale < 1:
-            raise ValueError(
-                f"upscale must be a positive integer factor (1 keeps 8x8 images, 2 gives 16x16); "
-                f"got {upscale!r}."
-            )
-        if upscale_mode not in ("nearest", "bilinear"):
-            raise ValueError(f"upscale_mode must be 'nearest' or 'bilinear'; got {upscale_mode!r}.")
+        check_int("num_workers", num_workers, 0)
+        check_int("upscale", upscale, 1, hint="(a factor: 1 keeps 8x8 images, 2 gives 16x16)")
+        check_choice("upscale_mode", upscale_mode, ("nearest", "bilinear"))
         self.save_hyperparameters()
         self.batch_size = batch_size
         self.val_fraction = float(val_fraction)

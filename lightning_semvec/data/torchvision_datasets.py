@@ -22,7 +22,9 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
+from lightning_semvec.checks import check_int, check_number
 from lightning_semvec.data.split_datamodule import SplitDataModule
+from lightning_semvec.errors import SemvecValueError
 
 
 class _TransformedSubset(Dataset):
@@ -78,12 +80,11 @@ class TorchvisionDataModule(SplitDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be a non-negative integer; got {num_workers!r}.")
-        if not isinstance(val_fraction, (int, float)) or not 0.0 <= float(val_fraction) < 1.0:
-            raise ValueError(
+        check_int("batch_size", batch_size, 1)
+        check_int("num_workers", num_workers, 0)
+        # check_number's bounds are inclusive; 1 would leave no training images.
+        if check_number("val_fraction", val_fraction, minimum=0.0, maximum=1.0) == 1.0:
+            raise SemvecValueError(
                 f"val_fraction must be in [0, 1) (0 validates on the test split); got {val_fraction!r}."
             )
         self.data_dir = Path(data_dir)
@@ -173,7 +174,7 @@ class TorchvisionDataModule(SplitDataModule):
             self.val_dataset = self.test_dataset
             return
         if n_val >= len(train_split):
-            raise ValueError(
+            raise SemvecValueError(
                 f"val_fraction={self.val_fraction} leaves no training images out of {len(train_split)}."
             )
         order = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(self.seed))

@@ -9,6 +9,7 @@ from lightning_semvec.models.cifar_resnet import (
     resnet56,
 )
 from lightning_semvec.models.classifier import ImageClassifier
+from lightning_semvec.models.optimizers import cosine_schedule
 from lightning_semvec.models.registry import available_models, build_model
 from lightning_semvec.models.small_cnn import SmallCNN
 
@@ -19,6 +20,7 @@ __all__ = [
     "SmallCNN",
     "available_models",
     "build_model",
+    "cosine_schedule",
     "resnet20",
     "resnet32x4",
     "resnet56",

@@ -21,6 +21,9 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_semvec.checks import check_int, is_int_at_least
+from lightning_semvec.errors import SemvecValueError
+
 
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers with a residual connection; ReLU after the sum.
@@ -94,20 +97,19 @@ class CifarResNet(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6 != 0:
-            raise ValueError(
+        if not is_int_at_least(depth, 8) or (depth - 2) % 6 != 0:
+            raise SemvecValueError(
                 "CifarResNet depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 56, 110, ...); "
                 f"got {depth!r}."
             )
         filters = list(filters)
-        if len(filters) != 4 or any(not isinstance(f, int) or f < 1 for f in filters):
-            raise ValueError(
+        if len(filters) != 4 or not all(is_int_at_least(f, 1) for f in filters):
+            raise SemvecValueError(
                 "filters must be four positive channel counts [stem, layer1, layer2, layer3]; "
                 f"got {filters!r}."
             )
-        for name, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"CifarResNet: {name} must be a positive integer; got {value!r}.")
+        check_int("num_classes", num_classes, 1)
+        check_int("in_channels", in_channels, 1)
         blocks = (depth - 2) // 6
         self.depth = depth
         self.filters = filters

@@ -1,46 +1,64 @@
-"""A plain image classifier LightningModule around any network (by registry name or module)."""
+"""The classifier LightningModule: a network trained on its task, the base of every student."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
-import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
 
-from lightning_semvec.models.optimizers import OptimizerName, adam_or_sgd
+from lightning_semvec.checks import check_int
+from lightning_semvec.errors import SemvecValueError
+from lightning_semvec.models.optimizers import (
+    DEFAULT_OPTIMIZER,
+    optimizer_and_schedule,
+    resolve_optimizer,
+)
 from lightning_semvec.models.registry import available_models, build_model
+
+__all__ = ["ImageClassifier"]
 
 
 class ImageClassifier(pl.LightningModule):
-    """Cross-entropy training of an image classifier, with accuracy metrics.
+    """Cross-entropy training of a classifier, with accuracy metrics.
 
     The network is stored as ``self.net``, so its layers are named ``net.<name>`` in the
     LightningModule (e.g. ``"net.features.0"`` and ``"net.classifier.3"`` for
     :class:`~lightning_semvec.models.SmallCNN`, ``"net.layer3"`` and ``"net.fc"`` for the
-    ResNets).
+    ResNets). :class:`~lightning_semvec.distillation.StudentModule` is this module with
+    distillation terms added to the objective.
 
-    Logged: ``train/loss`` (per step and epoch), ``train/acc`` (per epoch), ``val/loss``,
-    ``val/acc``, ``test/loss``, ``test/acc`` (per epoch); each stage has its own
-    ``MulticlassAccuracy`` (``train_acc``, ``val_acc``, ``test_acc``).
+    Logged (``batch_size`` given explicitly; validation and test values synchronised across
+    processes): ``train/loss`` (per step and epoch), ``train/acc`` (per epoch), ``val/loss``,
+    ``val/acc``, ``test/loss``, ``test/acc`` (per epoch). Each stage has its own top-1
+    accuracy (torchmetrics ``MulticlassAccuracy`` with ``average="micro"``): ``train_acc``,
+    ``val_acc``, ``test_acc``. :meth:`task_loss` and ``configure_optimizers`` are the usual
+    places to override.
 
     Args:
         model: a name from :func:`~lightning_semvec.models.available_models`, built with
             ``num_classes`` and ``in_channels``, or a ready ``nn.Module`` returning
             ``(B, num_classes)`` logits (then left out of the saved hyperparameters).
         num_classes: number of classes (at least 2).
-        in_channels: channels of the input images (1 for digits / MNIST, 3 for CIFAR).
-        lr: learning rate.
-        weight_decay: L2 weight decay of the optimizer.
-        optimizer: ``"adam"`` (Adam) or ``"sgd"`` (SGD with momentum 0.9).
-        max_epochs: if given, the learning rate follows a cosine schedule from ``lr`` to 0
-            over this many epochs (stepped once per epoch), whichever the optimizer.
+        in_channels: channels of the input images (1 for digits / MNIST, 3 for CIFAR); used
+            only to build a named model.
+        optimizer: called with the trainable parameters; default ``torch.optim.Adam``
+            (``lr=1e-3``, no weight decay). E.g. ``functools.partial(torch.optim.SGD, lr=0.05,
+            momentum=0.9, weight_decay=5e-4)``; on the command line ``--model.optimizer SGD
+            --model.optimizer.lr 0.05``.
+        lr_scheduler: ``None`` (a constant learning rate) or called with the optimizer,
+            stepped once per epoch; e.g. ``functools.partial(CosineAnnealingLR, T_max=epochs)``
+            (``--model.lr_scheduler CosineAnnealingLR --model.lr_scheduler.T_max 30``).
+        **deprecated: ``lr``, ``weight_decay`` and ``max_epochs`` of the former API, and
+            ``optimizer="adam"`` / ``"sgd"``: still accepted, with a ``FutureWarning``.
 
     Shapes:
-        ``forward``: images ``(B, in_channels, H, W)`` to logits ``(B, num_classes)``;
-        batches are ``(images, labels)`` with ``labels (B,)`` int64.
+        ``forward``: inputs ``(B, ...)`` (images ``(B, in_channels, H, W)``) to logits
+        ``(B, num_classes)``; batches are ``(inputs, targets)`` with ``targets (B,)`` int64.
 
     Example:
         >>> import torch
@@ -49,85 +67,125 @@ class ImageClassifier(pl.LightningModule):
         (2, 10)
         >>> "net.classifier.3" in dict(module.named_modules())
         True
+        >>> type(module.configure_optimizers()).__name__
+        'Adam'
     """
+
+    #: The attribute holding the network, which prefixes its layer names.
+    network_attribute: ClassVar[str] = "net"
+    #: Whether ``__init__`` saves its arguments as hyperparameters (so that
+    #: ``load_from_checkpoint(path)`` rebuilds a named model).
+    saves_init_arguments: ClassVar[bool] = True
 
     def __init__(
         self,
         model: str | nn.Module = "small_cnn",
         num_classes: int = 10,
         in_channels: int = 1,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        optimizer: OptimizerName = "adam",
-        max_epochs: int | None = None,
+        optimizer: OptimizerCallable = DEFAULT_OPTIMIZER,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        **deprecated: Any,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer of at least 2; got {num_classes!r}.")
-        if not isinstance(lr, (int, float)) or not lr > 0:
-            raise ValueError(f"lr must be a positive number; got {lr!r}.")
-        if not isinstance(weight_decay, (int, float)) or not weight_decay >= 0:
-            raise ValueError(f"weight_decay must be a non-negative number; got {weight_decay!r}.")
-        if optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd'; got {optimizer!r}.")
-        if max_epochs is not None and (
-            isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1
-        ):
-            raise ValueError(f"max_epochs must be a positive integer or None; got {max_epochs!r}.")
+        check_int("num_classes", num_classes, 2)
+        self.optimizer, self.lr_scheduler = resolve_optimizer(
+            type(self).__name__, optimizer, lr_scheduler, deprecated
+        )
         if isinstance(model, str):
-            self.save_hyperparameters()
-            self.net = build_model(model, num_classes=num_classes, in_channels=in_channels)
+            network = build_model(model, num_classes=num_classes, in_channels=in_channels)
         elif isinstance(model, nn.Module):
-            self.save_hyperparameters(ignore=["model"])
-            self.net = model
+            network = model
         else:
-            raise ValueError(
+            raise SemvecValueError(
                 f"model must be a model name ({', '.join(available_models())}) or an nn.Module; "
                 f"got {type(model).__name__}."
             )
+        if self.saves_init_arguments:
+            self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
+        setattr(self, self.network_attribute, network)
         self.num_classes = num_classes
-        self.lr = float(lr)
-        self.weight_decay = float(weight_decay)
-        self.optimizer_name: OptimizerName = optimizer
-        self.max_epochs = max_epochs
-        self.train_acc = MulticlassAccuracy(num_classes=num_classes)
-        self.val_acc = MulticlassAccuracy(num_classes=num_classes)
-        self.test_acc = MulticlassAccuracy(num_classes=num_classes)
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(B, num_classes)`` of images ``(B, C, H, W)``."""
-        return self.net(x)
+    @property
+    def network(self) -> nn.Module:
+        """The network being trained (``self.net`` here, ``self.student`` in students)."""
+        return getattr(self, self.network_attribute)  # type: ignore[no-any-return]
 
-    def _shared_step(self, batch: Any, stage: str, metric: MulticlassAccuracy) -> Tensor:
-        images, labels = batch[0], batch[1]
-        logits = self(images)
-        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
-            raise ValueError(
-                f"The network returned logits of shape {tuple(logits.shape)}; expected "
-                f"(batch, num_classes={self.num_classes}). Check num_classes against the data."
+    @override
+    def forward(self, inputs: Tensor) -> Tensor:
+        """Logits ``(B, num_classes)`` of inputs ``(B, ...)``."""
+        return self.network(inputs)
+
+    def task_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """The task loss; cross-entropy by default. Override to change it.
+
+        Args:
+            logits: ``(B, num_classes)`` logits.
+            targets: ``(B,)`` int64 class indices.
+        """
+        return F.cross_entropy(logits, targets)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    @override
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    @override
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._step(batch, "val")
+
+    @override
+    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._step(batch, "test")
+
+    @override
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Class probabilities ``(B, num_classes)`` of a batch (``inputs`` or ``(inputs, ...)``)."""
+        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(inputs).softmax(dim=-1)
+
+    @override
+    def configure_optimizers(self) -> Any:
+        # Frozen parameters (a distillation teacher's) stay out of the optimizer.
+        params = [p for p in self.parameters() if p.requires_grad]
+        return optimizer_and_schedule(params, self.optimizer, self.lr_scheduler)
+
+    # ------------------------------------------------------------------ one step
+    def objective(self, inputs: Tensor, targets: Tensor, stage: str) -> tuple[Tensor, Tensor]:
+        """The logits ``(B, num_classes)`` and the loss to minimise for one batch of ``stage``
+        (``"train"``, ``"val"`` or ``"test"``); here the task loss. Students add their terms."""
+        logits = self(inputs)
+        self._check_logits(logits, targets)
+        return logits, self.task_loss(logits, targets)
+
+    def _step(self, batch: Any, stage: str) -> Tensor:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise SemvecValueError(
+                f"{type(self).__name__} expects batches (inputs, targets); got "
+                f"{type(batch).__name__}."
             )
-        loss = F.cross_entropy(logits, labels)
-        metric(logits.detach(), labels)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
-        self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        inputs, targets = batch[0], batch[1]
+        logits, loss = self.objective(inputs, targets, stage)
+        metric: MulticlassAccuracy = getattr(self, f"{stage}_acc")
+        metric(logits.detach(), targets)
+        train = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=True,
+                 batch_size=int(targets.shape[0]), sync_dist=not train)
+        self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=not train)
         return loss
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train", self.train_acc)
-
-    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "val", self.val_acc)
-
-    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "test", self.test_acc)
-
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """Class probabilities ``(B, num_classes)`` of a batch (``images`` or ``(images, ...)``)."""
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return self(images).softmax(dim=-1)
-
-    def configure_optimizers(self) -> Any:
-        return adam_or_sgd(
-            self.parameters(), self.optimizer_name, self.lr, self.weight_decay, self.max_epochs
-        )
+    def _check_logits(self, logits: Any, targets: Any) -> None:
+        if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[1] != self.num_classes:
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise SemvecValueError(
+                f"The network returned {shape}; expected logits of shape (batch, "
+                f"num_classes={self.num_classes}). Check num_classes against the data."
+            )
+        if not isinstance(targets, Tensor) or targets.shape != logits.shape[:1]:
+            shape = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
+            raise SemvecValueError(
+                f"Targets must be (batch,) class indices matching the logits "
+                f"{tuple(logits.shape)}; got {shape}."
+            )

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torchvision
 from torch import nn
 
+from lightning_semvec.checks import check_choice, check_int
+
 from lightning_semvec.models.cifar_resnet import resnet8x4, resnet20, resnet32x4, resnet56
 from lightning_semvec.models.small_cnn import SmallCNN
 
@@ -90,9 +92,7 @@ def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
         >>> tuple(net(torch.zeros(2, 3, 32, 32)).shape)
         (2, 10)
     """
-    if name not in _BUILDERS:
-        raise ValueError(f"Unknown model name {name!r}; known names: {', '.join(_BUILDERS)}.")
-    for arg, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"build_model: {arg} must be a positive integer; got {value!r}.")
+    check_choice("model name", name, _BUILDERS)
+    check_int("num_classes", num_classes, 1)
+    check_int("in_channels", in_channels, 1)
     return _BUILDERS[name](num_classes, in_channels)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from lightning_semvec.checks import check_int
+from lightning_semvec.errors import SemvecValueError
+
 
 class SmallCNN(nn.Module):
     """Two 3x3 convolutions, a 2x2 adaptive average pool and a two-layer classifier head.
@@ -53,8 +56,7 @@ class SmallCNN(nn.Module):
             ("width", width),
             ("hidden", hidden),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SmallCNN: {name} must be a positive integer; got {value!r}.")
+            check_int(name, value, 1)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.features = nn.Sequential(
@@ -74,7 +76,7 @@ class SmallCNN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, num_classes)`` of images ``(B, in_channels, H, W)``."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
+            raise SemvecValueError(
                 f"SmallCNN expects images of shape (B, {self.in_channels}, H, W); "
                 f"got {tuple(x.shape)}."
             )

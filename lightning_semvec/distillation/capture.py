@@ -1,0 +1,86 @@
+"""Recording chosen layers' outputs during a training step, and finding those layers by name.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    >>> capture = OutputCapture()
+    >>> handle = capture.attach(exact_layer(net, "1", "student", "layer_map"), "relu")
+    >>> _ = net(torch.zeros(2, 3))  # outside ``recording``: nothing is kept
+    >>> with capture.recording() as outputs:
+    ...     _ = net(torch.zeros(2, 3))
+    ...     [tuple(out.shape) for out in outputs["relu"]]
+    [(2, 4)]
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from lightning_semvec.errors import SemvecValueError
+from lightning_semvec.layers import resolve_layers
+
+__all__ = ["OutputCapture", "exact_layer"]
+
+
+class OutputCapture:
+    """Records module outputs, by key, while :meth:`recording` is active.
+
+    The hooks are ``functools.partial`` objects around a bound method of this plain object,
+    so a module holding them can be pickled (``ddp_spawn``) and deep-copied: the copy's hooks
+    record into the copy's capture. The outputs keep their graph (not detached).
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+        self.outputs: dict[str, list[Any]] = {}
+
+    def record(self, key: str, module: nn.Module, inputs: Any, output: Any) -> None:
+        """The forward hook: keeps ``output`` under ``key`` while recording."""
+        if self.active:
+            self.outputs.setdefault(key, []).append(output)
+
+    def attach(self, module: nn.Module, key: str) -> RemovableHandle:
+        """Hook ``module`` so that its outputs are recorded under ``key``."""
+        return module.register_forward_hook(functools.partial(self.record, key))
+
+    @contextmanager
+    def recording(self) -> Iterator[dict[str, list[Any]]]:
+        """Record during the block; everything recorded is dropped when it ends."""
+        self.outputs = {}
+        self.active = True
+        try:
+            yield self.outputs
+        finally:
+            self.active = False
+            self.outputs = {}
+
+
+def exact_layer(root: nn.Module, name: object, owner: str, argument: str) -> nn.Module:
+    """The submodule of ``root`` called exactly ``name``; the error names the closest ones.
+
+    Args:
+        root: the network (student or teacher).
+        name: a module name as in ``root.named_modules()``; patterns are refused.
+        owner: ``"student"`` or ``"teacher"``, for messages.
+        argument: the argument that named the layer, for messages.
+    """
+    if not isinstance(name, str) or not name:
+        raise SemvecValueError(f"{argument}: layer names must be non-empty strings, got {name!r}.")
+    modules = dict(root.named_modules())
+    if name in modules:
+        return modules[name]
+    try:
+        matches = resolve_layers(root, name)
+    except ValueError as err:
+        raise SemvecValueError(f"{argument}: no layer {name!r} in the {owner}. {err}") from None
+    raise SemvecValueError(
+        f"{argument}: {name!r} is a pattern (it matches {list(matches)[:5]}); name exactly one "
+        f"layer of the {owner}."
+    )

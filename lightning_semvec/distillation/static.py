@@ -1,0 +1,420 @@
+"""Static distillation: a student learns from a teacher's saved semantic vectors alone.
+
+The student layers of ``layer_map`` are paired with teacher layers of a knowledge file; a
+learnable linear map joins pairs of different widths. The teacher network is never built,
+loaded or run. The method: ``docs/method.md#static-knowledge-distillation``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from typing_extensions import override
+
+from lightning_semvec.checks import check_choice, check_int, check_number, is_int
+from lightning_semvec.distillation.capture import exact_layer
+from lightning_semvec.distillation.student import DistillationTerm, StudentModule
+from lightning_semvec.errors import SemvecTypeError, SemvecValueError
+from lightning_semvec.functional.alignment import ALIGNMENT_FORMS, AlignmentForm, alignment_loss
+from lightning_semvec.functional.similarity import SimilarityKind, check_similarity_kind
+from lightning_semvec.knowledge import StaticKnowledge
+from lightning_semvec.models.optimizers import DEFAULT_OPTIMIZER
+from lightning_semvec.neurons import NeuronReadout
+
+__all__ = ["StaticDistillationModule"]
+
+
+@dataclass(frozen=True)
+class _StaticPair:
+    student_layer: str
+    teacher_layer: str
+    buffer: str
+    weight: float
+    similarity: SimilarityKind
+    readout: NeuronReadout
+    student_width: int | None
+    teacher_width: int
+    projection: str | None  # key in self.projections
+
+
+def _module_width(module: nn.Module) -> int | None:
+    """The number of neurons a module's output holds, when its type says so."""
+    for attr in ("out_features", "out_channels", "num_features", "embedding_dim"):
+        value = getattr(module, attr, None)
+        if is_int(value):
+            return value  # type: ignore[no-any-return]
+    if isinstance(module, nn.LayerNorm) and module.normalized_shape:
+        return int(module.normalized_shape[-1])
+    return None
+
+
+def _safe_key(name: str, taken: set[str]) -> str:
+    key = name.replace(".", "_") or "layer"
+    candidate, i = key, 1
+    while candidate in taken:
+        candidate, i = f"{key}_{i}", i + 1
+    taken.add(candidate)
+    return candidate
+
+
+class StaticDistillationModule(StudentModule):
+    """Static knowledge distillation: a student learns from a teacher's semantic vectors alone.
+
+    Each student layer in ``layer_map`` is paired with a teacher layer of the knowledge.
+    On every training (and validation) batch the student layer's activations ``(M, N_s)``
+    are read like the teacher's were (the knowledge layer's ``reduction`` and
+    ``neuron_dim``), mapped by a learnable linear map ``P: N_s -> N_t`` when the widths
+    differ, and the objective adds
+
+        ``weight * mean over alive pairs (S_act^student[i, j] - S_sem^teacher[i, j])**2``
+
+    (:func:`~lightning_semvec.functional.alignment_loss`, in float32 whatever the precision,
+    differentiable in the student's activations). The teacher's vectors are persistent
+    buffers (saved in checkpoints, moved with the module, never trained); the teacher
+    network is never built or loaded. A batch of one sample has no similarity: its static
+    term is skipped (zero, with one warning).
+
+    Optionally (``soft_targets > 0``, an extension of ours: ``docs/method.md#static-knowledge-distillation``) the logit
+    layer's class similarity also gives static soft targets: a sample of class ``y`` gets
+    ``q = softmax(S_sem[y] / soft_target_temperature)`` and the objective adds
+    ``soft_targets * KL(q || softmax(student logits))``.
+
+    Under DDP each process computes the similarity on its own share of the batch (as the
+    teacher-run relational losses do); gradients are averaged as usual.
+
+    Pearson similarity ignores a neuron's scale, and its gradient grows as the neuron's
+    spread shrinks: a very small student can shrink the paired layer's spread until the
+    static term drowns the task loss (watch ``train/task_loss``); a smaller ``weight`` avoids
+    that. What to expect and how the weight was chosen: ``docs/results.md``.
+
+    Logged, besides :class:`StudentModule`'s: ``train/static_loss/<student layer>`` and
+    ``train/soft_target_loss`` (unweighted; the same under ``val/``).
+
+    Args:
+        student: the student network, inputs to ``(B, num_classes)`` logits.
+        knowledge: a :class:`~lightning_semvec.StaticKnowledge` or the path of a knowledge
+            file (``.semvec.safetensors``).
+        layer_map: ``{student layer: teacher layer}``; student names are relative to
+            ``student`` (as in ``student.named_modules()``), teacher names are the
+            knowledge's layers. May be empty only when ``soft_targets > 0``.
+        weight: the static term's weight ``lambda``, one for every pair or
+            ``{student layer: weight}`` naming exactly the keys of ``layer_map``.
+        similarity: the student's activation similarity, ``"pearson"`` or ``"cosine"``;
+            default: the one the teacher's vectors were aligned to.
+        projection: learn ``P`` (``nn.Linear(N_s, N_t, bias=False)``, in
+            ``self.projections``) for pairs whose widths differ. If ``False``, differing
+            widths are a ``ValueError`` at construction.
+        soft_targets: weight of the static soft-target term (0 turns it off).
+        soft_target_temperature: ``tau > 0`` of the soft targets; smaller is sharper.
+        soft_target_layer: the teacher layer giving the class similarity; default: the
+            first layer of ``layer_map``'s values, else of the knowledge, with
+            ``num_classes`` neurons.
+        student_widths: ``{student layer: N_s}`` for layers whose width cannot be read from
+            the module (``out_features``, ``out_channels``, ...), e.g. a ``ReLU``; needed
+            only to build a projection or to check widths before training.
+        num_classes: number of classes; default: the number of the knowledge's
+            ``class_names``.
+        form: alignment loss form, ``"auto"``, ``"dense"`` or ``"factorized"``.
+        optimizer, lr_scheduler, **deprecated: as in
+            :class:`~lightning_semvec.models.ImageClassifier` (default Adam, ``lr=1e-3``).
+
+    Raises:
+        ValueError: an unknown student layer (the message names the closest ones), an
+            unknown teacher layer (it lists the knowledge's), widths that differ with
+            ``projection=False``, an unknown ``num_classes``, or a bad option.
+
+    Example:
+        A full fit (as in ``tests/test_distillation.py``)::
+
+            semvec.export_knowledge("teacher.semvec.safetensors")  # after the teacher's fit
+            knowledge = StaticKnowledge.load("teacher.semvec.safetensors")
+            class Student(StaticDistillationModule):
+                def __init__(self):
+                    super().__init__(student=SmallNet(), knowledge=knowledge,
+                                     layer_map={"fc2": "classifier.2"}, weight=1.0)
+            pl.Trainer(max_epochs=20).fit(Student(), datamodule)
+
+        One training step by hand:
+
+        >>> knowledge = StaticKnowledge.from_vectors(
+        ...     {"fc": torch.randn(3, 4)}, class_names=["a", "b", "c"])
+        >>> module = StaticDistillationModule(
+        ...     student=nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)),
+        ...     knowledge=knowledge, layer_map={"1": "fc"}, student_widths={"1": 8})
+        >>> module.projections["1"]
+        Linear(in_features=8, out_features=3, bias=False)
+        >>> inputs, targets = torch.randn(16, 6), torch.randint(0, 3, (16,))
+        >>> with module.capturing() as captured:
+        ...     terms = module.distillation_losses(inputs, targets, module(inputs), captured)
+        >>> list(terms), terms["static_loss/1"].loss.requires_grad
+        (['static_loss/1'], True)
+        >>> [name for name, _ in module.named_buffers()]
+        ['teacher_vectors_fc']
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        knowledge: StaticKnowledge | str | Path,
+        layer_map: Mapping[str, str],
+        weight: float | Mapping[str, float] = 1.0,
+        similarity: SimilarityKind | None = None,
+        projection: bool = True,
+        soft_targets: float = 0.0,
+        soft_target_temperature: float = 0.5,
+        soft_target_layer: str | None = None,
+        student_widths: Mapping[str, int] | None = None,
+        num_classes: int | None = None,
+        form: AlignmentForm = "auto",
+        optimizer: OptimizerCallable = DEFAULT_OPTIMIZER,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        **deprecated: Any,
+    ) -> None:
+        if isinstance(knowledge, (str, Path)):
+            knowledge = StaticKnowledge.load(knowledge)
+        if not isinstance(knowledge, StaticKnowledge):
+            raise SemvecTypeError(
+                "knowledge must be a StaticKnowledge or the path of a knowledge file, got "
+                f"{type(knowledge).__name__}."
+            )
+        num_classes = self._infer_num_classes(knowledge, num_classes)
+        super().__init__(student, num_classes, optimizer=optimizer, lr_scheduler=lr_scheduler,
+                         **deprecated)
+        if not isinstance(layer_map, Mapping):
+            raise SemvecTypeError(
+                "layer_map must be a dict {student layer: teacher layer}, e.g. "
+                f"{{'fc2': 'classifier.2'}}; got {type(layer_map).__name__}."
+            )
+        self.soft_target_weight = check_number("soft_targets", soft_targets, minimum=0.0)
+        if not layer_map and self.soft_target_weight == 0:
+            raise SemvecValueError(
+                "Nothing to distil: layer_map is empty and soft_targets is 0. Pair at least one "
+                f"student layer with a teacher layer (the knowledge has {knowledge.layer_names})."
+            )
+        if similarity is not None:
+            check_similarity_kind(similarity)
+        check_choice("form", form, ALIGNMENT_FORMS)
+        if not isinstance(projection, bool):
+            raise SemvecTypeError(f"projection must be True or False, got {projection!r}.")
+        self.form: AlignmentForm = form
+        self.use_projection = projection
+        weights = self._per_pair_weights(weight, list(layer_map))
+        widths = dict(student_widths or {})
+        unknown_widths = [name for name in widths if name not in layer_map]
+        if unknown_widths:
+            raise SemvecValueError(
+                f"student_widths names layers {unknown_widths} that are not keys of layer_map "
+                f"({list(layer_map)})."
+            )
+
+        self.projections = nn.ModuleDict()
+        self._pairs: list[_StaticPair] = []
+        self._teacher_buffers: dict[str, str] = {}  # teacher layer -> buffer name
+        taken_buffers: set[str] = set()
+        taken_projections: set[str] = set()
+        for student_layer, teacher_layer in layer_map.items():
+            module = exact_layer(student, student_layer, "student", "layer_map")
+            if not isinstance(teacher_layer, str) or teacher_layer not in knowledge:
+                raise SemvecValueError(
+                    f"layer_map: the knowledge has no teacher layer {teacher_layer!r} (paired "
+                    f"with student layer {student_layer!r}); its layers are "
+                    f"{knowledge.layer_names}."
+                )
+            teacher = knowledge[teacher_layer]
+            if teacher_layer not in self._teacher_buffers:
+                buffer = _safe_key(f"teacher_vectors_{teacher_layer}", taken_buffers)
+                self.register_buffer(buffer, teacher.vectors.clone(), persistent=True)
+                self._teacher_buffers[teacher_layer] = buffer
+            width = widths.get(student_layer)
+            if width is not None:
+                check_int(f"student_widths[{student_layer!r}]", width, 1)
+            else:
+                width = _module_width(module)
+            projection_key = None
+            if width is None and projection:
+                raise SemvecValueError(
+                    f"Cannot tell how many neurons student layer {student_layer!r} "
+                    f"({type(module).__name__}) has, which the projection to the teacher's "
+                    f"{teacher.num_neurons} needs: pass student_widths={{{student_layer!r}: N}}, "
+                    "or pair a layer with out_features/out_channels (e.g. the Linear or Conv "
+                    "before it)."
+                )
+            if width is not None and width != teacher.num_neurons:
+                if not projection:
+                    raise SemvecValueError(
+                        f"Student layer {student_layer!r} has {width} neurons but teacher layer "
+                        f"{teacher_layer!r} has {teacher.num_neurons}: set projection=True to "
+                        "learn a linear map between them, or pair layers of the same width."
+                    )
+                projection_key = _safe_key(student_layer, taken_projections)
+                self.projections[projection_key] = nn.Linear(width, teacher.num_neurons, bias=False)
+            self._pairs.append(
+                _StaticPair(
+                    student_layer=student_layer,
+                    teacher_layer=teacher_layer,
+                    buffer=self._teacher_buffers[teacher_layer],
+                    weight=weights[student_layer],
+                    similarity=similarity or teacher.similarity,  # type: ignore[arg-type]
+                    readout=NeuronReadout(teacher.reduction, teacher.neuron_dim),  # type: ignore[arg-type]
+                    student_width=width,
+                    teacher_width=teacher.num_neurons,
+                    projection=projection_key,
+                )
+            )
+            self.capture_layer(module, f"student:{student_layer}")
+
+        self.soft_target_layer: str | None = None
+        self.soft_target_temperature = float(soft_target_temperature)
+        if self.soft_target_weight > 0:
+            check_number("soft_target_temperature", soft_target_temperature, positive=True)
+            layer = self._pick_soft_target_layer(knowledge, layer_map, soft_target_layer)
+            self.soft_target_layer = layer
+            similarity_matrix = knowledge.semantic_similarity(layer)
+            targets = torch.softmax(similarity_matrix / self.soft_target_temperature, dim=1)
+            self.register_buffer("soft_target_probs", targets, persistent=True)
+
+    # ------------------------------------------------------------------ public views
+    @property
+    def layer_map(self) -> dict[str, str]:
+        """``{student layer: teacher layer}``."""
+        return {pair.student_layer: pair.teacher_layer for pair in self._pairs}
+
+    @property
+    def teacher_vectors(self) -> dict[str, Tensor]:
+        """``{teacher layer: (N_t, d) buffer}``: the teacher's vectors (not copies)."""
+        return {layer: getattr(self, buffer) for layer, buffer in self._teacher_buffers.items()}
+
+    def projection_for(self, student_layer: str) -> nn.Linear | None:
+        """The learnable map ``N_s -> N_t`` of a student layer, or ``None`` (same widths)."""
+        for pair in self._pairs:
+            if pair.student_layer == student_layer:
+                return self.projections[pair.projection] if pair.projection else None  # type: ignore[return-value]
+        raise KeyError(f"{student_layer!r} is not a student layer of layer_map {self.layer_map}.")
+
+    # ------------------------------------------------------------------ the objective
+    @override
+    def distillation_losses(
+        self,
+        inputs: Tensor,
+        targets: Tensor,
+        logits: Tensor,
+        captured: Mapping[str, list[Any]],
+    ) -> dict[str, DistillationTerm]:
+        terms: dict[str, DistillationTerm] = {}
+        for pair in self._pairs:
+            terms[f"static_loss/{pair.student_layer}"] = DistillationTerm(
+                self._static_loss(pair, captured), pair.weight
+            )
+        if self.soft_target_weight > 0:
+            terms["soft_target_loss"] = DistillationTerm(
+                self._soft_target_loss(logits, targets), self.soft_target_weight
+            )
+        return terms
+
+    def _static_loss(self, pair: _StaticPair, captured: Mapping[str, list[Any]]) -> Tensor:
+        outputs = captured.get(f"student:{pair.student_layer}", [])
+        if not outputs:
+            raise RuntimeError(
+                f"Student layer {pair.student_layer!r} (layer_map) was not called in this "
+                "forward pass, so it has no activations to distil; pair a layer the student uses."
+            )
+        chunks = [pair.readout.read(out, pair.student_layer, detach=False) for out in outputs]
+        acts = torch.cat(chunks) if len(chunks) > 1 else chunks[0]  # (M, N_s) float32
+        expected = pair.student_width
+        if expected is not None and acts.shape[1] != expected:
+            raise SemvecValueError(
+                f"Student layer {pair.student_layer!r} gave {acts.shape[1]} neurons per sample "
+                f"(shape {tuple(acts.shape)}), but {expected} were expected; pass "
+                "student_widths to say how many it has."
+            )
+        if pair.projection is not None:
+            # The map is part of the float32 similarity computation, not of the autocast model.
+            with torch.autocast(acts.device.type, enabled=False):
+                acts = self.projections[pair.projection](acts)
+        elif acts.shape[1] != pair.teacher_width:
+            raise SemvecValueError(
+                f"Student layer {pair.student_layer!r} has {acts.shape[1]} neurons but teacher "
+                f"layer {pair.teacher_layer!r} has {pair.teacher_width}: set projection=True "
+                "or pair layers of the same width."
+            )
+        if acts.shape[0] < 2:
+            self._warn_once(
+                f"small:{pair.student_layer}",
+                f"StaticDistillationModule: a batch gave student layer {pair.student_layer!r} "
+                f"only {acts.shape[0]} sample; similarity needs at least 2, so its static term "
+                "was skipped (use a batch size of 2 or more, or drop_last=True).",
+            )
+            return self._zero_like_graph(acts)
+        loss, _ = alignment_loss(acts, getattr(self, pair.buffer), pair.similarity, self.form)
+        return loss
+
+    def _soft_target_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        probs: Tensor = self.soft_target_probs  # type: ignore[assignment]
+        soft = probs[targets]
+        log_student = F.log_softmax(logits.float(), dim=1)
+        return F.kl_div(log_student, soft, reduction="batchmean")
+
+    # ------------------------------------------------------------------ validation helpers
+    @staticmethod
+    def _infer_num_classes(knowledge: StaticKnowledge, num_classes: int | None) -> int:
+        names = knowledge.class_names
+        if num_classes is None:
+            if not names:
+                raise SemvecValueError(
+                    "num_classes is unknown: the knowledge has no class_names; pass "
+                    "num_classes=..."
+                )
+            return len(names)
+        if names and len(names) != num_classes:
+            raise SemvecValueError(
+                f"num_classes={num_classes} but the knowledge names {len(names)} classes "
+                f"({names[:5]}...)."
+            )
+        return num_classes
+
+    @staticmethod
+    def _per_pair_weights(weight: float | Mapping[str, float], names: list[str]) -> dict[str, float]:
+        if not isinstance(weight, Mapping):
+            value = check_number("weight", weight, minimum=0.0)
+            return {name: value for name in names}
+        missing = [n for n in names if n not in weight]
+        unknown = [n for n in weight if n not in names]
+        if missing or unknown:
+            raise SemvecValueError(
+                f"The weight mapping must name exactly the student layers of layer_map "
+                f"{names}; it misses {missing} and names unknown {unknown}."
+            )
+        return {n: check_number(f"weight[{n!r}]", weight[n], minimum=0.0) for n in names}
+
+    def _pick_soft_target_layer(
+        self, knowledge: StaticKnowledge, layer_map: Mapping[str, str], chosen: str | None
+    ) -> str:
+        if chosen is not None:
+            if chosen not in knowledge:
+                raise SemvecValueError(
+                    f"soft_target_layer {chosen!r} is not a layer of the knowledge "
+                    f"({knowledge.layer_names})."
+                )
+            if knowledge[chosen].num_neurons != self.num_classes:
+                raise SemvecValueError(
+                    f"soft_target_layer {chosen!r} has {knowledge[chosen].num_neurons} neurons; "
+                    f"soft targets need one neuron per class ({self.num_classes})."
+                )
+            return chosen
+        candidates = list(layer_map.values()) + knowledge.layer_names
+        for layer in candidates:
+            if layer in knowledge and knowledge[layer].num_neurons == self.num_classes:
+                return layer
+        raise SemvecValueError(
+            f"Soft targets need a teacher layer with one neuron per class ({self.num_classes}), "
+            "such as the logits; the knowledge has "
+            + ", ".join(f"{k.name!r} ({k.num_neurons})" for k in knowledge.layers.values())
+            + ". Export the teacher's logit layer or set soft_targets=0."
+        )

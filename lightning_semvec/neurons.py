@@ -16,7 +16,7 @@ OutputSelector = int | str | Callable[[Any], Tensor] | None
 
 @dataclass(frozen=True)
 class NeuronReadout:
-    """How one layer's output becomes ``(M, N)`` activations (METHOD.md section 1).
+    """How one layer's output becomes ``(M, N)`` activations (``docs/method.md``, "Neurons and their activations").
 
     Args:
         reduction: for outputs with more than two axes, ``"mean"`` averages every axis

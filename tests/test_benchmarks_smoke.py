@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+# Each test starts a benchmark script in a fresh interpreter (tens of seconds on 2 cores).
+pytestmark = pytest.mark.slow
 
 
 def test_distillation_benchmark_quick(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# Each test starts a benchmark script in a fresh interpreter (tens of seconds on 2 cores).
+pytestmark = pytest.mark.slow
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:

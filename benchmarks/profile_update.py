@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    import lightning_semvec.callback as callback_module
+    import lightning_semvec.semantic_vectors as vectors_module
 
     if args.case == "distill":
         return _profile_static_distillation(args.steps)
@@ -107,14 +107,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def patch(semvec: Any) -> None:
         _timed(semvec, "on_train_batch_end", parts["update"])
-        _timed(semvec, "_step_skipping_bad_layers", parts["optimizer step"])
 
-    original_gradients = callback_module.alignment_gradients
-    _timed(callback_module, "alignment_gradients", parts["gradients"])
+    originals = (vectors_module.alignment_gradients, vectors_module.step_skipping_bad_layers)
+    _timed(vectors_module, "alignment_gradients", parts["gradients"])
+    _timed(vectors_module, "step_skipping_bad_layers", parts["optimizer step"])
     try:
         steps = _fit(args.case, "callback", args.steps, patch)
     finally:
-        callback_module.alignment_gradients = original_gradients
+        vectors_module.alignment_gradients, vectors_module.step_skipping_bad_layers = originals
     start = time.perf_counter()
     for _ in range(200):
         torch.accelerator.current_accelerator(check_available=True)

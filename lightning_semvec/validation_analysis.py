@@ -39,8 +39,8 @@ from torch import Tensor
 from lightning_semvec.functional.similarity import SimilarityKind
 from lightning_semvec.functional.similarity import semantic_similarity as _semantic_similarity
 from lightning_semvec.metrics import NeuronActivationStatistics, SemanticFidelity
+from lightning_semvec.metrics.top_activating_inputs import TopActivatingInputs
 from lightning_semvec.projector import (
-    TopActivatingInputs,
     neuron_metadata,
     sprite_thumbnail_size,
     tile_images,

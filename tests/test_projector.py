@@ -11,9 +11,9 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lightning_semvec import SemanticVectorCallback
+from lightning_semvec.metrics import TopActivatingInputs
 from lightning_semvec.projector import (
     METADATA_COLUMNS,
-    TopActivatingInputs,
     make_sprite,
     neuron_metadata,
     read_embedding_metadata,

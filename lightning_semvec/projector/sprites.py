@@ -147,16 +147,14 @@ def make_sprite(images: np.ndarray) -> np.ndarray:
 def encode_png(pixels: np.ndarray) -> bytes:
     """PNG bytes of an ``(H, W, C)`` uint8 image, ``C`` 1 (grey) or 3 (RGB).
 
-    Written here rather than with Pillow for speed on the callback's large sprites (16,384
-    thumbnails of 32 pixels: 4096 x 4096 x 3 bytes). Every row uses the PNG "Up" filter
-    (computed at once with numpy: thumbnails are smooth from row to row), then zlib at level 1;
-    Pillow at ``compress_level=1`` tries the filters per row. On a sprite of real thumbnails
-    this is about 2x faster than Pillow for the same size; far more only on noise. Measured
-    with ``python benchmarks/projector_benchmark.py --compare-pillow`` (two cores, 4096 x 4096
-    sprite): digits 0.37 s against Pillow's 0.89 s (2.4x), noise 0.60 s against 4.8 s (8x).
+    Written here rather than with Pillow for the callback's large sprites (16,384 thumbnails
+    of 32 pixels: 4096 x 4096 x 3 bytes): every row uses the PNG "Up" filter, computed at once
+    with numpy (thumbnails are smooth from row to row), where Pillow picks a filter row by row.
+    On real thumbnails that is about 2x faster than Pillow at ``compress_level=1`` for the same
+    size; the gain is large only on noise. ``python benchmarks/projector_benchmark.py``, 4096 x
+    4096 sprites: digits 0.96 s against Pillow's 2.45 s (2.5x), noise 1.18 s against 15 s (13x).
     Data that does not compress (photographs, noise: judged from a sample of the rows) is
-    stored uncompressed instead, which is about ten times faster and costs little size for
-    such data.
+    stored uncompressed, about ten times faster than zlib at level 1 for little size.
 
     Example:
         >>> import io

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_semvec.errors import SemvecFileNotFoundError, SemvecValueError
+from lightning_semvec.errors import SemvecFileNotFoundError, SemvecTypeError, SemvecValueError
 from lightning_semvec.projector import (
     EmbeddingEntry,
     neuron_metadata,
@@ -140,6 +140,15 @@ def test_a_log_dir_whose_filesystem_is_missing_is_a_clear_error(tmp_path, monkey
         write_embedding(log_dir, "fc", torch.zeros(3, 2))
     with pytest.raises(SemvecValueError, match=match):
         read_projector_config(log_dir)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_log_dir_that_is_not_a_path_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # Path("") is the working directory: nothing may land there
+    with pytest.raises(SemvecValueError, match="log_dir must not be empty"):
+        write_embedding("", "fc", torch.zeros(3, 2))
+    with pytest.raises(SemvecTypeError, match="log_dir must be a path or URL string.*got int"):
+        write_embedding(3, "fc", torch.zeros(3, 2))
     assert not list(tmp_path.iterdir())
 
 

@@ -26,7 +26,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import get_protocol
 
-from lightning_semvec.errors import SemvecFileNotFoundError, SemvecValueError
+from lightning_semvec.errors import SemvecFileNotFoundError, SemvecTypeError, SemvecValueError
 
 __all__ = ["LogDir"]
 
@@ -48,11 +48,16 @@ class LogDir:
     @classmethod
     def open(cls, log_dir: str | os.PathLike[str]) -> LogDir:
         """The run directory ``log_dir`` names; a clear error if its filesystem is unavailable."""
-        url = os.fspath(log_dir)
-        if not isinstance(url, str) or not url:
+        url = os.fspath(log_dir) if isinstance(log_dir, (str, os.PathLike)) else None
+        if not isinstance(url, str):
+            raise SemvecTypeError(
+                "log_dir must be a path or URL string (a TensorBoardLogger's log_dir), got "
+                f"{type(log_dir).__name__}."
+            )
+        if not url:
             raise SemvecValueError(
-                f"log_dir must be a non-empty path or URL (a TensorBoardLogger's log_dir), "
-                f"got {log_dir!r}."
+                "log_dir must not be empty: pass the run directory (a TensorBoardLogger's "
+                "log_dir)."
             )
         try:
             fs, root = url_to_fs(url)

@@ -66,6 +66,7 @@ def write_embedding(
             :data:`~lightning_semvec.projector.MAX_SPRITE_SIDE` pixels a side, a negative
             step, an existing config that is not valid, or a ``log_dir`` URL whose fsspec
             filesystem is not installed. Nothing is written then.
+        TypeError: if ``log_dir`` is not a path or URL string.
 
     Example:
         >>> import tempfile, torch

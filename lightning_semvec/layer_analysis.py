@@ -21,8 +21,12 @@ import torch
 from torch import Tensor
 
 from lightning_semvec.functional.similarity import SimilarityKind
-from lightning_semvec.metrics import NeuronActivationStatistics, SemanticFidelity
-from lightning_semvec.projector import TopActivatingInputs, sprite_thumbnail_size, to_thumbnails
+from lightning_semvec.metrics import (
+    NeuronActivationStatistics,
+    SemanticFidelity,
+    TopActivatingInputs,
+)
+from lightning_semvec.projector import sprite_thumbnail_size, to_thumbnails
 
 __all__ = ["LayerAnalysis", "LayerResult"]
 

@@ -31,3 +31,23 @@ def test_distillation_benchmark_quick(tmp_path: Path) -> None:
     for method in ("plain", "kd", "rkd", "sp", "cc", "pkt", "static", "soft_targets", "label_smoothing"):
         assert f"| {method} |" in table, method
     assert (tmp_path / "teacher.semvec.safetensors").exists()
+
+
+def test_projector_benchmark_compares_the_png_encoder_with_pillow_on_digits_and_noise(
+    tmp_path: Path,
+) -> None:
+    completed = subprocess.run(
+        [
+            sys.executable, str(ROOT / "benchmarks" / "projector_benchmark.py"),
+            "--neurons", "64", "--dim", "4", "--repeats", "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "write_embedding: median" in completed.stdout
+    for sprite in ("noise", "digits"):  # both ratios in one run
+        assert any(line.split()[:1] == [sprite] and line.endswith("x faster")
+                   for line in completed.stdout.splitlines()), (sprite, completed.stdout)

@@ -1,4 +1,8 @@
-"""The projector export: TensorBoard's file format, merging across runs, neuron images, DDP."""
+"""The callback's projector export: every layer and column, neuron images, resume, DDP.
+
+The files on their own are tested in test_projector_files.py, the images in
+test_projector_sprites.py and the top-inputs metric in test_top_activating_inputs.py.
+"""
 
 import logging
 
@@ -11,19 +15,15 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lightning_semvec import AnalysisOptions, SemanticVectorCallback
+from lightning_semvec.metrics import TopActivatingInputs
 from lightning_semvec.validation_batches import labels_of_batch
 from lightning_semvec.projector import (
     METADATA_COLUMNS,
-    TopActivatingInputs,
     make_sprite,
-    neuron_metadata,
     read_embedding_metadata,
-    read_embedding_tensor,
     read_projector_config,
-    sprite_thumbnail_size,
     tile_images,
     to_thumbnails,
-    write_embedding,
 )
 from tiny_models import TinyConvNet, make_data, trainer_kwargs
 
@@ -41,69 +41,6 @@ def fit(tmp_path, callbacks, model=None, version=0, ckpt_path=None, **overrides)
     trainer = pl.Trainer(callbacks=callbacks, **kwargs)
     trainer.fit(model or TinyConvNet(), ckpt_path=ckpt_path)
     return trainer
-
-
-# ------------------------------------------------------------------ file format and merging
-
-
-def test_write_embedding_files_follow_tensorboards_format(tmp_path):
-    from PIL import Image
-
-    vectors = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
-    sprite = torch.randint(0, 256, (5, 3, 6, 6), dtype=torch.uint8)
-    metadata = {"layer": ["fc"] * 5, "neuron": np.arange(5), "score": np.linspace(0, 1, 5),
-                "note": ["a\tb", "c\nd", "e", "f", "g"]}
-    entry = write_embedding(tmp_path, "net/fc", vectors, 7, metadata, sprite)
-
-    assert entry.tensor_name == "net/fc:00007" and entry.tag == "net/fc" and entry.step == 7
-    folder = tmp_path / "00007" / "net%2ffc"  # slashes escaped as add_embedding does
-    assert entry.tensor_path == "00007/net%2ffc/tensors.tsv"
-    assert sorted(p.name for p in folder.iterdir()) == ["metadata.tsv", "sprite.png", "tensors.tsv"]
-    np.testing.assert_allclose(read_embedding_tensor(tmp_path, entry), vectors.numpy(), rtol=1e-6)
-    lines = (folder / "metadata.tsv").read_text().splitlines()
-    assert lines[0] == "layer\tneuron\tscore\tnote" and len(lines) == 6
-    assert lines[2] == "fc\t1\t0.25\tc d"  # tabs and newlines inside values cannot break rows
-    assert read_embedding_metadata(tmp_path, entry)["note"][0] == "a b"
-    image = np.asarray(Image.open(folder / "sprite.png"))
-    assert image.shape == (18, 18, 3) and entry.sprite_dim == (6, 6)  # 3x3 grid of 6x6
-    assert np.array_equal(image[6:12, 0:6], sprite[3].permute(1, 2, 0).numpy())
-    (listed,) = read_projector_config(tmp_path)
-    assert listed == entry and listed.tensor_shape == (5, 3)
-
-
-def test_single_metadata_column_has_no_header(tmp_path):
-    entry = write_embedding(tmp_path, "fc", torch.zeros(3, 2), metadata={"label": ["x", "y", "z"]})
-    assert (tmp_path / entry.metadata_path).read_text() == "x\ny\nz\n"
-
-
-def test_config_is_merged_not_overwritten_and_same_name_replaced(tmp_path):
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(tmp_path)  # an entry from TensorBoard's own add_embedding
-    writer.add_embedding(torch.zeros(4, 2), metadata=list("abcd"), tag="old", global_step=1)
-    writer.close()
-    write_embedding(tmp_path, "fc", torch.zeros(3, 2), 2)
-    write_embedding(tmp_path, "fc", torch.ones(3, 2), 2)  # rewritten: replaces, no duplicate
-    write_embedding(tmp_path, "fc", torch.ones(3, 2), 3)
-    entries = read_projector_config(tmp_path)
-    assert [e.tensor_name for e in entries] == ["old:00001", "fc:00002", "fc:00003"]
-    assert read_embedding_tensor(tmp_path, entries[1]).tolist() == [[1.0, 1.0]] * 3
-
-
-def test_bad_inputs_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"vectors must be \(N, d\)"):
-        write_embedding(tmp_path, "fc", torch.zeros(3), 0)
-    with pytest.raises(ValueError, match="one value per point"):
-        write_embedding(tmp_path, "fc", torch.zeros(3, 2), 0, metadata={"a": [1, 2]})
-    with pytest.raises(ValueError, match="sprite_images"):
-        write_embedding(tmp_path, "fc", torch.zeros(3, 2), 0, sprite_images=torch.zeros(3, 2, 4, 4))
-    with pytest.raises(ValueError, match="8192"):
-        write_embedding(tmp_path, "fc", torch.zeros(4, 2), 0,
-                        sprite_images=torch.zeros(4, 1, 4097, 4097, dtype=torch.uint8))
-    (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "projector_config.pbtxt").write_text("embeddings { nonsense")
-    with pytest.raises(ValueError, match="not a valid projector config"):
-        read_projector_config(tmp_path / "bad")
 
 
 def test_entries_written_before_a_resume_are_still_listed(tmp_path):
@@ -252,62 +189,6 @@ def test_analysis_none_turns_validation_work_off(tmp_path):
     trainer = fit(tmp_path, [semvec], max_epochs=1)
     assert semvec.fidelity == {} and "semvec/classifier.2/fidelity" not in trainer.callback_metrics
     assert not list(tmp_path.rglob("projector_config.pbtxt"))
-
-
-# ------------------------------------------------------------------ neuron images
-
-
-def test_top_inputs_streamed_equal_the_top_inputs_of_the_whole_set():
-    g = torch.Generator().manual_seed(0)
-    acts = torch.randn(50, 6, generator=g)
-    images = torch.rand(50, 3, 9, 7, generator=g)
-    top = TopActivatingInputs(num_neurons=6, k=3, size=4)
-    for start, stop in ((0, 2), (2, 19), (19, 20), (20, 50)):
-        top.update(acts[start:stop], images[start:stop])
-    out = top.compute()
-    values, index = acts.T.topk(3, dim=1)
-    assert torch.equal(out["values"], values)
-    assert torch.equal(out["thumbnails"], to_thumbnails(images, 4)[index])
-
-
-@pytest.mark.filterwarnings("ignore:.*was called before the ``update``")
-def test_top_inputs_merge_gathered_candidates_of_several_processes():
-    g = torch.Generator().manual_seed(1)
-    acts, images = torch.randn(40, 5, generator=g), torch.rand(40, 1, 8, 8, generator=g)
-    ranks = [TopActivatingInputs(5, k=2, size=3) for _ in range(2)]
-    ranks[0].update(acts[0::2], images[0::2])
-    ranks[1].update(acts[1::2], images[1::2])
-    merged = TopActivatingInputs(5, k=2, size=3)
-    # What torchmetrics leaves after its gather (dist_reduce_fx=None): states stacked by rank.
-    merged.values = torch.stack([r.values for r in ranks])
-    merged.thumbnails = torch.stack([r.thumbnails for r in ranks])
-    whole = TopActivatingInputs(5, k=2, size=3)
-    whole.update(acts, images)
-    for key in ("values", "thumbnails"):
-        assert torch.equal(merged.compute()[key], whole.compute()[key])
-
-
-@pytest.mark.parametrize("shape", [(2, 1, 8, 8), (2, 3, 5, 11), (2, 3, 64, 48)])
-def test_thumbnails_of_any_size_and_channels(shape):
-    thumbs = to_thumbnails(torch.randn(*shape), 16)
-    assert thumbs.shape == (2, 3, 16, 16) and thumbs.dtype == torch.uint8
-    assert thumbs.amax(dim=(1, 2, 3)).tolist() == [255, 255]
-    assert thumbs.amin(dim=(1, 2, 3)).tolist() == [0, 0]
-    with pytest.raises(ValueError, match="C in"):
-        to_thumbnails(torch.zeros(2, 2, 4, 4), 4)
-
-
-def test_sprite_limits_for_wide_layers():
-    for n, k in ((16384, 1), (16384, 9), (65536, 1), (3, 9)):
-        size = sprite_thumbnail_size(n, k)
-        grid = int(np.ceil(np.sqrt(k)))
-        assert int(np.ceil(np.sqrt(n))) * grid * size <= 8192
-        assert n * k * 3 * size * size <= 128 * 2**20
-
-
-def test_neuron_metadata_shapes_are_checked():
-    with pytest.raises(ValueError, match=r"shape \(3,\)"):
-        neuron_metadata("fc", 3, {"mean_activation": torch.zeros(4)})
 
 
 # ------------------------------------------------------------------ several processes

@@ -12,5 +12,6 @@ process updates with its own share and ``compute()`` sees the whole set.
 
 from lightning_semvec.metrics.fidelity import SemanticFidelity
 from lightning_semvec.metrics.neuron_statistics import NeuronActivationStatistics
+from lightning_semvec.metrics.top_activating_inputs import TopActivatingInputs
 
-__all__ = ["NeuronActivationStatistics", "SemanticFidelity"]
+__all__ = ["NeuronActivationStatistics", "SemanticFidelity", "TopActivatingInputs"]

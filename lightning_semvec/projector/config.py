@@ -1,0 +1,125 @@
+"""The projector's list of embeddings, ``projector_config.pbtxt``: its entries, parsed and merged.
+
+TensorBoard reads ``<log_dir>/projector_config.pbtxt`` (a ``ProjectorConfig`` protobuf in
+text form) to list a run's embeddings. ``SummaryWriter.add_embedding`` rewrites it from the
+entries one writer has seen, so a resumed run erases the entries of the runs before it;
+:func:`merge_entry` instead adds to what is on disk, replacing only an entry of the same name.
+
+Example:
+    >>> from lightning_semvec.projector.storage import LogDir
+    >>> folder = LogDir.open("memory://semvec-config-doctest")
+    >>> config = load_config(folder)
+    >>> merge_entry(folder, config, EmbeddingEntry("fc:00001", "00001/fc/tensors.tsv", (3, 2)))
+    >>> [(e.tensor_name, e.tensor_shape) for e in entries_of(load_config(folder))]
+    [('fc:00001', (3, 2))]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lightning_semvec.errors import SemvecValueError
+from lightning_semvec.projector.storage import LogDir
+
+__all__ = ["CONFIG_FILENAME", "EmbeddingEntry", "entries_of", "load_config", "merge_entry"]
+
+#: The projector's config file, read by TensorBoard in each run directory.
+CONFIG_FILENAME = "projector_config.pbtxt"
+
+
+@dataclass(frozen=True)
+class EmbeddingEntry:
+    """One embedding listed in a ``projector_config.pbtxt`` (paths relative to its folder).
+
+    Attributes:
+        tensor_name: ``"<tag>:<step:05d>"``, the name the projector shows.
+        tensor_path: the ``tensors.tsv`` file.
+        tensor_shape: ``(N, d)`` when known, else ``()``.
+        metadata_path: the ``metadata.tsv`` file, or ``""``.
+        sprite_path: the ``sprite.png`` file, or ``""``.
+        sprite_dim: ``(width, height)`` of one thumbnail in the sprite, or ``()``.
+
+    Example:
+        >>> entry = EmbeddingEntry("net.fc:00042", "00042/net.fc/tensors.tsv")
+        >>> entry.tag, entry.step
+        ('net.fc', 42)
+    """
+
+    tensor_name: str
+    tensor_path: str
+    tensor_shape: tuple[int, ...] = ()
+    metadata_path: str = ""
+    sprite_path: str = ""
+    sprite_dim: tuple[int, ...] = ()
+
+    @property
+    def tag(self) -> str:
+        """The tag (layer name) part of :attr:`tensor_name`."""
+        tag, _, step = self.tensor_name.rpartition(":")
+        return tag if tag and step.isdigit() else self.tensor_name
+
+    @property
+    def step(self) -> int | None:
+        """The global step part of :attr:`tensor_name`, or ``None`` if it has none."""
+        tag, _, step = self.tensor_name.rpartition(":")
+        return int(step) if tag and step.isdigit() else None
+
+
+def load_config(folder: LogDir) -> Any:
+    """The ``ProjectorConfig`` of ``folder`` (empty if it has no config file).
+
+    Raises:
+        ValueError: if the file is not a valid projector config.
+    """
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+    config = ProjectorConfig()
+    if folder.exists(CONFIG_FILENAME):
+        try:
+            text_format.Parse(folder.read_bytes(CONFIG_FILENAME).decode("utf-8"), config)
+        except (text_format.ParseError, UnicodeDecodeError) as err:
+            raise SemvecValueError(
+                f"{folder.url_of(CONFIG_FILENAME)!r} is not a valid projector config ({err}); "
+                "fix or remove it."
+            ) from err
+    return config
+
+
+def entries_of(config: Any) -> list[EmbeddingEntry]:
+    """The embeddings a ``ProjectorConfig`` lists, in its order."""
+    return [
+        EmbeddingEntry(
+            tensor_name=e.tensor_name,
+            tensor_path=e.tensor_path,
+            tensor_shape=tuple(int(s) for s in e.tensor_shape),
+            metadata_path=e.metadata_path,
+            sprite_path=e.sprite.image_path,
+            sprite_dim=tuple(int(s) for s in e.sprite.single_image_dim),
+        )
+        for e in config.embeddings
+    ]
+
+
+def merge_entry(folder: LogDir, config: Any, entry: EmbeddingEntry) -> None:
+    """Add ``entry`` to ``config`` (replacing one of the same name) and save it in ``folder``.
+
+    ``config`` is what :func:`load_config` returned; it is changed in place.
+    """
+    from google.protobuf import text_format
+
+    kept = [e for e in config.embeddings if e.tensor_name != entry.tensor_name]
+    del config.embeddings[:]
+    config.embeddings.extend(kept)
+    info = config.embeddings.add()
+    info.tensor_name = entry.tensor_name
+    info.tensor_path = entry.tensor_path
+    # A known shape spares TensorBoard reading every tensor file when it lists the config.
+    info.tensor_shape.extend(entry.tensor_shape)
+    if entry.metadata_path:
+        info.metadata_path = entry.metadata_path
+    if entry.sprite_path:
+        info.sprite.image_path = entry.sprite_path
+        info.sprite.single_image_dim.extend(entry.sprite_dim)
+    folder.replace_bytes(CONFIG_FILENAME, text_format.MessageToString(config).encode("utf-8"))

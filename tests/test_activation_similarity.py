@@ -89,7 +89,7 @@ def test_bad_arguments_are_named(kwargs, match):
 
 def test_bad_activations_are_named():
     metric = ActivationSimilarity(10)
-    with pytest.raises(ValueError, match="activations have 11 neurons, the metric was built for 10"):
+    with pytest.raises(ValueError, match="have 11 neurons, the metric was built for 10"):
         metric.update(torch.randn(4, 11))
     with pytest.raises(ValueError, match=r"\(samples, neurons\) tensor"):
         metric.update(torch.randn(4, 10, 2))

@@ -45,7 +45,9 @@ def _check_similarity_and_alive(activation_similarity: Tensor, alive: Tensor) ->
     n = activation_similarity.shape[0]
     if not isinstance(alive, Tensor) or alive.dtype != torch.bool or alive.shape != (n,):
         got = (
-            f"{tuple(alive.shape)} {alive.dtype}" if isinstance(alive, Tensor) else type(alive).__name__
+            f"{tuple(alive.shape)} {alive.dtype}"
+            if isinstance(alive, Tensor)
+            else type(alive).__name__
         )
         raise SemvecValueError(
             f"alive must be a ({n},) bool tensor, one per row of activation_similarity, got {got}."

@@ -11,7 +11,11 @@ from lightning_semvec.functional.neuron_statistics import (
     spearman_upper_triangle,
 )
 from lightning_semvec.functional.similarity import activation_similarity, semantic_similarity
-from lightning_semvec.metrics import NeuronActivationStatistics, SemanticFidelity
+from lightning_semvec.metrics import (
+    ActivationSimilarity,
+    NeuronActivationStatistics,
+    SemanticFidelity,
+)
 
 
 def low_rank_activations(samples=600, neurons=100, rank=4, noise=0.05, seed=0):
@@ -144,6 +148,8 @@ def test_bad_input_raises():
         SemanticFidelity(num_neurons=5000, max_neurons=8, k=8)
     with pytest.raises(ValueError, match="num_neurons"):
         SemanticFidelity(num_neurons=2)
+    with pytest.raises(ValueError, match="compute_with_cache"):
+        SemanticFidelity(num_neurons=10, compute_with_cache=True)
     metric = SemanticFidelity(num_neurons=10)
     with pytest.raises(ValueError, match="neurons"):
         metric.update(torch.randn(4, 11))
@@ -167,8 +173,8 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _run_rank(rank, world_size, port, acts, vectors, labels):
-    """One process's share: half the data, then the synced results."""
+def _run_rank(rank, world_size, port, acts, vectors, labels, save_to=None):
+    """One process's share: half the data, then the synced results (saved to ``save_to``)."""
     dist.init_process_group(
         "gloo",
         init_method=f"tcp://127.0.0.1:{port}",
@@ -177,44 +183,55 @@ def _run_rank(rank, world_size, port, acts, vectors, labels):
         timeout=timedelta(seconds=60),
     )
     try:
+        share = acts.chunk(world_size)[rank]
         metric = SemanticFidelity(num_neurons=acts.shape[1], max_neurons=24, k=3)
         metric.set_vectors(vectors)
-        streamed(metric, acts.chunk(world_size)[rank], batch=17)
-        result = metric.compute()
+        streamed(metric, share, batch=17)
+        # each call gathers for itself and restores the local states: no sample counted twice
         similarity, alive = metric.compute_similarity()
+        result = metric.compute()
+        similarity_again, _ = metric.compute_similarity()
         bound = metric.upper_bound(3)
+        plain = streamed(ActivationSimilarity(num_neurons=acts.shape[1], max_neurons=24), share)
         stats = NeuronActivationStatistics(num_neurons=acts.shape[1], num_classes=4)
-        stats.update(acts.chunk(world_size)[rank], labels.chunk(world_size)[rank])
-        return {
+        stats.update(share, labels.chunk(world_size)[rank])
+        got = {
             "result": result,
             "similarity": similarity,
+            "similarity_again": similarity_again,
             "alive": alive,
             "bound": bound,
             "local_count": metric.count.clone(),
+            "plain": plain.compute(),
             "statistics": stats.compute(),
         }
+        if save_to is not None:
+            torch.save(got, save_to)
+        return got
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.timeout(120)
-def test_two_processes_equal_one_process():
+def test_two_processes_equal_one_process(tmp_path):
     """Two processes (gloo, CPU), each updating with half the data, equal one process.
 
     The test process is rank 0 and one spawned process is rank 1: a spawned process spends
     seconds importing torchmetrics and lightning, so only one is started. It also covers
-    NeuronActivationStatistics, for the same reason.
+    ActivationSimilarity and NeuronActivationStatistics, for the same reason. Both ranks'
+    results are checked: each must see the whole set.
     """
     acts = low_rank_activations(samples=300, neurons=40, rank=3, seed=11)
     vectors = torch.randn(40, 3, generator=torch.Generator().manual_seed(12))
     labels = torch.randint(0, 4, (300,), generator=torch.Generator().manual_seed(13))
     port = _free_port()
+    saved = tmp_path / "rank1.pt"
     other = mp.get_context("spawn").Process(
-        target=_run_rank, args=(1, 2, port, acts, vectors, labels), daemon=True
+        target=_run_rank, args=(1, 2, port, acts, vectors, labels, saved), daemon=True
     )
     other.start()
     try:
-        got = _run_rank(0, 2, port, acts, vectors, labels)
+        rank0 = _run_rank(0, 2, port, acts, vectors, labels)
     finally:
         other.join(timeout=60)
         if other.is_alive():
@@ -226,14 +243,19 @@ def test_two_processes_equal_one_process():
     streamed(single, acts)
     expected = single.compute()
     similarity, alive = single.compute_similarity()
-    torch.testing.assert_close(got["similarity"], similarity, atol=1e-6, rtol=0)
-    assert torch.equal(got["alive"], alive)
-    for key in expected:
-        assert got["result"][key].item() == pytest.approx(expected[key].item(), abs=1e-6)
-    assert got["bound"].item() == pytest.approx(single.upper_bound(3).item(), abs=1e-6)
-    assert got["local_count"].item() == 150  # local state restored after the synced compute
-
+    bound = single.upper_bound(3)
     stats = NeuronActivationStatistics(num_neurons=40, num_classes=4)
     stats.update(acts, labels)
-    for key, value in stats.compute().items():
-        torch.testing.assert_close(got["statistics"][key], value, atol=1e-6, rtol=0)
+    expected_statistics = stats.compute()
+    for got in (rank0, torch.load(saved)):
+        torch.testing.assert_close(got["similarity"], similarity, atol=1e-6, rtol=0)
+        torch.testing.assert_close(got["similarity_again"], similarity, atol=1e-6, rtol=0)
+        assert torch.equal(got["alive"], alive)
+        for key in expected:
+            assert got["result"][key].item() == pytest.approx(expected[key].item(), abs=1e-6)
+        assert got["bound"].item() == pytest.approx(bound.item(), abs=1e-6)
+        assert got["local_count"].item() == 150  # local state restored after each gather
+        torch.testing.assert_close(got["plain"][0], similarity, atol=1e-6, rtol=0)
+        assert torch.equal(got["plain"][1], alive)
+        for key, value in expected_statistics.items():
+            torch.testing.assert_close(got["statistics"][key], value, atol=1e-6, rtol=0)

@@ -16,6 +16,7 @@ from lightning_semvec.functional.alignment_gradient import (
     alignment_gradients,
     plan_alignment_runs,
 )
+from lightning_semvec.functional.fidelity import fidelity_upper_bound, semantic_fidelity
 from lightning_semvec.functional.similarity import (
     activation_similarity,
     normalize_vectors,
@@ -32,9 +33,11 @@ __all__ = [
     "alignment_loss_dense",
     "alignment_loss_factorized",
     "choose_alignment_form",
+    "fidelity_upper_bound",
     "gram_frobenius_sq",
     "normalize_vectors",
     "plan_alignment_runs",
+    "semantic_fidelity",
     "semantic_similarity",
     "standardize_activations",
     "standardize_columns",

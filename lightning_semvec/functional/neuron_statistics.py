@@ -5,7 +5,7 @@ streamed state around them. Shapes use ``M`` for samples, ``N`` for neurons, ``C
 classes and ``d`` for the semantic dimension.
 
 - :func:`spearman_upper_triangle`: Spearman's rho between the pairs ``i < j`` of two
-  ``(N, N)`` similarity matrices (fidelity, METHOD.md section 7).
+  ``(N, N)`` similarity matrices (fidelity, ``docs/method.md#do-the-vectors-mean-something``).
 - :func:`neighbour_agreement`: how many of each neuron's ``k`` nearest neighbours two
   similarity matrices share.
 - :func:`class_selectivity`: the selectivity index of Morcos et al. (2018) and the preferred
@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_semvec.checks import check_int
 from lightning_semvec.functional.similarity import (
     DEAD_ABSOLUTE_TOLERANCE,
     DEAD_RELATIVE_TOLERANCE,
@@ -151,8 +152,7 @@ def neighbour_agreement(s_act: Tensor, s_sem: Tensor, k: int = 5) -> Tensor:
         1.0
     """
     n = _check_square_pair(s_act, s_sem, ("s_act", "s_sem"))
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < n:
-        raise ValueError(f"k must be an integer with 1 <= k < N = {n} (self excluded), got {k!r}.")
+    check_int("k", k, 1, n - 1, hint=f"(N = {n} neurons, self excluded).")
     eye = torch.eye(n, dtype=torch.bool, device=s_act.device)
     act = s_act.masked_fill(eye, float("-inf"))
     sem = s_sem.to(s_act.device).masked_fill(eye, float("-inf"))
@@ -257,8 +257,7 @@ def best_rank_d_vectors(similarity: Tensor, dim: int) -> Tensor:
             f"similarity must be a square (N, N) matrix, got {tuple(similarity.shape)}."
         )
     n = similarity.shape[0]
-    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= n:
-        raise ValueError(f"dim must be an integer with 1 <= dim <= N = {n}, got {dim!r}.")
+    check_int("dim", dim, 1, n, hint=f"(N = {n} neurons).")
     s = similarity.to(torch.float64)
     eigenvalues, eigenvectors = torch.linalg.eigh((s + s.T) / 2.0)  # ascending
     top_values = eigenvalues[-dim:].flip(0).clamp_min(0.0)

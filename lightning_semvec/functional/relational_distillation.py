@@ -1,7 +1,7 @@
 """Relation-based distillation baselines: losses that need the teacher run on every batch.
 
 Pure tensor functions (no Lightning, no state). They are the baselines that static
-distillation is compared with (METHOD.md section 6):
+distillation is compared with (``docs/method.md#baselines-that-need-the-teacher-on-every-batch``):
 
 - :func:`kd_loss`: Hinton et al. 2015, KL between temperature-softened logits.
 - :func:`rkd_loss` (:func:`rkd_distance_loss`, :func:`rkd_angle_loss`): Park et al. 2019,
@@ -32,6 +32,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from lightning_semvec.checks import check_int
 
 #: Softening temperature of Hinton KD in the usual CIFAR-100 setting.
 KD_TEMPERATURE = 4.0
@@ -376,8 +378,7 @@ def cc_loss(
     """
     if not gamma > 0:
         raise ValueError(f"cc_loss: gamma must be > 0, got {gamma}.")
-    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-        raise ValueError(f"cc_loss: order must be an integer >= 1, got {order!r}.")
+    check_int("cc_loss: order", order, 1)
     s, t = _flat_features(student_embedding, teacher_embedding, "cc_loss", min_batch=2)
     b = s.shape[0]
     with torch.no_grad():

@@ -1,17 +1,29 @@
-"""torchmetrics metrics that measure whether semantic vectors mean something (METHOD.md §7).
+"""torchmetrics metrics that measure whether semantic vectors mean something.
 
+The measures are described in ``docs/method.md#do-the-vectors-mean-something``.
+
+- :class:`ActivationSimilarity`: streams the ``(n, n)`` activation similarity and the alive
+  mask of a fixed subset of a layer's neurons over a held-out set.
 - :class:`SemanticFidelity`: streams the activation similarity over a held-out set and
   compares it with the semantic similarity of given vectors (Spearman's rho of the pairs,
   neighbour agreement).
 - :class:`NeuronActivationStatistics`: per-neuron mean activation, class-conditional means,
   class selectivity, preferred class and dead neurons.
+- :class:`TopActivatingInputs`: the inputs (as thumbnails) that activate each neuron most.
 
-Both keep only sums as state (``dist_reduce_fx="sum"`` or ``"max"``), so under DDP each
-process updates with its own share and ``compute()`` sees the whole set.
+The first three keep only sums as state (``dist_reduce_fx="sum"`` or ``"max"``), the last the
+running top ``k`` per neuron; under DDP each process updates with its own share and
+``compute()`` sees the whole set.
 """
 
+from lightning_semvec.metrics.activation_similarity import ActivationSimilarity
 from lightning_semvec.metrics.fidelity import SemanticFidelity
 from lightning_semvec.metrics.neuron_statistics import NeuronActivationStatistics
 from lightning_semvec.metrics.top_activating_inputs import TopActivatingInputs
 
-__all__ = ["NeuronActivationStatistics", "SemanticFidelity", "TopActivatingInputs"]
+__all__ = [
+    "ActivationSimilarity",
+    "NeuronActivationStatistics",
+    "SemanticFidelity",
+    "TopActivatingInputs",
+]

@@ -8,9 +8,12 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from lightning_semvec.functional.neuron_statistics import alive_from_moments, class_selectivity
-from lightning_semvec.metrics.fidelity import _check_int
-from lightning_semvec.functional.neuron_statistics import check_activation_matrix
+from lightning_semvec.checks import check_int
+from lightning_semvec.functional.neuron_statistics import (
+    alive_from_moments,
+    check_activation_matrix,
+    class_selectivity,
+)
 
 
 class NeuronActivationStatistics(Metric):
@@ -69,8 +72,8 @@ class NeuronActivationStatistics(Metric):
         self, num_neurons: int, num_classes: int, validate_args: bool = True, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        self.num_neurons = _check_int("num_neurons", num_neurons, 1)
-        self.num_classes = _check_int("num_classes", num_classes, 2)
+        self.num_neurons = check_int("num_neurons", num_neurons, 1)
+        self.num_classes = check_int("num_classes", num_classes, 2)
         self.validate_args = validate_args
         f64 = torch.float64
         self.add_state("count", torch.zeros((), dtype=f64), dist_reduce_fx="sum")

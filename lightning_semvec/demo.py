@@ -25,6 +25,7 @@ from lightning_semvec.analysis_options import AnalysisOptions
 from lightning_semvec.callback import SemanticVectorCallback
 from lightning_semvec.data import DigitsDataModule
 from lightning_semvec.distillation import StaticDistillationModule
+from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.knowledge import StaticKnowledge
 from lightning_semvec.models import ImageClassifier, SmallCNN, cosine_schedule
 
@@ -62,7 +63,7 @@ def run_demo(
         progress_bar: show Lightning's progress bars.
     """
     if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}.")
+        raise SemvecValueError(f"epochs must be at least 1, got {epochs}.")
     start = time.perf_counter()
     out = Path(out_dir)
     pl.seed_everything(seed, verbose=False)
@@ -153,7 +154,7 @@ def main(
     noisy over a few epochs, and 30 take a few seconds.
     """
     if student_epochs < 1:
-        raise ValueError(f"student_epochs must be at least 1, got {student_epochs}.")
+        raise SemvecValueError(f"student_epochs must be at least 1, got {student_epochs}.")
     result = run_demo(out_dir=out_dir, epochs=epochs, progress_bar=progress_bar)
     result.students = train_students(
         result.knowledge_path, out_dir, student_epochs, progress_bar=progress_bar

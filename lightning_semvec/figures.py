@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.functional.similarity import normalize_vectors
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def cluster_order(similarity: Tensor) -> Tensor:
         [1, 0, 2]
     """
     if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1]:
-        raise ValueError(f"similarity must be (N, N), got {tuple(similarity.shape)}.")
+        raise SemvecValueError(f"similarity must be (N, N), got {tuple(similarity.shape)}.")
     n = similarity.shape[0]
     if n < 3:
         return torch.arange(n)
@@ -119,9 +120,9 @@ def similarity_heatmaps(
         3
     """
     if semantic.ndim != 2 or semantic.shape[0] != semantic.shape[1]:
-        raise ValueError(f"semantic must be (n, n), got {tuple(semantic.shape)}.")
+        raise SemvecValueError(f"semantic must be (n, n), got {tuple(semantic.shape)}.")
     if activation is not None and activation.shape != semantic.shape:
-        raise ValueError(
+        raise SemvecValueError(
             f"activation must have the shape of semantic {tuple(semantic.shape)}, got "
             f"{tuple(activation.shape)}."
         )
@@ -170,7 +171,7 @@ def pca_2d(vectors: Tensor) -> Tensor:
         torch.Size([3, 2])
     """
     if vectors.ndim != 2 or vectors.shape[0] == 0:
-        raise ValueError(f"vectors must be (N, d) with N >= 1, got {tuple(vectors.shape)}.")
+        raise SemvecValueError(f"vectors must be (N, d) with N >= 1, got {tuple(vectors.shape)}.")
     x = normalize_vectors(vectors.detach().cpu()).double()
     x = x - x.mean(dim=0, keepdim=True)
     _, _, vh = torch.linalg.svd(x, full_matrices=False)
@@ -217,14 +218,14 @@ def pca_map(
         torch.as_tensor(dead).cpu().bool()
     )
     if dead_mask.shape != (n,):
-        raise ValueError(f"dead must have shape ({n},), got {dead_mask.shape}.")
+        raise SemvecValueError(f"dead must have shape ({n},), got {dead_mask.shape}.")
     size = 28.0 if n <= 512 else 6.0
     if preferred_class is None:
         ax.scatter(*coords[~dead_mask].T, s=size, color="tab:blue", label="alive")
     else:
         classes = np.asarray(torch.as_tensor(preferred_class).cpu().long())
         if classes.shape != (n,):
-            raise ValueError(f"preferred_class must have shape ({n},), got {classes.shape}.")
+            raise SemvecValueError(f"preferred_class must have shape ({n},), got {classes.shape}.")
         from matplotlib import colormaps
 
         known = sorted(int(c) for c in np.unique(classes[~dead_mask]) if c >= 0)

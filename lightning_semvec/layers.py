@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from lightning_semvec.errors import SemvecValueError
+
 LayerSpec = str | nn.Module
 
 
@@ -52,7 +54,7 @@ def resolve_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec]) ->
     """
     specs: list[LayerSpec] = [layers] if isinstance(layers, (str, nn.Module)) else list(layers)
     if not specs:
-        raise ValueError(
+        raise SemvecValueError(
             "No layers given: pass at least one module name, glob pattern or module, "
             "e.g. layers=['features.*', 'classifier.2']."
         )
@@ -63,7 +65,7 @@ def resolve_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec]) ->
         if isinstance(spec, nn.Module):
             found = [name for name, module in named if module is spec]
             if not found:
-                raise ValueError(
+                raise SemvecValueError(
                     f"The module {type(spec).__name__} passed in `layers` is not a submodule of "
                     f"{type(model).__name__}; pass a module of the model being trained, or its name."
                 )
@@ -76,14 +78,14 @@ def resolve_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec]) ->
                 close = difflib.get_close_matches(spec, names, n=5, cutoff=0.4)
                 hint = f" Closest module names: {', '.join(close)}." if close else ""
                 sample = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-                raise ValueError(
+                raise SemvecValueError(
                     f"Layer {spec!r} matches no module of {type(model).__name__}.{hint} "
                     f"Existing names start with: {sample}. Use dotted names as in "
                     "model.named_modules(), or glob patterns such as 'features.*'."
                 )
             chosen.update(hits)
         else:
-            raise ValueError(
+            raise SemvecValueError(
                 f"Each layer must be a module name, a glob pattern or an nn.Module; got "
                 f"{type(spec).__name__}: {spec!r}."
             )

@@ -9,6 +9,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from lightning_semvec.errors import SemvecTypeError, SemvecValueError
+
 Reduction = Literal["mean", "positions"]
 REDUCTIONS: tuple[str, ...] = ("mean", "positions")
 OutputSelector = int | str | Callable[[Any], Tensor] | None
@@ -42,12 +44,12 @@ class NeuronReadout:
 
     def __post_init__(self) -> None:
         if self.reduction not in REDUCTIONS:
-            raise ValueError(
+            raise SemvecValueError(
                 f"Unknown reduction {self.reduction!r}: use 'mean' (average over positions) "
                 "or 'positions' (every position is a sample)."
             )
         if self.neuron_dim == 0:
-            raise ValueError("neuron_dim=0 is the batch axis; neurons lie on axis 1 or -1.")
+            raise SemvecValueError("neuron_dim=0 is the batch axis; neurons lie on axis 1 or -1.")
 
     def select(self, output: Any, layer: str = "layer") -> Tensor:
         """Pick the activation tensor out of a module's output."""
@@ -59,12 +61,12 @@ class NeuronReadout:
                 else:
                     selected = output[self.select_output]
             except (IndexError, KeyError, TypeError) as err:
-                raise ValueError(
+                raise SemvecValueError(
                     f"select_output={self.select_output!r} could not pick a tensor out of the "
                     f"output of {layer!r} ({_describe(output)}): {err}."
                 ) from err
         if not isinstance(selected, Tensor):
-            raise TypeError(
+            raise SemvecTypeError(
                 f"Layer {layer!r} returned {_describe(selected)}, not a tensor. Tell the callback "
                 "which tensor holds the neurons with select_output: an index for a tuple "
                 "(e.g. select_output=0), a key for a dict, or a callable returning the tensor; "
@@ -91,16 +93,16 @@ class NeuronReadout:
         if detach:
             x = x.detach()
         if not (x.is_floating_point()):
-            raise TypeError(f"Layer {layer!r} returned a {x.dtype} tensor; neurons need floats.")
+            raise SemvecTypeError(f"Layer {layer!r} returned a {x.dtype} tensor; neurons need floats.")
         if x.ndim < 2:
-            raise ValueError(
+            raise SemvecValueError(
                 f"Layer {layer!r} returned shape {tuple(x.shape)}; expected (batch, neurons, ...)."
             )
         if x.ndim == 2:
             return x.float()
         neuron_dim = self.neuron_dim % x.ndim
         if neuron_dim == 0:
-            raise ValueError(f"neuron_dim={self.neuron_dim} points at the batch axis of {layer!r}.")
+            raise SemvecValueError(f"neuron_dim={self.neuron_dim} points at the batch axis of {layer!r}.")
         if self.reduction == "mean":
             # Reduce in place of the layout (no movedim copy): the kept axes are batch, neurons.
             dims = tuple(d for d in range(1, x.ndim) if d != neuron_dim)

@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.functional.similarity import (
     SimilarityKind,
     normalize_vectors,
@@ -155,9 +156,9 @@ def alignment_loss(
         True
     """
     if form not in ALIGNMENT_FORMS:
-        raise ValueError(f"Unknown alignment form {form!r}: use one of {ALIGNMENT_FORMS}.")
+        raise SemvecValueError(f"Unknown alignment form {form!r}: use one of {ALIGNMENT_FORMS}.")
     if activations.ndim != 2 or vectors.ndim != 2 or activations.shape[1] != vectors.shape[0]:
-        raise ValueError(
+        raise SemvecValueError(
             "activations must be (samples, neurons) and vectors (neurons, dim) with the same "
             f"number of neurons; got {tuple(activations.shape)} and {tuple(vectors.shape)}."
         )

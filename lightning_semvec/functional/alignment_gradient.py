@@ -26,6 +26,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.functional.alignment import choose_alignment_form, gram_frobenius_sq
 from lightning_semvec.functional.similarity import SimilarityKind, standardize_columns
 
@@ -94,10 +95,10 @@ def alignment_gradients(
         (True, [True, True])
     """
     if form not in ("dense", "factorized"):
-        raise ValueError(f"Unknown form {form!r}: use 'dense' or 'factorized'.")
+        raise SemvecValueError(f"Unknown form {form!r}: use 'dense' or 'factorized'.")
     sizes = [int(v.shape[0]) for v in vectors]
     if not sizes or activations.ndim != 2 or activations.shape[1] != sum(sizes):
-        raise ValueError(
+        raise SemvecValueError(
             "activations must be (samples, total neurons) with one column per row of the "
             f"vectors; got {tuple(activations.shape)} for layers of {sizes} neurons."
         )

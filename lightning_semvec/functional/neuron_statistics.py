@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from lightning_semvec.checks import check_int
+from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.functional.similarity import (
     DEAD_ABSOLUTE_TOLERANCE,
     DEAD_RELATIVE_TOLERANCE,
@@ -35,9 +36,9 @@ from lightning_semvec.functional.similarity import (
 
 def _check_square_pair(a: Tensor, b: Tensor, names: tuple[str, str]) -> int:
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
-        raise ValueError(f"{names[0]} must be a square (N, N) matrix, got {tuple(a.shape)}.")
+        raise SemvecValueError(f"{names[0]} must be a square (N, N) matrix, got {tuple(a.shape)}.")
     if b.shape != a.shape:
-        raise ValueError(
+        raise SemvecValueError(
             f"{names[0]} and {names[1]} must have the same shape, got {tuple(a.shape)} and "
             f"{tuple(b.shape)}."
         )
@@ -70,7 +71,7 @@ def average_ranks(values: Tensor) -> Tensor:
         [2.0, 3.5, 3.5, 1.0]
     """
     if values.ndim != 1:
-        raise ValueError(f"values must be 1-D, got shape {tuple(values.shape)}.")
+        raise SemvecValueError(f"values must be 1-D, got shape {tuple(values.shape)}.")
     sorted_values, order = torch.sort(values)
     _, counts = torch.unique_consecutive(sorted_values, return_counts=True)
     ends = counts.cumsum(0).to(torch.float64)  # 1-based rank of each group's last member
@@ -107,7 +108,7 @@ def spearman_upper_triangle(a: Tensor, b: Tensor) -> Tensor:
     """
     n = _check_square_pair(a, b, ("a", "b"))
     if n < 3:
-        raise ValueError(f"Spearman's rho needs at least 3 neurons (3 pairs), got N = {n}.")
+        raise SemvecValueError(f"Spearman's rho needs at least 3 neurons (3 pairs), got N = {n}.")
     rows, cols = torch.triu_indices(n, n, offset=1, device=a.device)
     x = a[rows, cols].to(torch.float64)
     y = b.to(a.device)[rows, cols].to(torch.float64)
@@ -201,19 +202,19 @@ def class_selectivity(
         ([0.6, 0.0, 0.0], [0, 0, 0])
     """
     if class_means.ndim != 2:
-        raise ValueError(
+        raise SemvecValueError(
             f"class_means must be (classes, neurons), got shape {tuple(class_means.shape)}."
         )
     num_classes = class_means.shape[0]
     if num_classes < 2:
-        raise ValueError(f"Class selectivity needs at least 2 classes, got {num_classes}.")
+        raise SemvecValueError(f"Class selectivity needs at least 2 classes, got {num_classes}.")
     means = class_means if class_means.is_floating_point() else class_means.float()
     if present is None:
         mu_max, preferred = means.max(dim=0)
         mu_rest = (means.sum(dim=0) - mu_max) / (num_classes - 1)
         return (mu_max - mu_rest) / (mu_max + mu_rest + eps), preferred
     if present.shape != (num_classes,):
-        raise ValueError(
+        raise SemvecValueError(
             f"present must be a ({num_classes},) bool mask, got shape {tuple(present.shape)}."
         )
     keep = present.to(device=means.device, dtype=torch.bool).unsqueeze(1)
@@ -253,7 +254,7 @@ def best_rank_d_vectors(similarity: Tensor, dim: int) -> Tensor:
         True
     """
     if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1]:
-        raise ValueError(
+        raise SemvecValueError(
             f"similarity must be a square (N, N) matrix, got {tuple(similarity.shape)}."
         )
     n = similarity.shape[0]
@@ -347,7 +348,7 @@ def similarity_from_moments(
     check_similarity_kind(kind)
     n = sums.shape[0]
     if sums.ndim != 1 or outer.shape != (n, n) or max_abs.shape != (n,):
-        raise ValueError(
+        raise SemvecValueError(
             "Expected sums (N,), outer (N, N) and max_abs (N,), got "
             f"{tuple(sums.shape)}, {tuple(outer.shape)} and {tuple(max_abs.shape)}."
         )
@@ -376,9 +377,9 @@ def check_activation_matrix(activations: Any, num_neurons: int) -> None:
     """
     if not isinstance(activations, Tensor) or activations.ndim != 2:
         shape = tuple(activations.shape) if isinstance(activations, Tensor) else type(activations)
-        raise ValueError(f"activations must be a (samples, neurons) tensor, got {shape}.")
+        raise SemvecValueError(f"activations must be a (samples, neurons) tensor, got {shape}.")
     if activations.shape[1] != num_neurons:
-        raise ValueError(
+        raise SemvecValueError(
             f"activations have {activations.shape[1]} neurons, the metric was built for "
             f"{num_neurons}."
         )

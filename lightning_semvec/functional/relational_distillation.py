@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_semvec.checks import check_int
+from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 
 #: Softening temperature of Hinton KD in the usual CIFAR-100 setting.
 KD_TEMPERATURE = 4.0
@@ -59,18 +60,18 @@ _EPS = 1e-12
 
 def _check_batch(student: Tensor, teacher: Tensor, what: str, min_batch: int) -> None:
     if not isinstance(student, Tensor) or not isinstance(teacher, Tensor):
-        raise TypeError(
+        raise SemvecTypeError(
             f"{what}: student and teacher must be torch tensors, got "
             f"{type(student).__name__} and {type(teacher).__name__}."
         )
     if student.ndim < 1 or teacher.ndim < 1 or student.shape[0] != teacher.shape[0]:
-        raise ValueError(
+        raise SemvecValueError(
             f"{what}: student and teacher must have the same batch size on their first axis; "
             f"got shapes {tuple(student.shape)} and {tuple(teacher.shape)}. Run the teacher on "
             "the same batch as the student."
         )
     if student.shape[0] < min_batch:
-        raise ValueError(
+        raise SemvecValueError(
             f"{what}: needs a batch of at least {min_batch} samples (it compares samples with "
             f"each other), got {student.shape[0]}. Use a larger batch or drop_last=True in "
             "the DataLoader."
@@ -83,7 +84,7 @@ def _flat_features(
     """Validate and flatten ``(B, ...)`` features to float32 ``(B, D)``; teacher detached."""
     for name, t in (("student", student), ("teacher", teacher)):
         if isinstance(t, Tensor) and t.ndim < 2:
-            raise ValueError(
+            raise SemvecValueError(
                 f"{what}: {name} features must be (batch, features...) with at least 2 "
                 f"dimensions, got shape {tuple(t.shape)}. Add a feature axis, e.g. x.unsqueeze(1)."
             )
@@ -91,7 +92,7 @@ def _flat_features(
     s = student.float().flatten(1)
     t = teacher.detach().float().flatten(1)
     if s.shape[1] == 0 or t.shape[1] == 0:
-        raise ValueError(
+        raise SemvecValueError(
             f"{what}: features must not be empty, got shapes {tuple(student.shape)} and "
             f"{tuple(teacher.shape)}."
         )
@@ -127,18 +128,18 @@ def kd_loss(
     """
     for name, x in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
         if isinstance(x, Tensor) and x.ndim != 2:
-            raise ValueError(
+            raise SemvecValueError(
                 f"kd_loss: {name} must be (batch, classes), got shape {tuple(x.shape)}. "
                 "Flatten extra axes (e.g. tokens) into the batch first."
             )
     _check_batch(student_logits, teacher_logits, "kd_loss", min_batch=1)
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
+        raise SemvecValueError(
             "kd_loss: student and teacher logits must have the same number of classes, got "
             f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}."
         )
     if not temperature > 0:
-        raise ValueError(f"kd_loss: temperature must be > 0, got {temperature}.")
+        raise SemvecValueError(f"kd_loss: temperature must be > 0, got {temperature}.")
     log_p_s = F.log_softmax(student_logits.float() / temperature, dim=1)
     log_p_t = F.log_softmax(teacher_logits.detach().float() / temperature, dim=1)
     kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
@@ -377,7 +378,7 @@ def cc_loss(
         0.1266
     """
     if not gamma > 0:
-        raise ValueError(f"cc_loss: gamma must be > 0, got {gamma}.")
+        raise SemvecValueError(f"cc_loss: gamma must be > 0, got {gamma}.")
     check_int("cc_loss: order", order, 1)
     s, t = _flat_features(student_embedding, teacher_embedding, "cc_loss", min_batch=2)
     b = s.shape[0]
@@ -428,7 +429,7 @@ def pkt_loss(student_features: Tensor, teacher_features: Tensor, eps: float = 1e
         0.0167
     """
     if not eps >= 0:
-        raise ValueError(f"pkt_loss: eps must be >= 0, got {eps}.")
+        raise SemvecValueError(f"pkt_loss: eps must be >= 0, got {eps}.")
     s, t = _flat_features(student_features, teacher_features, "pkt_loss", min_batch=2)
     with torch.no_grad():
         p_t = _pkt_conditional(t, eps)

@@ -11,6 +11,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lightning_semvec.errors import SemvecValueError
+
 SimilarityKind = Literal["pearson", "cosine"]
 SIMILARITY_KINDS: tuple[str, ...] = ("pearson", "cosine")
 
@@ -24,7 +26,7 @@ DEAD_ABSOLUTE_TOLERANCE = 1e-12
 def check_similarity_kind(kind: str) -> None:
     """Raise a clear ``ValueError`` unless ``kind`` is a known similarity kind."""
     if kind not in SIMILARITY_KINDS:
-        raise ValueError(
+        raise SemvecValueError(
             f"Unknown similarity kind {kind!r}: use 'pearson' (centred, the default) or 'cosine'."
         )
 
@@ -98,7 +100,7 @@ def standardize_columns(
     """
     check_similarity_kind(kind)
     if activations.ndim != 2:
-        raise ValueError(
+        raise SemvecValueError(
             f"activations must be (samples, neurons), got shape {tuple(activations.shape)}."
         )
     # Memory matters for wide layers: at most one (M, N) temporary is made (two with
@@ -158,7 +160,7 @@ def normalize_vectors(vectors: Tensor) -> Tensor:
         tensor([[0.6000, 0.8000]])
     """
     if vectors.ndim != 2:
-        raise ValueError(f"vectors must be (neurons, dim), got shape {tuple(vectors.shape)}.")
+        raise SemvecValueError(f"vectors must be (neurons, dim), got shape {tuple(vectors.shape)}.")
     return torch.nn.functional.normalize(vectors.float(), dim=1, eps=1e-12)
 
 

@@ -9,6 +9,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from lightning_semvec.checks import check_int
+from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.functional.neuron_statistics import (
     alive_from_moments,
     check_activation_matrix,
@@ -90,17 +91,17 @@ class NeuronActivationStatistics(Metric):
         check_activation_matrix(activations, self.num_neurons)
         if not isinstance(labels, Tensor) or labels.shape != (activations.shape[0],):
             shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels)
-            raise ValueError(
+            raise SemvecValueError(
                 f"labels must be a ({activations.shape[0]},) tensor, one per sample, got {shape}."
             )
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-            raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}.")
+            raise SemvecValueError(f"labels must be integer class indices, got dtype {labels.dtype}.")
         if activations.shape[0] == 0:
             return
         if self.validate_args:
             low, high = int(labels.min()), int(labels.max())
             if low < 0 or high >= self.num_classes:
-                raise ValueError(
+                raise SemvecValueError(
                     f"labels must lie in [0, {self.num_classes}), got values in [{low}, {high}]."
                 )
         x = activations.detach().to(self.sums.dtype)

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from lightning_semvec.errors import SemvecFileNotFoundError, SemvecValueError
 from lightning_semvec.knowledge import StaticKnowledge
 
 CALLBACK_PREFIX = "SemanticVectorCallback"
@@ -42,7 +43,7 @@ def knowledge_from_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint at {path}.")
+        raise SemvecFileNotFoundError(f"No checkpoint at {path}.")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not trust_checkpoint)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as err:
@@ -50,21 +51,21 @@ def knowledge_from_checkpoint(
             " If it is a checkpoint you trust that holds objects other than tensors, pass "
             "--trust-checkpoint (trust_checkpoint=True)."
         )
-        raise ValueError(f"Could not load {path} as a Lightning checkpoint: {err}.{hint}") from err
+        raise SemvecValueError(f"Could not load {path} as a Lightning checkpoint: {err}.{hint}") from err
     if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path} is not a Lightning checkpoint (a dict with 'callbacks').")
+        raise SemvecValueError(f"{path} is not a Lightning checkpoint (a dict with 'callbacks').")
     states = semantic_vector_states(checkpoint)
     if not states:
-        raise ValueError(
+        raise SemvecValueError(
             f"{path} holds no SemanticVectorCallback state with vectors: train with the callback "
             "and save a checkpoint after at least one training step."
         )
     if key is None:
         if len(states) > 1:
-            raise ValueError(f"{path} holds several callbacks; choose one with key=: {list(states)}.")
+            raise SemvecValueError(f"{path} holds several callbacks; choose one with key=: {list(states)}.")
         key = next(iter(states))
     if key not in states:
-        raise ValueError(f"No callback state {key!r} in {path}; it has {list(states)}.")
+        raise SemvecValueError(f"No callback state {key!r} in {path}; it has {list(states)}.")
     state = states[key]
     meta = state.get("knowledge") or {}
     readouts = meta.get("readouts") or {}

@@ -18,7 +18,6 @@ dead), read from the newest Embedding Projector metadata that
 
 from __future__ import annotations
 
-import argparse
 import html
 import os
 import re
@@ -30,9 +29,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from lightning_semvec.checks import check_int
+from lightning_semvec.errors import SemvecFileNotFoundError
 from lightning_semvec.figures import evenly_spaced, pca_map, similarity_heatmaps
 from lightning_semvec.functional.similarity import normalize_vectors, semantic_similarity
-from lightning_semvec.knowledge import KnowledgeFileError, StaticKnowledge
+from lightning_semvec.knowledge import StaticKnowledge
 from lightning_semvec.projector import (
     CONFIG_FILENAME,
     read_embedding_metadata,
@@ -88,7 +89,7 @@ def find_projector_metadata(log_dir: str | os.PathLike[str]) -> dict[str, Projec
     """
     root = Path(log_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"Log folder {str(root)!r} does not exist.")
+        raise SemvecFileNotFoundError(f"Log folder {str(root)!r} does not exist.")
     best: dict[str, tuple[tuple[int, float], ProjectorMetadata]] = {}
     for config in sorted(root.rglob(CONFIG_FILENAME)):
         run = config.parent
@@ -156,6 +157,8 @@ def write_report(
 ) -> Path:
     """Write the report folder of a knowledge file; returns the path of its ``index.html``.
 
+    ``semvec report`` takes its arguments and options from this signature.
+
     Args:
         knowledge_path: a ``.semvec.safetensors`` knowledge file.
         out_dir: the folder to write (created if needed; files of the same names replaced).
@@ -172,7 +175,9 @@ def write_report(
 
     Raises:
         KnowledgeFileError: if ``knowledge_path`` is not a valid knowledge file.
-        FileNotFoundError: if ``knowledge_path`` or ``log_dir`` does not exist.
+        SemvecFileNotFoundError: if ``knowledge_path`` or ``log_dir`` does not exist.
+        SemvecValueError: if ``max_heatmap_neurons`` is not an integer >= 1, or
+            ``neighbours`` or ``max_table_rows`` not one >= 0.
 
     Example:
         >>> import tempfile, os, torch
@@ -184,9 +189,12 @@ def write_report(
         ...     sorted(p.name for p in index.parent.iterdir())
         ['00_fc_pca.png', '00_fc_similarity.png', 'index.html']
     """
+    check_int("max_heatmap_neurons", max_heatmap_neurons, 1)
+    check_int("neighbours", neighbours, 0)
+    check_int("max_table_rows", max_table_rows, 0)
     knowledge_path = Path(knowledge_path)
     if not knowledge_path.is_file():
-        raise FileNotFoundError(f"Knowledge file {str(knowledge_path)!r} does not exist.")
+        raise SemvecFileNotFoundError(f"Knowledge file {str(knowledge_path)!r} does not exist.")
     knowledge = StaticKnowledge.load(knowledge_path)
     metadata = find_projector_metadata(log_dir) if log_dir is not None else {}
     out = Path(out_dir)
@@ -339,29 +347,15 @@ section {{ margin-top: 2.5em; }}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m lightning_semvec.report KNOWLEDGE OUT_DIR [--log-dir DIR]``.
+    """``semvec report`` (kept for ``python -m lightning_semvec.report``); returns its exit status.
 
-    Returns the exit status: 0 on success, 1 when the knowledge file or log folder cannot be
-    read (the reason is printed to stderr), 2 for bad arguments.
+    ``argv`` defaults to ``sys.argv[1:]``: ``KNOWLEDGE OUT_DIR [--log-dir DIR]``. The exit
+    status is the command line's: 0 on success, 2 for bad arguments or a knowledge file or log
+    folder that cannot be read (the reason is printed to stderr).
     """
-    parser = argparse.ArgumentParser(
-        prog="semvec report",
-        description="Write a static HTML report (figures and a per-neuron table) of a "
-        "knowledge file.",
-    )
-    parser.add_argument("knowledge", help="the .semvec.safetensors knowledge file")
-    parser.add_argument("out_dir", help="folder to write the report to")
-    parser.add_argument("--log-dir", default=None,
-                        help="TensorBoard log folder of the run, for per-neuron validation "
-                        "statistics from its projector metadata")
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    try:
-        index = write_report(args.knowledge, args.out_dir, args.log_dir)
-    except (KnowledgeFileError, FileNotFoundError, ValueError) as err:
-        print(f"semvec report: error: {err}", file=sys.stderr)
-        return 1
-    print(f"Report written to {index}")
-    return 0
+    from lightning_semvec.cli import main as semvec
+
+    return semvec(["report", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ def command_parser(
     parser = ArgumentParser(
         prog=f"semvec {name}", description=command.summary, epilog=command.examples,
         formatter_class=_HelpFormatter,
+        # No prefixes (``--out`` for ``--out_dir``): a new option would silently take them over.
+        allow_abbrev=False,
     )
     parser.add_function_arguments(function, as_group=False, as_positional=True)
     flags = {name for name, hint in get_type_hints(function).items() if hint is bool}

@@ -3,23 +3,27 @@
 ``semvec fit`` and ``semvec distill`` are :class:`~lightning.pytorch.cli.LightningCLI` programs,
 so configs, ``--print_config``, YAML files (``--config``) and dotted overrides work as in any
 Lightning project. ``semvec demo``, ``semvec report`` and ``semvec export`` are small
-commands around the library.
+commands around the library, parsed by jsonargparse from one typed function each
+(:mod:`lightning_semvec.cli_small_commands`).
+
+A :class:`~lightning_semvec.errors.SemvecError` (the user's input was wrong) prints one line,
+``semvec <command>: error: <message>``, and exits with status 2, as bad arguments do; any other
+exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+
+from lightning_semvec.cli_small_commands import SMALL_COMMANDS, run_small_command
+from lightning_semvec.errors import SemvecError
 
 COMMANDS = {
     "fit": "train any LightningModule + LightningDataModule with the semantic vector callback",
     "distill": "static distillation of a student from a knowledge file (no teacher)",
-    "demo": "teacher, plain student and static student on the embedded digits (no download)",
-    "report": "an offline HTML report (figures + per-neuron table) from a knowledge file",
-    "export": "a knowledge file from a checkpoint's callback state",
+    **{name: command.summary for name, command in SMALL_COMMANDS.items()},
 }
 
 FIT_EXAMPLES = """examples:
@@ -112,55 +116,6 @@ def _argv_for_lightning_cli() -> Iterator[None]:
         sys.argv = saved
 
 
-def _small_parser(name: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"semvec {name}", description=COMMANDS[name],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    if name == "demo":
-        parser.add_argument("--epochs", type=int, default=10, help="teacher epochs (default 10)")
-        parser.add_argument("--student-epochs", type=int, default=30,
-                            help="epochs of each student (default 30)")
-        parser.add_argument("--out", default="semvec_runs", help="output folder (default semvec_runs)")
-        parser.add_argument("--no-progress-bar", action="store_true", help="hide progress bars")
-        parser.epilog = "examples:\n  semvec demo\n  semvec demo --epochs 3 --out /tmp/semvec_runs\n"
-    elif name == "report":
-        parser.add_argument("knowledge", help="a knowledge file (.semvec.safetensors)")
-        parser.add_argument("out", help="folder to write the report into")
-        parser.add_argument("--log-dir", "--logdir", dest="logdir", default=None,
-                            help="a TensorBoard log dir whose projector files add per-neuron statistics")
-        parser.epilog = ("examples:\n  semvec report semvec_runs/demo.semvec.safetensors report/\n"
-                         "  semvec report teacher.semvec.safetensors report/ --log-dir lightning_logs\n")
-    elif name == "export":
-        parser.add_argument("checkpoint", help="a Lightning .ckpt saved with the callback")
-        parser.add_argument("out", help="the knowledge file to write (.semvec.safetensors)")
-        parser.add_argument("--key", default=None, help="the callback's state_key, if several")
-        parser.add_argument("--trust-checkpoint", action="store_true",
-                            help="allow objects other than tensors (only for checkpoints you trust)")
-        parser.epilog = ("examples:\n  semvec export lightning_logs/version_0/checkpoints/last.ckpt "
-                         "teacher.semvec.safetensors\n")
-    return parser
-
-
-def _run_small(name: str, args: Sequence[str]) -> int:
-    parsed = _small_parser(name).parse_args(args)
-    if name == "demo":
-        from lightning_semvec.demo import main as demo_main
-
-        demo_main(epochs=parsed.epochs, out_dir=parsed.out, progress_bar=not parsed.no_progress_bar,
-                  student_epochs=parsed.student_epochs)
-    elif name == "report":
-        from lightning_semvec.report import write_report
-
-        print(f"Report: {write_report(parsed.knowledge, parsed.out, log_dir=parsed.logdir)}")
-    else:
-        from lightning_semvec.checkpoint_export import knowledge_from_checkpoint
-
-        knowledge = knowledge_from_checkpoint(parsed.checkpoint, parsed.key, parsed.trust_checkpoint)
-        print(f"Knowledge file: {knowledge.save(parsed.out)}")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``semvec`` console script; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -178,13 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif command == "distill":
             _distill_cli(rest)
         else:
-            return _run_small(command, rest)
-    except SystemExit as exit_:
+            run_small_command(command, rest)
+    except SystemExit as exit_:  # --help (0) and bad arguments (2) from the parsers
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
-    except (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError) as err:
-        # Bad input gets one clear line, not a traceback.
-        message: Any = err.args[0] if err.args else err
-        print(f"semvec {command}: error: {message}", file=sys.stderr)
+    except SemvecError as err:
+        # Only the user's input: a bug in the library (any other exception) keeps its traceback.
+        print(f"semvec {command}: error: {err}", file=sys.stderr)
         return 2
     return 0
 

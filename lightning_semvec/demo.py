@@ -1,6 +1,6 @@
 """The embedded demo: scikit-learn's handwritten digits, no download needed.
 
-Run it with ``semvec demo`` (or ``python -m lightning_semvec.demo``). It
+Run it with ``semvec demo`` (or ``python -m lightning_semvec.demo``, the same command). It
 
 1. trains a teacher CNN on the digits with :class:`~lightning_semvec.SemanticVectorCallback` on
    its conv stages and logits, logging to TensorBoard, and exports the knowledge file;
@@ -23,9 +23,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_semvec.analysis_options import AnalysisOptions
 from lightning_semvec.callback import SemanticVectorCallback
+from lightning_semvec.checks import check_int
 from lightning_semvec.data import DigitsDataModule
 from lightning_semvec.distillation import StaticDistillationModule
-from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.knowledge import StaticKnowledge
 from lightning_semvec.models import ImageClassifier, SmallCNN, cosine_schedule
 
@@ -62,8 +62,7 @@ def run_demo(
         seed: seed for data split, model and vectors.
         progress_bar: show Lightning's progress bars.
     """
-    if epochs < 1:
-        raise SemvecValueError(f"epochs must be at least 1, got {epochs}.")
+    check_int("epochs", epochs, 1)
     start = time.perf_counter()
     out = Path(out_dir)
     pl.seed_everything(seed, verbose=False)
@@ -150,11 +149,20 @@ def main(
 ) -> DemoResult:
     """Run the whole demo (teacher, knowledge file, two students, report) and print a summary.
 
-    The students train for ``student_epochs`` (with a cosine schedule): a 4-channel student is
-    noisy over a few epochs, and 30 take a few seconds.
+    ``semvec demo`` takes its options from this signature.
+
+    Args:
+        epochs: teacher epochs.
+        out_dir: output folder (TensorBoard logs, the knowledge file and the report).
+        progress_bar: show Lightning's progress bars.
+        student_epochs: epochs of each student (with a cosine schedule): a 4-channel student
+            is noisy over a few epochs, and 30 take a few seconds.
+
+    Raises:
+        SemvecValueError: ``epochs`` or ``student_epochs`` is not an integer >= 1.
     """
-    if student_epochs < 1:
-        raise SemvecValueError(f"student_epochs must be at least 1, got {student_epochs}.")
+    check_int("epochs", epochs, 1)
+    check_int("student_epochs", student_epochs, 1)
     result = run_demo(out_dir=out_dir, epochs=epochs, progress_bar=progress_bar)
     result.students = train_students(
         result.knowledge_path, out_dir, student_epochs, progress_bar=progress_bar
@@ -187,4 +195,8 @@ def main(
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from lightning_semvec.cli import main as semvec
+
+    sys.exit(semvec(["demo", *sys.argv[1:]]))

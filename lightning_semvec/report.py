@@ -16,22 +16,22 @@ about each neuron (preferred class, class selectivity, mean activation, dead).
 
 from __future__ import annotations
 
-import argparse
 import html
-import warnings
 import os
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from lightning_semvec.checks import check_int
+from lightning_semvec.errors import SemvecFileNotFoundError
 from lightning_semvec.figures import evenly_spaced, pca_map, similarity_heatmaps
 from lightning_semvec.functional.similarity import normalize_vectors, semantic_similarity
-from lightning_semvec.errors import SemvecFileNotFoundError
-from lightning_semvec.knowledge import KnowledgeFileError, StaticKnowledge
+from lightning_semvec.knowledge import StaticKnowledge
 
 __all__ = [
     "main",
@@ -93,6 +93,8 @@ def write_report(
 ) -> Path:
     """Write the report folder of a knowledge file; returns the path of its ``index.html``.
 
+    ``semvec report`` takes its arguments and options from this signature.
+
     Args:
         knowledge_path: a ``.semvec.safetensors`` knowledge file. When it carries per-neuron
             statistics (files exported by lightning_semvec 0.2 after an analysed validation
@@ -110,7 +112,9 @@ def write_report(
 
     Raises:
         KnowledgeFileError: if ``knowledge_path`` is not a valid knowledge file.
-        FileNotFoundError: if ``knowledge_path`` does not exist.
+        SemvecFileNotFoundError: if ``knowledge_path`` does not exist.
+        SemvecValueError: if ``max_heatmap_neurons`` is not an integer >= 1, or
+            ``neighbours`` or ``max_table_rows`` not one >= 0.
 
     Example:
         >>> import tempfile, os, torch
@@ -122,6 +126,9 @@ def write_report(
         ...     sorted(p.name for p in index.parent.iterdir())
         ['00_fc_pca.png', '00_fc_similarity.png', 'index.html']
     """
+    check_int("max_heatmap_neurons", max_heatmap_neurons, 1)
+    check_int("neighbours", neighbours, 0)
+    check_int("max_table_rows", max_table_rows, 0)
     if log_dir is not None:
         warnings.warn(
             "write_report(log_dir=...) is deprecated and ignored: the per-neuron statistics "
@@ -266,29 +273,15 @@ section {{ margin-top: 2.5em; }}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m lightning_semvec.report KNOWLEDGE OUT_DIR [--log-dir DIR]``.
+    """``semvec report`` (kept for ``python -m lightning_semvec.report``); returns its exit status.
 
-    Returns the exit status: 0 on success, 1 when the knowledge file or log folder cannot be
-    read (the reason is printed to stderr), 2 for bad arguments.
+    ``argv`` defaults to ``sys.argv[1:]``: ``KNOWLEDGE OUT_DIR``. The exit status is the command
+    line's: 0 on success, 2 for bad arguments or a knowledge file that cannot be read (the
+    reason is printed to stderr).
     """
-    parser = argparse.ArgumentParser(
-        prog="semvec report",
-        description="Write a static HTML report (figures and a per-neuron table) of a "
-        "knowledge file.",
-    )
-    parser.add_argument("knowledge", help="the .semvec.safetensors knowledge file")
-    parser.add_argument("out_dir", help="folder to write the report to")
-    parser.add_argument("--log-dir", default=None,
-                        help="TensorBoard log folder of the run, for per-neuron validation "
-                        "statistics from its projector metadata")
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    try:
-        index = write_report(args.knowledge, args.out_dir, args.log_dir)
-    except (KnowledgeFileError, FileNotFoundError, ValueError) as err:
-        print(f"semvec report: error: {err}", file=sys.stderr)
-        return 1
-    print(f"Report written to {index}")
-    return 0
+    from lightning_semvec.cli import main as semvec
+
+    return semvec(["report", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """The `semvec` command line, run as a user would (in-process, tiny sizes)."""
 
-import pytest
+import functools
 
-from lightning_semvec import StaticKnowledge
+import pytest
+import torch
+
+from lightning_semvec import StaticKnowledge, checkpoint_export, demo, report
 from lightning_semvec.cli import main
 
 TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
@@ -24,7 +27,9 @@ def test_fit_exports_knowledge_and_checkpoint_exports_the_same(fitted):
     assert knowledge["net.classifier.3"].vectors.shape == (10, 4)
     assert knowledge.class_names == [str(i) for i in range(10)]
     checkpoint = next(fitted.glob("lightning_logs/version_0/checkpoints/*.ckpt"))
-    assert main(["export", str(checkpoint), str(fitted / "e.semvec.safetensors")]) == 0
+    # --trust-checkpoint alone, as the argparse command line took it.
+    assert main(["export", str(checkpoint), str(fitted / "e.semvec.safetensors"),
+                 "--trust-checkpoint"]) == 0
     exported = StaticKnowledge.load(fitted / "e.semvec.safetensors")
     for name in knowledge.layer_names:
         assert exported[name].vectors.equal(knowledge[name].vectors)
@@ -43,27 +48,132 @@ def test_distill_from_the_knowledge_file(fitted):
 
 
 def test_report_from_the_knowledge_file(fitted, capsys):
+    # No log folder: the validation statistics travel in the knowledge file.
     assert main(["report", "k.semvec.safetensors", "report"]) == 0
-    assert (fitted / "report" / "index.html").is_file()
+    page = (fitted / "report" / "index.html").read_text()
+    assert "<th>preferred class</th>" in page and "<th>dead</th>" in page
     assert "Report:" in capsys.readouterr().out
+    # The old --logdir spelling still parses; the folder is no longer read.
+    with pytest.warns(FutureWarning, match="deprecated and ignored"):
+        assert main(["report", "k.semvec.safetensors", "report", "--logdir", "lightning_logs"]) == 0
+
+
+@pytest.fixture
+def small_knowledge(tmp_path, monkeypatch):
+    """A knowledge file `k.semvec.safetensors` of one 3-neuron layer, in the current folder."""
+    monkeypatch.chdir(tmp_path)
+    return StaticKnowledge.from_vectors({"fc": torch.eye(3)}).save(tmp_path / "k.semvec.safetensors")
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["bogus"], "unknown command 'bogus'"),
-        (["export", "missing.ckpt", "out.semvec.safetensors"], "No checkpoint at missing.ckpt"),
-        (["report", "missing.semvec.safetensors", "out"], "missing.semvec.safetensors"),
-        (["fit", "--semvec.dim", "0", *TINY], "dim must be an integer >= 1"),
-        (["demo", "--epochs", "0"], "epochs must be at least 1"),
-        (["demo", "--student-epochs", "0"], "student_epochs must be at least 1"),
+        (["bogus"], "semvec: error: unknown command 'bogus'"),
+        (["export", "missing.ckpt", "out.semvec.safetensors"],
+         "semvec export: error: No checkpoint at missing.ckpt"),
+        (["report", "missing.semvec.safetensors", "out"],
+         "semvec report: error: Knowledge file 'missing.semvec.safetensors' does not exist"),
+        (["report", "k.semvec.safetensors", "out", "--neighbours", "-1"],
+         "semvec report: error: neighbours must be an integer >= 0, got -1."),
+        (["report", "k.semvec.safetensors", "out", "--max-heatmap-neurons", "0"],
+         "semvec report: error: max_heatmap_neurons must be an integer >= 1, got 0."),
+        (["report", "k.semvec.safetensors", "out", "--max-table-rows", "-1"],
+         "semvec report: error: max_table_rows must be an integer >= 0, got -1."),
+        (["report", "bad.semvec.safetensors", "out"],
+         "semvec report: error: 'bad.semvec.safetensors' is truncated"),
+        (["distill", *TINY, "--model.knowledge", "bad.semvec.safetensors",
+          "--model.student", "lightning_semvec.models.SmallCNN",
+          "--model.layer_map", "{classifier.3: net.classifier.3}"],
+         "semvec distill: error: 'bad.semvec.safetensors' is truncated"),
+        (["fit", "--semvec.dim", "0", *TINY], "semvec fit: error: dim must be an integer >= 1"),
+        (["demo", "--epochs", "0"], "semvec demo: error: epochs must be an integer >= 1, got 0."),
+        (["demo", "--student-epochs", "0"],
+         "semvec demo: error: student_epochs must be an integer >= 1, got 0."),
     ],
 )
-def test_bad_arguments_give_one_clear_line(argv, message, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+def test_bad_input_gives_one_clear_line(argv, message, small_knowledge, capsys):
+    (small_knowledge.parent / "bad.semvec.safetensors").write_bytes(b"junk")
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["demo", "--epochs", "three"], 'Parser key "epochs"'),
+        (["demo", "--unknown", "1"], "unrecognized arguments: --unknown 1"),
+        (["report", "k.semvec.safetensors"], "out_dir"),
+        (["export", "a.ckpt", "b", "--trust-checkpoint", "maybe"], "trust_checkpoint"),
+    ],
+)
+def test_bad_arguments_exit_2_with_usage(argv, message, small_knowledge, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "usage: semvec" in err
+
+
+def _checkpoint_with_states(path, *keys):
+    state = {"vectors": {"fc": torch.eye(3)}, "training_steps": 1}
+    torch.save({"callbacks": {key: state for key in keys}}, path)
+    return path
+
+
+def test_export_chooses_among_several_callbacks_with_key(tmp_path, capsys):
+    checkpoint = _checkpoint_with_states(
+        tmp_path / "two.ckpt", "SemanticVectorCallback{'a': 1}", "SemanticVectorCallback{'a': 2}"
+    )
+    out = str(tmp_path / "k.semvec.safetensors")
+    assert main(["export", str(checkpoint), out]) == 2
+    assert "holds several callbacks" in capsys.readouterr().err
+    assert main(["export", str(checkpoint), out, "--key", "nope"]) == 2
+    assert "No callback state 'nope'" in capsys.readouterr().err
+    assert main(["export", str(checkpoint), out, "--key", "SemanticVectorCallback{'a': 2}"]) == 0
+    assert StaticKnowledge.load(out).extra["state_key"] == "SemanticVectorCallback{'a': 2}"
+
+
+@pytest.mark.parametrize("error", [RuntimeError, TypeError, KeyError, ValueError])
+@pytest.mark.parametrize(
+    "argv, module, function",
+    [
+        (["report", "k.semvec.safetensors", "out"], report, "pca_map"),
+        (["report", "k.semvec.safetensors", "out"], report, "nearest_neighbours"),
+        (["export", "model.ckpt", "out.semvec.safetensors"], checkpoint_export,
+         "semantic_vector_states"),
+    ],
+)
+def test_a_library_bug_keeps_its_traceback(
+    argv, module, function, error, small_knowledge, monkeypatch
+):
+    """Only SemvecError is the user's fault: any other exception propagates out of main."""
+    _checkpoint_with_states(small_knowledge.parent / "model.ckpt", "SemanticVectorCallback")
+
+    def bug(*args, **kwargs):
+        raise error("a bug in the library")
+
+    monkeypatch.setattr(module, function, bug)
+    with pytest.raises(error, match="a bug in the library"):
+        main(argv)
+
+
+def test_demo_options_keep_their_argparse_spellings(monkeypatch):
+    """`semvec demo` passes each spelling to demo.main (recorded, not run: it takes a minute)."""
+    calls = []
+
+    @functools.wraps(demo.main)  # the same signature and docstring, so the same options
+    def record(**kwargs):
+        calls.append(kwargs)
+
+    monkeypatch.setattr(demo, "main", record)
+    assert main(["demo", "--epochs", "3", "--student-epochs", "4", "--out", "runs",
+                 "--no-progress-bar"]) == 0
+    assert main(["demo", "--student_epochs=5", "--out_dir=other", "--progress_bar", "false"]) == 0
+    assert main(["demo"]) == 0
+    assert calls == [
+        {"epochs": 3, "out_dir": "runs", "progress_bar": False, "student_epochs": 4},
+        {"epochs": 10, "out_dir": "other", "progress_bar": False, "student_epochs": 5},
+        {"epochs": 10, "out_dir": "semvec_runs", "progress_bar": True, "student_epochs": 30},
+    ]
 
 
 def test_export_of_a_checkpoint_without_the_callback(tmp_path, capsys):

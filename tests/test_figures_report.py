@@ -142,10 +142,11 @@ def test_report_main(tmp_path, capsys):
     path = knowledge.save(tmp_path / "k.semvec.safetensors")
     assert main([str(path), str(tmp_path / "out")]) == 0
     assert "index.html" in capsys.readouterr().out
-    assert main([str(tmp_path / "missing.semvec.safetensors"), str(tmp_path / "out")]) == 1
-    assert "does not exist" in capsys.readouterr().err
+    # The exit status of `semvec report`: 2 for input that cannot be read.
+    assert main([str(tmp_path / "missing.semvec.safetensors"), str(tmp_path / "out")]) == 2
+    assert "semvec report: error: Knowledge file" in capsys.readouterr().err
     (tmp_path / "bad.safetensors").write_bytes(b"\x80\x04junk")
-    assert main([str(tmp_path / "bad.safetensors"), str(tmp_path / "out")]) == 1
+    assert main([str(tmp_path / "bad.safetensors"), str(tmp_path / "out")]) == 2
     assert "not a safetensors knowledge file" in capsys.readouterr().err
 
 

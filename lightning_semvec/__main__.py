@@ -1,0 +1,7 @@
+"""``python -m lightning_semvec ARGS`` is ``semvec ARGS`` (where the console script is not on PATH)."""
+
+import sys
+
+from lightning_semvec.cli import main
+
+sys.exit(main())

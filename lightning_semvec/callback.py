@@ -441,7 +441,7 @@ class SemanticVectorCallback(Callback):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             capture = self._capture
             if capture is not None and capture.wants(name, module.training):
-                capture.add(name, readout.read(output, name))
+                capture.add(name, output, readout)
 
         return hook
 

@@ -5,11 +5,13 @@ mode matches the capture's (training or eval)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from lightning_semvec.errors import SemvecValueError
+from lightning_semvec.neurons import NeuronReadout
 
 __all__ = ["LayerCapture"]
 
@@ -33,7 +35,8 @@ class LayerCapture:
         >>> capture = LayerCapture(["fc"], training=True, warn_once=lambda k, m: None)
         >>> capture.wants("fc", training=False), capture.wants("fc", training=True)
         (False, True)
-        >>> capture.add("fc", torch.ones(4, 3)); capture.add("fc", torch.zeros(2, 3))
+        >>> readout = NeuronReadout()
+        >>> capture.add("fc", torch.ones(4, 3), readout); capture.add("fc", torch.zeros(2, 3), readout)
         >>> capture.activations("fc").shape
         torch.Size([6, 3])
     """
@@ -59,11 +62,16 @@ class LayerCapture:
         """Whether a call of layer ``name`` in this mode is kept."""
         return training == self.training and name in self.chunks
 
-    def add(self, name: str, activations: Tensor) -> None:
-        """Keep one call's ``(M, N)`` activations; several calls per forward are stacked as
+    def add(self, name: str, output: Any, readout: NeuronReadout) -> None:
+        """Keep one call's ``(M, N)`` activations, read from the layer's ``output``.
+
+        What is kept never shares memory with the output (a later in-place op on it, such as
+        ``ReLU(inplace=True)`` or ``out += identity``, cannot change it); a wide layer's subset
+        is read directly, copying only its neurons. Several calls per forward are stacked as
         samples (with a one-time warning). Raised inside the forward, before any backward,
-        so a bad layer choice changes nothing."""
-        width = activations.shape[1]
+        so a bad layer choice changes nothing.
+        """
+        width = readout.num_neurons(output, name)
         chunks = self.chunks[name]
         first = self.widths.setdefault(name, width)
         if chunks:
@@ -80,15 +88,15 @@ class LayerCapture:
                 "its calls are stacked as extra samples. If the calls are different places in "
                 "the network (a shared activation module), hook modules used once instead.",
             )
+        subset = None
         if self.neuron_subset is not None:
             subset = self.subsets.get(name)
             if subset is None:
-                subset = self.neuron_subset(width, self.step, activations.device)
+                device = readout.select(output, name).device
+                subset = self.neuron_subset(width, self.step, device)
                 if subset is not None:
                     self.subsets[name] = subset
-            if subset is not None:
-                activations = activations.index_select(1, subset)
-        chunks.append(activations)
+        chunks.append(readout.read(output, name, copy=True, neurons=subset))
 
     def activations(self, name: str) -> Tensor:
         """All kept calls of ``name`` as one ``(M, N)`` (or ``(M, K)`` subset) tensor."""

@@ -74,7 +74,14 @@ class NeuronReadout:
             )
         return selected
 
-    def read(self, output: Any, layer: str = "layer", detach: bool = True) -> Tensor:
+    def read(
+        self,
+        output: Any,
+        layer: str = "layer",
+        detach: bool = True,
+        copy: bool = False,
+        neurons: Tensor | None = None,
+    ) -> Tensor:
         """``output`` -> ``(M, N)`` float32 activations.
 
         Args:
@@ -83,11 +90,22 @@ class NeuronReadout:
             detach: cut the result from the autograd graph (the default, for observers such
                 as the callback); ``False`` keeps it differentiable, for losses that train
                 the network through its activations (static distillation of a student).
+            copy: return memory the output does not share, so that a later in-place op on the
+                output (``nn.ReLU(inplace=True)``, ``out += identity``) cannot change what was
+                read. A mean over positions, a neuron subset or a float cast copy anyway; only
+                a result that would alias the output is cloned.
+            neurons: ``(K,)`` indices: read only these neurons (taken before any reduction,
+                so only their values are copied), giving ``(M, K)``.
 
         Example:
             >>> x = torch.ones(2, 3, 4, 4, requires_grad=True)
             >>> NeuronReadout().read(x).requires_grad, NeuronReadout().read(x, detach=False).requires_grad
             (False, True)
+            >>> y = torch.zeros(2, 3)
+            >>> kept = NeuronReadout().read(y, copy=True)
+            >>> _ = y.add_(1.0)  # an in-place op after the layer
+            >>> kept.sum().item()
+            0.0
         """
         x = self.select(output, layer)
         if detach:
@@ -98,18 +116,33 @@ class NeuronReadout:
             raise SemvecValueError(
                 f"Layer {layer!r} returned shape {tuple(x.shape)}; expected (batch, neurons, ...)."
             )
-        if x.ndim == 2:
-            return x.float()
-        neuron_dim = self.neuron_dim % x.ndim
+        neuron_dim = 1 if x.ndim == 2 else self.neuron_dim % x.ndim
         if neuron_dim == 0:
             raise SemvecValueError(f"neuron_dim={self.neuron_dim} points at the batch axis of {layer!r}.")
-        if self.reduction == "mean":
+        source = x
+        if neurons is not None:
+            x = x.index_select(neuron_dim, neurons)
+        if x.ndim == 2:
+            result = x.float()
+        elif self.reduction == "mean":
             # Reduce in place of the layout (no movedim copy): the kept axes are batch, neurons.
             dims = tuple(d for d in range(1, x.ndim) if d != neuron_dim)
             dtype = None if x.dtype == torch.float32 else torch.float32
-            return x.mean(dim=dims, dtype=dtype)
-        return x.movedim(neuron_dim, -1).reshape(-1, x.shape[neuron_dim]).float()
+            result = x.mean(dim=dims, dtype=dtype)
+        else:
+            result = x.movedim(neuron_dim, -1).reshape(-1, x.shape[neuron_dim]).float()
+        if copy and result.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
+            result = result.clone()
+        return result
 
+    def num_neurons(self, output: Any, layer: str = "layer") -> int:
+        """``N``, the number of neurons in ``output`` (the size of its neuron axis)."""
+        x = self.select(output, layer)
+        if x.ndim < 2:
+            raise SemvecValueError(
+                f"Layer {layer!r} returned shape {tuple(x.shape)}; expected (batch, neurons, ...)."
+            )
+        return int(x.shape[1 if x.ndim == 2 else self.neuron_dim % x.ndim])
 
 def _describe(value: Any) -> str:
     if isinstance(value, Tensor):

@@ -2,7 +2,7 @@
 
 Example:
     >>> import torch
-    >>> from torch import nn
+    >>> from torch import Tensor, nn
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
     >>> capture = OutputCapture()
     >>> handle = capture.attach(exact_layer(net, "1", "student", "layer_map"), "relu")
@@ -16,17 +16,17 @@ Example:
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.layers import resolve_layers
 
-__all__ = ["OutputCapture", "exact_layer"]
+__all__ = ["OutputCapture", "exact_layer", "owned_copy"]
 
 
 class OutputCapture:
@@ -34,21 +34,36 @@ class OutputCapture:
 
     The hooks are ``functools.partial`` objects around a bound method of this plain object,
     so a module holding them can be pickled (``ddp_spawn``) and deep-copied: the copy's hooks
-    record into the copy's capture. The outputs keep their graph (not detached).
+    record into the copy's capture. The outputs keep their graph (not detached) and are
+    copies, never aliases of what the network goes on to modify in place.
     """
 
     def __init__(self) -> None:
         self.active = False
         self.outputs: dict[str, list[Any]] = {}
 
-    def record(self, key: str, module: nn.Module, inputs: Any, output: Any) -> None:
-        """The forward hook: keeps ``output`` under ``key`` while recording."""
+    def record(
+        self, key: str, transform: Callable[[Any], Any] | None, module: nn.Module, inputs: Any,
+        output: Any,
+    ) -> None:
+        """The forward hook: keeps ``transform(output)`` (or a copy of ``output``) under ``key``
+        while recording."""
         if self.active:
-            self.outputs.setdefault(key, []).append(output)
+            kept = transform(output) if transform is not None else owned_copy(output)
+            self.outputs.setdefault(key, []).append(kept)
 
-    def attach(self, module: nn.Module, key: str) -> RemovableHandle:
-        """Hook ``module`` so that its outputs are recorded under ``key``."""
-        return module.register_forward_hook(functools.partial(self.record, key))
+    def attach(
+        self, module: nn.Module, key: str, transform: Callable[[Any], Any] | None = None
+    ) -> RemovableHandle:
+        """Hook ``module`` so that its outputs are recorded under ``key``.
+
+        ``transform`` turns an output into what is kept, at hook time (a readout that copies,
+        say); it must not return memory the output shares. By default the output's tensors
+        are cloned (their graph kept): a later in-place op on the output, such as
+        ``ReLU(inplace=True)`` or ``out += identity`` in a ResNet block, would otherwise
+        change what was recorded.
+        """
+        return module.register_forward_hook(functools.partial(self.record, key, transform))
 
     @contextmanager
     def recording(self) -> Iterator[dict[str, list[Any]]]:
@@ -60,6 +75,17 @@ class OutputCapture:
         finally:
             self.active = False
             self.outputs = {}
+
+
+def owned_copy(output: Any) -> Any:
+    """``output`` with every tensor in it cloned (tuples, lists and dicts followed)."""
+    if isinstance(output, Tensor):
+        return output.clone()
+    if isinstance(output, (tuple, list)):
+        return type(output)(owned_copy(item) for item in output)
+    if isinstance(output, dict):
+        return {key: owned_copy(value) for key, value in output.items()}
+    return output
 
 
 def exact_layer(root: nn.Module, name: object, owner: str, argument: str) -> nn.Module:

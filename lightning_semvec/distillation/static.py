@@ -7,6 +7,7 @@ loaded or run. The method: ``docs/method.md#static-knowledge-distillation``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,7 +269,10 @@ class StaticDistillationModule(StudentModule):
                     projection=projection_key,
                 )
             )
-            self.capture_layer(module, f"student:{student_layer}")
+            # Read at hook time (a copy), so later in-place ops on the output cannot reach it.
+            read = functools.partial(self._pairs[-1].readout.read, layer=student_layer,
+                                     detach=False, copy=True)
+            self.capture_layer(module, f"student:{student_layer}", read)
 
         self.soft_target_layer: str | None = None
         self.soft_target_temperature = float(soft_target_temperature)
@@ -325,8 +329,7 @@ class StaticDistillationModule(StudentModule):
                 f"Student layer {pair.student_layer!r} (layer_map) was not called in this "
                 "forward pass, so it has no activations to distil; pair a layer the student uses."
             )
-        chunks = [pair.readout.read(out, pair.student_layer, detach=False) for out in outputs]
-        acts = torch.cat(chunks) if len(chunks) > 1 else chunks[0]  # (M, N_s) float32
+        acts = torch.cat(outputs) if len(outputs) > 1 else outputs[0]  # (M, N_s) float32
         expected = pair.student_width
         if expected is not None and acts.shape[1] != expected:
             raise SemvecValueError(

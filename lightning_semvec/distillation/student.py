@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
 
@@ -131,13 +131,17 @@ class StudentModule(ImageClassifier):
         """
         return self._capture.recording()
 
-    def capture_layer(self, module: nn.Module, key: str) -> None:
+    def capture_layer(
+        self, module: nn.Module, key: str, transform: Callable[[Any], Any] | None = None
+    ) -> None:
         """Hook ``module`` so that its outputs appear as ``captured[key]`` during steps.
 
-        The outputs keep their graph (not detached). Hooks stay for the module's life and
+        The outputs keep their graph (not detached) and are taken at hook time: copies of the
+        output's tensors, or ``transform(output)`` (which must copy what it keeps), so a later
+        in-place op on the output does not change them. Hooks stay for the module's life and
         cost nothing outside this module's steps.
         """
-        self._hook_handles.append(self._capture.attach(module, key))
+        self._hook_handles.append(self._capture.attach(module, key, transform))
 
     # ------------------------------------------------------------------ the objective
     @override

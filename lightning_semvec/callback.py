@@ -15,7 +15,11 @@ from typing_extensions import override
 
 from lightning_semvec.activation_gather import gather_activations
 from lightning_semvec.analysis_options import AnalysisOptions
-from lightning_semvec.callback_state import CHECKPOINT_STATE_VERSION, vector_state_of
+from lightning_semvec.callback_state import (
+    CHECKPOINT_STATE_VERSION,
+    matching_state,
+    vector_state_of,
+)
 from lightning_semvec.checks import check_int
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 from lightning_semvec.functional.alignment import DENSE_MAX_NEURONS, AlignmentForm
@@ -23,9 +27,9 @@ from lightning_semvec.functional.similarity import SimilarityKind
 from lightning_semvec.functional.similarity import semantic_similarity as _semantic_similarity
 from lightning_semvec.knowledge import StaticKnowledge
 from lightning_semvec.layer_capture import LayerCapture
-from lightning_semvec.layers import LayerSpec, matches_pattern, resolve_layers
+from lightning_semvec.layers import LayerSpec, resolve_layers
 from lightning_semvec.logging_steps import logs_this_step
-from lightning_semvec.neurons import NeuronReadout, OutputSelector, Reduction
+from lightning_semvec.neurons import NeuronReadout, OutputSelector, Reduction, layer_readout
 from lightning_semvec.semantic_vectors import OptimizerCallable, SemanticVectors
 from lightning_semvec.validation_analysis import ValidationAnalysis
 
@@ -69,12 +73,9 @@ class SemanticVectorCallback(Callback):
         seed: seeds the vectors' initialisation (a private generator: the global RNG, and so
             the model's training, is never touched).
         max_neurons_per_step: for very wide layers, each update uses a fresh random subset of
-            this many neurons (the same on every process, taken in the hook, so the layer's
-            full output is not kept): the loss over the subset's pairs is an unbiased estimate
-            of the loss over all pairs, and time and memory fall by ``N / K``. Default 4096, so
-            layers of up to 4096 neurons always use every neuron; ``None`` uses every neuron of
-            every layer. Neurons left out of a step get no gradient (Adam's momentum still
-            moves them a little, as for any dense optimizer).
+            this many neurons (the same on every process, taken in the hook): the loss over the
+            subset's pairs is an unbiased estimate of the loss over all pairs, and time and
+            memory fall by ``N / K``. Default 4096; ``None`` uses every neuron of every layer.
         analysis: the validation-time analysis (statistics, fidelity, projector, figures):
             an :class:`~lightning_semvec.AnalysisOptions`, or ``None`` for none at all.
 
@@ -141,14 +142,13 @@ class SemanticVectorCallback(Callback):
         self._handles: list[RemovableHandle] = []
         self._capture: LayerCapture | None = None
         self._last_seen_step: int | None = None
+        self._batch_start_step = 0
+        self._steps_per_batch = 1  # the most optimizer steps one batch has taken (manual optimization)
         self._datamodule_class_names: list[str] | None = None
         self._loaded: StaticKnowledge | None = None  # metadata of a restored checkpoint
         self._warned: set[str] = set()
         self._global_rank = 0
-        self._analysis = (
-            ValidationAnalysis(analysis, similarity, seed, self._info_once)
-            if analysis is not None else None
-        )
+        self._analysis = analysis and ValidationAnalysis(analysis, similarity, seed, self._info_once)
 
     # ----------------------------------------------------------------- public views
     @property
@@ -163,8 +163,16 @@ class SemanticVectorCallback(Callback):
 
     @property
     def state_key(self) -> str:
-        specs = [s if isinstance(s, str) else type(s).__name__ for s in self.layer_specs]
+        """Names this callback's state in a checkpoint: its layer specs and ``dim``; a module
+        object by its resolved name once ``fit`` set the callback up (before: class and id)."""
+        specs = [s if isinstance(s, str) else self._module_name(s) for s in self.layer_specs]
         return self._generate_state_key(layers=specs, dim=self.dim)
+
+    def _module_name(self, module: nn.Module) -> str:
+        for name, candidate in self._modules.items():
+            if candidate is module:
+                return name
+        return f"{type(module).__name__}@{id(module):x}"
 
     @property
     def layer_names(self) -> list[str]:
@@ -197,10 +205,8 @@ class SemanticVectorCallback(Callback):
 
     def semantic_similarity(self, layer: str) -> Tensor:
         """The ``(N, N)`` cosine similarity of one layer's vectors (``S_sem``)."""
-        vectors = self.semantic_vectors
-        if layer not in vectors:
-            raise KeyError(f"No vectors for layer {layer!r}; known layers: {list(vectors)}.")
-        return _semantic_similarity(vectors[layer])
+        self.semantic_vectors  # noqa: B018 (the clear error before any training)
+        return _semantic_similarity(self.vectors[layer].detach().cpu())
 
     def skipped_steps(self) -> dict[str, int]:
         """How many updates were skipped per layer (NaN/Inf activations, < 2 alive neurons)."""
@@ -218,14 +224,10 @@ class SemanticVectorCallback(Callback):
 
     @property
     def neuron_statistics(self) -> dict[str, dict[str, Tensor]]:
-        """``{layer: statistics}`` of the last analysed validation (CPU tensors).
-
-        The statistics are those of :class:`~lightning_semvec.metrics.NeuronActivationStatistics`
-        (``"mean_activation"`` ``(N,)``, ``"dead"`` ``(N,)``, and, when labels and the number
-        of classes are known, ``"class_means"`` ``(C, N)``, ``"class_counts"`` ``(C,)``,
-        ``"selectivity"`` ``(N,)``, ``"preferred_class"`` ``(N,)``). After a resume, until the
-        next analysed epoch, those stored in the checkpoint.
-        """
+        """``{layer: statistics}`` of the last analysed validation (CPU tensors), those of
+        :class:`~lightning_semvec.metrics.NeuronActivationStatistics` (class statistics only
+        when labels and the number of classes are known); after a resume, until the next
+        analysed epoch, those stored in the checkpoint."""
         stats = {n: layer.statistics for n, layer in (self._loaded.layers if self._loaded else {}).items()}
         if self._analysis is not None:
             stats.update({n: r.statistics for n, r in self._analysis.results.items()})
@@ -277,6 +279,10 @@ class SemanticVectorCallback(Callback):
             return
         self._remove_hooks()
         self._global_rank = trainer.global_rank
+        # Step accounting belongs to one fit: a checkpoint restores it after setup, and a new
+        # Trainer starts its own (a callback reused by a second Trainer must not carry it over).
+        self._last_seen_step = None
+        self._steps_per_batch = 1
         self._modules = resolve_layers(pl_module, self.layer_specs)
         self.readouts = {name: self._readout_for(name) for name in self._modules}
         self.source_model = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
@@ -299,13 +305,15 @@ class SemanticVectorCallback(Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        step = trainer.global_step
-        # Read the layers only when this batch's optimizer step(s) can reach an update step.
-        ahead = max(1, len(trainer.optimizers))
-        if any((step + k) % self.every_n_steps == 0 for k in range(1, ahead + 1)):
+        step = self._batch_start_step = trainer.global_step
+        # Read the layers only when this batch's optimizer steps can reach a multiple of
+        # every_n_steps: a batch may take one step per optimizer, and under manual optimization
+        # as many as the most seen so far.
+        ahead = max(1, len(trainer.optimizers), self._steps_per_batch)
+        if (step + ahead) // self.every_n_steps > step // self.every_n_steps:
             self._capture = LayerCapture(
-                list(self._modules), training=True, step=step,
-                neuron_subset=self.vectors.neuron_subset, warn_once=self._warn_once,
+                list(self._modules), step=step, neuron_subset=self.vectors.neuron_subset,
+                warn_once=self._warn_once,
             )
         else:
             self._capture = None
@@ -320,11 +328,14 @@ class SemanticVectorCallback(Callback):
         batch_idx: int,
     ) -> None:
         capture, self._capture = self._capture, None
-        step = trainer.global_step
-        if step == self._last_seen_step:
+        step, last = trainer.global_step, self._last_seen_step
+        if last is None or step == last:
             return  # no optimizer step happened (gradient accumulation): nothing to do yet
         self._last_seen_step = step
-        if step % self.every_n_steps != 0 or capture is None:
+        self._steps_per_batch = max(self._steps_per_batch, step - self._batch_start_step)
+        # Update when this batch's steps reached a multiple of every_n_steps (several steps
+        # per batch under manual optimization may step over the multiple itself).
+        if step // self.every_n_steps == last // self.every_n_steps or capture is None:
             return
         activations = {}
         for name in self._modules:
@@ -348,7 +359,7 @@ class SemanticVectorCallback(Callback):
         widths = {n: self.vectors[n].shape[0] for n in self._modules if n in self.vectors}
         names = self._analysis.start_epoch(trainer, pl_module, widths)
         if names:
-            self._capture = LayerCapture(names, training=False, warn_once=self._warn_once)
+            self._capture = LayerCapture(names, warn_once=self._warn_once)
 
     @override
     def on_validation_batch_end(
@@ -400,6 +411,21 @@ class SemanticVectorCallback(Callback):
         }
 
     @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Runs before load_state_dict, with the whole checkpoint: when it holds no state under
+        # this callback's key (other layers or dim), resume what matches and say what does not.
+        claimed = {cb.state_key for cb in trainer.callbacks if cb is not self}
+        state, message = matching_state(
+            checkpoint.get("callbacks") or {}, self.state_key, claimed, self.layer_names, self.dim
+        )
+        if state is not None:
+            self.vectors.load_state_dict(state)
+        if message is not None:
+            rank_zero_warn(message)
+
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
             return
@@ -418,29 +444,15 @@ class SemanticVectorCallback(Callback):
 
     # ----------------------------------------------------------------- internals
     def _readout_for(self, name: str) -> NeuronReadout:
-        options: dict[str, Any] = {}
-        for key, value in self.layer_options.items():
-            if key == name or matches_pattern(key, name):
-                options.update(value)
-        unknown = set(options) - {"reduction", "neuron_dim", "select_output"}
-        if unknown:
-            raise SemvecValueError(
-                f"Unknown layer_options {sorted(unknown)} for {name!r}: use reduction, "
-                "neuron_dim or select_output."
-            )
-        base = self.default_readout
-        return NeuronReadout(
-            options.get("reduction", base.reduction),
-            options.get("neuron_dim", base.neuron_dim),
-            options.get("select_output", base.select_output),
-        )
+        return layer_readout(name, self.default_readout, self.layer_options)
 
     def _make_hook(self, name: str) -> Callable[[nn.Module, Any, Any], None]:
         readout = self.readouts[name]
 
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             capture = self._capture
-            if capture is not None and capture.wants(name, module.training):
+            # Any mode: a frozen backbone kept in eval mode during fit is learned from too.
+            if capture is not None and capture.wants(name):
                 capture.add(name, output, readout)
 
         return hook
@@ -450,15 +462,13 @@ class SemanticVectorCallback(Callback):
             handle.remove()
         self._handles = []
 
-    def _warn_once(self, key: str, message: str) -> None:
+    def _warn_once(self, key: str, message: str, info: bool = False) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            rank_zero_warn(message)
+            (rank_zero_info if info else rank_zero_warn)(message)
 
     def _info_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            rank_zero_info(message)
+        self._warn_once(key, message, info=True)
 
     def _update(
         self,

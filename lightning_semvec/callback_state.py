@@ -20,7 +20,13 @@ from torch import Tensor
 from lightning_semvec.knowledge import KNOWLEDGE_MARKER, KnowledgeFileError, StaticKnowledge
 from lightning_semvec.semantic_vectors import state_key
 
-__all__ = ["CHECKPOINT_STATE_VERSION", "is_callback_state", "knowledge_of_state", "vector_state_of"]
+__all__ = [
+    "CHECKPOINT_STATE_VERSION",
+    "is_callback_state",
+    "knowledge_of_state",
+    "matching_state",
+    "vector_state_of",
+]
 
 #: 2: the knowledge document inside; 1 (lightning_semvec 0.1): vectors and metadata apart.
 CHECKPOINT_STATE_VERSION = 2
@@ -82,3 +88,49 @@ def vector_state_of(
     for name in names:
         rest[state_key(name)] = knowledge.vectors(name)
     return knowledge, rest, state.get("last_seen_step")
+
+
+def matching_state(
+    states: Mapping[str, Any], own_key: str, claimed: set[str], layers: list[str], dim: int
+) -> tuple[dict[str, Any] | None, str | None]:
+    """What to resume when a checkpoint holds no state under this callback's ``own_key``.
+
+    Looks at the semantic-vector states no callback of this run claims (a state written with
+    other ``layers`` or another ``dim``), picks the one that shares the most of ``layers`` at
+    this ``dim``, and returns ``(SemanticVectors state of the shared layers, message)``. The
+    shared layers' vectors resume (their optimizer state starts fresh: the optimizer spanned
+    other layers); every other layer starts fresh. The message names the checkpoint's settings
+    and this callback's, what resumed and what did not. ``(None, None)`` when the checkpoint
+    holds no such state; ``(None, message)`` when none of its layers can resume.
+    """
+    if own_key in states:
+        return None, None
+    found = []
+    for key, state in states.items():
+        if key in claimed or not is_callback_state(state):
+            continue
+        try:
+            knowledge = knowledge_of_state(state, source=f"the checkpoint's state {key!r}")
+        except KnowledgeFileError:
+            continue
+        shared = [n for n in layers if n in knowledge and knowledge[n].dim == dim]
+        found.append((len(shared), key, knowledge, shared))
+    if not found:
+        return None, None
+    _, key, knowledge, shared = max(found, key=lambda item: item[0])
+    dims = sorted({layer.dim for layer in knowledge.layers.values()})
+    settings = (f"the checkpoint's state {key} has layers {knowledge.layer_names} with "
+                f"dim={dims[0] if len(dims) == 1 else dims}; this callback has layers {layers} "
+                f"with dim={dim}")
+    fresh = [n for n in layers if n not in shared]
+    if not shared:
+        return None, (f"SemanticVectorCallback: {settings}. No vectors were resumed: all start "
+                      "fresh. Resume with the checkpoint's layers and dim to keep them.")
+    state: dict[str, Any] = {"_extra_state": {"layers": shared, "optimizer": None}}
+    for name in shared:
+        state[state_key(name)] = knowledge.vectors(name)
+        state[state_key(name, "skipped_steps")] = torch.zeros((), dtype=torch.int64)
+        state[state_key(name, "last_loss")] = torch.zeros(())
+    started = f"; start fresh: {fresh}" if fresh else ""
+    return state, (f"SemanticVectorCallback: {settings}. Resumed the vectors of {shared} (their "
+                   f"optimizer state starts fresh){started}.")

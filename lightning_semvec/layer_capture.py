@@ -1,6 +1,7 @@
 """``LayerCapture``: what the callback's forward hooks keep during one training step or one
-validation batch. One capture path for both: a hook adds to the capture when the module's
-mode matches the capture's (training or eval)."""
+validation batch. One capture path for both: the callback opens a capture for the phase
+(a training step that can update, an analysed validation epoch) and its hooks add to it,
+whatever mode each module is in (a frozen backbone kept in eval mode during fit counts)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ class LayerCapture:
 
     Args:
         names: the layers to keep.
-        training: keep the calls of modules in training mode (``True``) or in eval mode.
         step: the training step (seeds the neuron subsets of wide layers).
         neuron_subset: ``(N, step, device) -> indices or None``; a layer with a subset keeps
             only those neurons, taken in the hook so the full output can go as soon as autograd
@@ -32,9 +32,9 @@ class LayerCapture:
 
     Example:
         >>> import torch
-        >>> capture = LayerCapture(["fc"], training=True, warn_once=lambda k, m: None)
-        >>> capture.wants("fc", training=False), capture.wants("fc", training=True)
-        (False, True)
+        >>> capture = LayerCapture(["fc"], warn_once=lambda k, m: None)
+        >>> capture.wants("fc"), capture.wants("conv")
+        (True, False)
         >>> readout = NeuronReadout()
         >>> capture.add("fc", torch.ones(4, 3), readout); capture.add("fc", torch.zeros(2, 3), readout)
         >>> capture.activations("fc").shape
@@ -45,12 +45,10 @@ class LayerCapture:
         self,
         names: Sequence[str],
         *,
-        training: bool,
         step: int = 0,
         neuron_subset: NeuronSubset | None = None,
         warn_once: Callable[[str, str], None],
     ) -> None:
-        self.training = training
         self.step = step
         self.neuron_subset = neuron_subset
         self.warn_once = warn_once
@@ -58,9 +56,9 @@ class LayerCapture:
         self.widths: dict[str, int] = {}  # full widths, before any neuron subset
         self.subsets: dict[str, Tensor] = {}  # this step's neuron subset of each wide layer
 
-    def wants(self, name: str, training: bool) -> bool:
-        """Whether a call of layer ``name`` in this mode is kept."""
-        return training == self.training and name in self.chunks
+    def wants(self, name: str) -> bool:
+        """Whether calls of layer ``name`` are kept."""
+        return name in self.chunks
 
     def add(self, name: str, output: Any, readout: NeuronReadout) -> None:
         """Keep one call's ``(M, N)`` activations, read from the layer's ``output``.

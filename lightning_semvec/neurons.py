@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
+from lightning_semvec.layers import matches_pattern
 
 Reduction = Literal["mean", "positions"]
 REDUCTIONS: tuple[str, ...] = ("mean", "positions")
@@ -153,3 +154,30 @@ def _describe(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return f"a {type(value).__name__} of {len(value)} items"
     return f"a {type(value).__name__}"
+
+
+def layer_readout(
+    name: str, default: NeuronReadout, layer_options: Mapping[str, Mapping[str, Any]]
+) -> NeuronReadout:
+    """The readout of layer ``name``: ``default`` with the ``layer_options`` entries whose key
+    is ``name`` or a glob pattern matching it (later entries win).
+
+    Example:
+        >>> layer_readout("lstm", NeuronReadout(), {"ls*": {"neuron_dim": -1}}).neuron_dim
+        -1
+    """
+    options: dict[str, Any] = {}
+    for key, value in layer_options.items():
+        if key == name or matches_pattern(key, name):
+            options.update(value)
+    unknown = set(options) - {"reduction", "neuron_dim", "select_output"}
+    if unknown:
+        raise SemvecValueError(
+            f"Unknown layer_options {sorted(unknown)} for {name!r}: use reduction, "
+            "neuron_dim or select_output."
+        )
+    return NeuronReadout(
+        options.get("reduction", default.reduction),
+        options.get("neuron_dim", default.neuron_dim),
+        options.get("select_output", default.select_output),
+    )

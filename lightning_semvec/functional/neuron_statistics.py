@@ -373,7 +373,7 @@ def check_activation_matrix(activations: Any, num_neurons: int) -> None:
         >>> check_activation_matrix(torch.zeros(4, 2), 3)
         Traceback (most recent call last):
         ...
-        ValueError: activations have 2 neurons, the metric was built for 3.
+        lightning_semvec.errors.SemvecValueError: activations have 2 neurons, the metric was built for 3.
     """
     if not isinstance(activations, Tensor) or activations.ndim != 2:
         shape = tuple(activations.shape) if isinstance(activations, Tensor) else type(activations)

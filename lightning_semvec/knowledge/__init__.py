@@ -9,6 +9,10 @@
   safetensors header metadata key ``"lightning_semvec"``. Loading only parses that header
   and reads raw buffers: a knowledge file never runs code, so it is safe to load from anyone.
   Pickles (``torch.save`` checkpoints) are refused, never unpickled.
+- ``header_checks.py`` and ``document_checks.py``: the checks that make that true for hostile
+  files (pipes, absurd lengths, deep or huge JSON, sizes that do not add up) and documents
+  (class names against class statistics); every failure is a :class:`KnowledgeFileError`
+  naming the file.
 """
 
 from lightning_semvec.knowledge.layer_knowledge import NEURON_STATISTICS, LayerKnowledge

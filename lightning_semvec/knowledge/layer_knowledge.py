@@ -12,9 +12,14 @@ from torch import Tensor
 from lightning_semvec.checks import is_int
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 from lightning_semvec.functional.similarity import SIMILARITY_KINDS
+from lightning_semvec.knowledge.header_checks import short
 from lightning_semvec.neurons import REDUCTIONS
 
-__all__ = ["NEURON_STATISTICS", "LayerKnowledge"]
+__all__ = ["MAX_NEURON_DIM", "NEURON_STATISTICS", "LayerKnowledge", "neuron_dim_is_valid"]
+
+#: The largest ``|neuron_dim|``: far beyond the rank of any layer output, small enough that an
+#: absurd value from a file (``10**30``) is refused instead of carried along.
+MAX_NEURON_DIM = 64
 
 #: The per-neuron statistics a knowledge file may carry, with their dtype and shape
 #: (``"N"``: one value per neuron; ``"C"``: one per class; ``"CxN"``: class by neuron). They are
@@ -40,7 +45,8 @@ class LayerKnowledge:
         similarity: the activation similarity the vectors were aligned to,
             ``"pearson"`` or ``"cosine"``.
         reduction: how the layer's output became samples, ``"mean"`` or ``"positions"``.
-        neuron_dim: the axis of the layer's output that holds the neurons (``1`` or ``-1``).
+        neuron_dim: the axis of the layer's output that holds the neurons (``1`` or ``-1``;
+            any non-zero int of at most :data:`MAX_NEURON_DIM` in size).
         statistics: optional per-neuron statistics of held-out data, any of
             :data:`NEURON_STATISTICS` (``"mean_activation"`` ``(N,)``, ``"dead"`` ``(N,)``
             bool, ``"class_means"`` ``(C, N)``, ``"class_counts"`` ``(C,)``,
@@ -80,10 +86,11 @@ class LayerKnowledge:
                 raise SemvecValueError(
                     f"Layer {self.name!r}: unknown {option} {value!r}; use one of {list(choices)}."
                 )
-        if not is_int(self.neuron_dim) or self.neuron_dim == 0:
+        if not neuron_dim_is_valid(self.neuron_dim):
             raise SemvecValueError(
-                f"Layer {self.name!r}: neuron_dim must be a non-zero int (1 for (B, C, ...) "
-                f"outputs, -1 for (B, T, N)), got {self.neuron_dim!r}."
+                f"Layer {self.name!r}: neuron_dim must be a non-zero int in "
+                f"[-{MAX_NEURON_DIM}, {MAX_NEURON_DIM}] (1 for (B, C, ...) outputs, -1 for "
+                f"(B, T, N)), got {short(self.neuron_dim)}."
             )
         statistics = checked_statistics(self.name, self.num_neurons, self.statistics)
         object.__setattr__(self, "statistics", statistics)
@@ -97,6 +104,15 @@ class LayerKnowledge:
     def dim(self) -> int:
         """d, the length of each semantic vector (columns of :attr:`vectors`)."""
         return int(self.vectors.shape[1])
+
+    @property
+    def num_classes(self) -> int | None:
+        """C, the number of classes of the class statistics (``class_counts``,
+        ``class_means``), or ``None`` when the layer has neither."""
+        for key in ("class_counts", "class_means"):
+            if key in self.statistics:
+                return int(self.statistics[key].shape[0])
+        return None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LayerKnowledge):
@@ -120,6 +136,12 @@ class LayerKnowledge:
             f"similarity={self.similarity!r}, reduction={self.reduction!r}, "
             f"neuron_dim={self.neuron_dim}{stats})"
         )
+
+
+def neuron_dim_is_valid(neuron_dim: object) -> bool:
+    """Whether ``neuron_dim`` is a non-zero int (not a bool) in
+    ``[-MAX_NEURON_DIM, MAX_NEURON_DIM]``."""
+    return is_int(neuron_dim) and 0 < abs(neuron_dim) <= MAX_NEURON_DIM  # type: ignore[arg-type]
 
 
 def bit_equal(a: Tensor, b: Tensor) -> bool:
@@ -190,11 +212,13 @@ def checked_statistics(
         if ok and axes in ("C", "CxN"):
             num_classes = shape[0] if num_classes is None else num_classes
             ok = shape[0] == num_classes
-        if not ok:
+        if not ok or num_classes == 0:
             raise SemvecValueError(
                 f"Statistic {key!r} of layer {name!r} has shape {shape}; expected "
                 f"({axes.replace('x', ', ')}) with N={num_neurons} neurons"
-                + (f" and C={num_classes} classes." if num_classes is not None else ".")
+                + (f" and C={num_classes} classes" if num_classes is not None else "")
+                # Zero classes: statistics of unlabelled data, which hold nothing.
+                + (" (at least one class)." if num_classes == 0 else ".")
             )
         checked[key] = value.detach().to(device="cpu", dtype=dtype, copy=True).contiguous()
     return checked

@@ -5,7 +5,8 @@ statistics are ``statistics/<layer>/<name>``. Everything else is the knowledge d
 (:meth:`~lightning_semvec.StaticKnowledge.to_document`) with each tensor replaced by its key,
 as JSON under the header metadata key ``"lightning_semvec"``. Reading parses that header and
 raw buffers only, never a pickle, and checks every entry against the tensor it names before
-anything is loaded.
+anything is loaded (the header itself is checked in
+:mod:`~lightning_semvec.knowledge.header_checks`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,20 @@ from torch import Tensor
 
 import lightning_semvec
 from lightning_semvec.checks import is_int
-from lightning_semvec.errors import SemvecFileNotFoundError, SemvecValueError
+from lightning_semvec.errors import SemvecFileNotFoundError
 from lightning_semvec.functional.similarity import SIMILARITY_KINDS
-from lightning_semvec.knowledge.layer_knowledge import NEURON_STATISTICS
+from lightning_semvec.knowledge.header_checks import (
+    KnowledgeFileError,
+    parse_json,
+    read_header,
+    short,
+    short_text,
+)
+from lightning_semvec.knowledge.layer_knowledge import (
+    MAX_NEURON_DIM,
+    NEURON_STATISTICS,
+    neuron_dim_is_valid,
+)
 from lightning_semvec.neurons import REDUCTIONS
 
 __all__ = [
@@ -51,19 +62,11 @@ TENSOR_PREFIX = "vectors/"
 #: Tensor keys of the statistics are ``STATISTICS_PREFIX + layer name + "/" + statistic``.
 STATISTICS_PREFIX = "statistics/"
 
-# safetensors refuses headers above 100 MB; a larger length means this is not a safetensors file.
-_MAX_HEADER_BYTES = 100_000_000
-# How a torch checkpoint begins: a zip archive (torch.save since 1.6) or a raw pickle stream.
-_PICKLE_MAGICS = (b"PK\x03\x04", b"\x80")
 _SAFETENSORS_DTYPES = {"F32": "float32", "BOOL": "bool", "I64": "int64"}
 EXPORT_HINT = (
     "Write knowledge files with `semvec export` or SemanticVectorCallback.export_knowledge(), "
     "or from tensors with StaticKnowledge.from_vectors(...).save(path)."
 )
-
-
-class KnowledgeFileError(SemvecValueError):
-    """A file is not a valid knowledge file; the message says what is wrong and what to do."""
 
 
 def write_knowledge_file(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -117,14 +120,13 @@ def read_knowledge_document(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        KnowledgeFileError: not a safetensors file (a pickle, say), truncated, no
-            lightning_semvec metadata, a newer or unknown format version, or metadata and
-            tensors that disagree.
+        KnowledgeFileError: not a regular file (a pipe, a directory), not a safetensors file
+            (a pickle, say), truncated, a malformed or oversized header, no lightning_semvec
+            metadata, a newer or unknown format version, or metadata and tensors that
+            disagree.
     """
     path = Path(path)
-    if not path.exists():
-        raise SemvecFileNotFoundError(f"No knowledge file at {str(path)!r}.")
-    header = _read_header(path)
+    header = read_header(path)
     document = _read_document(path, header)
     wanted = _check_layer_entries(path, document, header)
     try:
@@ -141,83 +143,20 @@ def read_knowledge_document(path: str | os.PathLike[str]) -> dict[str, Any]:
     return document
 
 
-def _not_safetensors(path: Path, why: str) -> KnowledgeFileError:
-    return KnowledgeFileError(
-        f"{str(path)!r} is not a safetensors knowledge file ({why}); it may be a pickle/torch "
-        "checkpoint (torch.save), which is never unpickled for safety. Export the knowledge "
-        "with `semvec export` / SemanticVectorCallback.export_knowledge() and load that file."
-    )
-
-
-def _truncated(path: Path, why: str) -> KnowledgeFileError:
-    return KnowledgeFileError(
-        f"{str(path)!r} is truncated ({why}): the file was cut short, e.g. by an interrupted "
-        "copy or download. Copy or export it again."
-    )
-
-
-def _read_header(path: Path) -> dict[str, Any]:
-    """Parse and sanity-check the safetensors header without trusting it."""
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        prefix = handle.read(8)
-        # Only a hint for the message: a valid header length may also begin with 0x80.
-        looks_pickled = prefix.startswith(_PICKLE_MAGICS)
-        if len(prefix) < 8:
-            if looks_pickled:
-                raise _not_safetensors(path, "it starts like a pickle")
-            raise _truncated(path, f"only {size} bytes, less than a safetensors header")
-        (header_len,) = struct.unpack("<Q", prefix)
-        if header_len > _MAX_HEADER_BYTES:
-            why = "it starts like a pickle or zip archive" if looks_pickled else (
-                "its first 8 bytes are not a safetensors header length"
-            )
-            raise _not_safetensors(path, why)
-        if 8 + header_len > size:
-            if looks_pickled:
-                raise _not_safetensors(
-                    path,
-                    "it starts like a pickle or zip archive and its header length does not fit "
-                    "the file; were it a knowledge file, it would be truncated",
-                )
-            raise _truncated(
-                path, f"the header needs {8 + header_len} bytes but the file has {size}"
-            )
-        raw = handle.read(header_len)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise _not_safetensors(path, "its header is not JSON") from None
-    if not isinstance(header, dict):
-        raise _not_safetensors(path, "its header is not a JSON object")
-    data_end = 0
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        offsets = info.get("data_offsets") if isinstance(info, dict) else None
-        if not isinstance(offsets, list) or len(offsets) != 2 or not all(is_int(o) for o in offsets):
-            raise _not_safetensors(path, f"the header entry for {key!r} has no valid data_offsets")
-        data_end = max(data_end, offsets[1])
-    if 8 + header_len + data_end > size:
-        raise _truncated(
-            path, f"the tensors need {8 + header_len + data_end} bytes but the file has {size}"
-        )
-    return header
-
-
 def _read_document(path: Path, header: dict[str, Any]) -> dict[str, Any]:
     """Our JSON document from the header metadata, with its format version checked."""
     metadata = header.get("__metadata__") or {}
-    if not isinstance(metadata, dict) or METADATA_KEY not in metadata:
+    if METADATA_KEY not in metadata:
+        tensors = [k for k in header if k != "__metadata__"]
         raise KnowledgeFileError(
             f"{str(path)!r} is a safetensors file without lightning_semvec metadata, so it is "
-            f"not a knowledge file (tensors: {[k for k in header if k != '__metadata__']}). To "
+            f"not a knowledge file (tensors: {short(tensors)}). To "
             "turn raw vectors into one, load them with safetensors.torch.load_file and call "
             "StaticKnowledge.from_vectors(vectors, ...).save(path)."
         )
     try:
-        document = json.loads(metadata[METADATA_KEY])
-    except (TypeError, json.JSONDecodeError) as err:
+        document = parse_json(metadata[METADATA_KEY])
+    except ValueError as err:
         raise KnowledgeFileError(
             f"{str(path)!r}: the {METADATA_KEY!r} metadata is not valid JSON ({err}). "
             f"{EXPORT_HINT}"
@@ -234,14 +173,14 @@ def check_format_version(version: Any, document: dict[str, Any], source: str) ->
     """Refuse an invalid or newer knowledge format version, saying what to do."""
     if not is_int(version) or version < 1:
         raise KnowledgeFileError(
-            f"{source!r} has an invalid knowledge format version {version!r}; expected a "
+            f"{source!r} has an invalid knowledge format version {short(version)}; expected a "
             f"positive int (this lightning_semvec reads versions 1 to {FORMAT_VERSION}). "
             f"{EXPORT_HINT}"
         )
     if version > FORMAT_VERSION:
         raise KnowledgeFileError(
-            f"{source!r} uses knowledge format version {version}, written by "
-            f"lightning_semvec {document.get('package_version', '(unknown)')}; this "
+            f"{source!r} uses knowledge format version {short(version)}, written by "
+            f"lightning_semvec {short(document.get('package_version', '(unknown)'))}; this "
             f"lightning_semvec {lightning_semvec.__version__} reads versions up to "
             f"{FORMAT_VERSION}. Upgrade lightning_semvec (pip install -U lightning-semvec)."
         )
@@ -259,9 +198,9 @@ def _check_layer_entries(
         )
 
     def tensor_info(key: str, what: str) -> dict[str, Any]:
-        info = header.get(key)
-        if not isinstance(info, dict):
-            raise fail(f"{what} is in the metadata but the file has no tensor {key!r}")
+        info = header.get(key) if isinstance(key, str) else None
+        if not isinstance(info, dict) or key == "__metadata__":
+            raise fail(f"{what} is in the metadata but the file has no tensor {short(key)}")
         wanted.append(key)
         return info
 
@@ -272,56 +211,78 @@ def _check_layer_entries(
     seen_names: set[str] = set()
     for entry in entries:
         if not isinstance(entry, dict):
-            raise fail(f"a layer entry is not a JSON object: {entry!r}")
+            raise fail(f"a layer entry is not a JSON object: {short(entry)}")
         name = entry.get("name")
         if not isinstance(name, str) or not name:
-            raise fail(f"a layer entry has no valid name: {entry!r}")
+            raise fail(f"a layer entry has no valid name: {short(entry)}")
         if name in seen_names:
-            raise fail(f"layer {name!r} is listed twice")
+            raise fail(f"layer {short(name)} is listed twice")
         seen_names.add(name)
         # Choices first: an unknown similarity is most likely a file from a newer version.
         for option, choices in (("similarity", SIMILARITY_KINDS), ("reduction", REDUCTIONS)):
             if entry.get(option) not in choices:
                 raise KnowledgeFileError(
-                    f"{str(path)!r}: layer {name!r} has unknown {option} "
-                    f"{entry.get(option)!r}; this lightning_semvec "
+                    f"{str(path)!r}: layer {short(name)} has unknown {option} "
+                    f"{short(entry.get(option))}; this lightning_semvec "
                     f"{lightning_semvec.__version__} knows {list(choices)}. If the file comes "
                     "from a newer lightning_semvec, upgrade; otherwise export it again."
                 )
         neuron_dim = entry.get("neuron_dim")
-        if not is_int(neuron_dim) or neuron_dim == 0:
-            raise fail(f"layer {name!r} has invalid neuron_dim {neuron_dim!r}")
+        if not neuron_dim_is_valid(neuron_dim):
+            raise fail(
+                f"layer {short(name)} has invalid neuron_dim {short(neuron_dim)} (a non-zero "
+                f"integer in [-{MAX_NEURON_DIM}, {MAX_NEURON_DIM}])"
+            )
         key = entry.setdefault("tensor", TENSOR_PREFIX + name)
         if key != TENSOR_PREFIX + name:
-            raise fail(f"layer {name!r} points at tensor {key!r}, not {TENSOR_PREFIX + name!r}")
-        info = tensor_info(key, f"layer {name!r}")
-        if info.get("dtype") != "F32":
             raise fail(
-                f"tensor {key!r} has dtype {info.get('dtype')}, but knowledge vectors are F32 "
-                "(float32)"
+                f"layer {short(name)} points at tensor {short(key)}, not "
+                f"{short(TENSOR_PREFIX + name)}"
             )
-        shape = info.get("shape")
-        if not isinstance(shape, list) or len(shape) != 2:
-            raise fail(f"tensor {key!r} has shape {shape}, but knowledge vectors are 2-D (N, d)")
+        info = tensor_info(key, f"layer {short(name)}")
+        if info["dtype"] != "F32":
+            raise fail(
+                f"tensor {short(key)} has dtype {short_text(info['dtype'])}, but knowledge vectors "
+                "are F32 (float32)"
+            )
+        shape = info["shape"]  # a list of non-negative ints: read_header checked it
+        if len(shape) != 2:
+            raise fail(
+                f"tensor {short(key)} has shape {short(shape)}, but knowledge vectors are 2-D "
+                "(N, d)"
+            )
+        if 0 in shape:
+            raise fail(
+                f"tensor {short(key)} has shape {shape}, but a layer needs at least one neuron "
+                "and one dimension"
+            )
         for field_name, actual in (("num_neurons", shape[0]), ("dim", shape[1])):
-            if entry.get(field_name) != actual:
+            # is_int: 3.0 == 3 and True == 1 in Python, but neither is a count.
+            if not is_int(entry.get(field_name)) or entry[field_name] != actual:
                 raise fail(
-                    f"layer {name!r} has {field_name}={entry.get(field_name)!r} in the metadata "
-                    f"but its tensor has shape {shape}"
+                    f"layer {short(name)} has {field_name}={short(entry.get(field_name))} in "
+                    f"the metadata but its tensor has shape {shape}"
                 )
         statistics = entry.get("statistics") or {}
         if not isinstance(statistics, dict):
-            raise fail(f"layer {name!r} has statistics {statistics!r}, not a JSON object")
+            raise fail(f"layer {short(name)} has statistics {short(statistics)}, not a JSON object")
         for stat, stat_key in statistics.items():
             if stat not in NEURON_STATISTICS:
-                raise fail(f"layer {name!r} has an unknown statistic {stat!r}")
+                raise fail(f"layer {short(name)} has an unknown statistic {short(stat)}")
             if stat_key != f"{STATISTICS_PREFIX}{name}/{stat}":
-                raise fail(f"statistic {stat!r} of layer {name!r} points at tensor {stat_key!r}")
+                raise fail(
+                    f"statistic {stat!r} of layer {short(name)} points at tensor {short(stat_key)}"
+                )
             expected = str(NEURON_STATISTICS[stat][0]).removeprefix("torch.")
-            dtype = tensor_info(stat_key, f"statistic {stat!r} of layer {name!r}").get("dtype")
+            what = f"statistic {stat!r} of layer {short(name)}"
+            dtype = tensor_info(stat_key, what)["dtype"]
             if _SAFETENSORS_DTYPES.get(dtype) != expected:
-                raise fail(f"tensor {stat_key!r} has dtype {dtype}, expected {expected}")
-    orphans = [key for key in header if key != "__metadata__" and key not in wanted]
+                raise fail(
+                    f"tensor {short(stat_key)} has dtype {short_text(dtype)}, expected {expected}"
+                )
+    # A set: with a list, a header of 100,000s of tensors would take quadratic time here.
+    listed = set(wanted)
+    orphans = [key for key in header if key != "__metadata__" and key not in listed]
     if orphans:
-        raise fail(f"tensors {orphans} have no layer entry in the metadata")
+        raise fail(f"tensors {short(orphans)} have no layer entry in the metadata")
     return wanted

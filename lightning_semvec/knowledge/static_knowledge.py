@@ -21,6 +21,8 @@ import lightning_semvec
 from lightning_semvec.checks import is_int
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 from lightning_semvec.functional.similarity import semantic_similarity
+from lightning_semvec.knowledge.document_checks import checked_class_names, layer_entries
+from lightning_semvec.knowledge.header_checks import short
 from lightning_semvec.knowledge.layer_knowledge import LayerKnowledge
 from lightning_semvec.knowledge.safetensors_file import (
     EXPORT_HINT,
@@ -38,6 +40,13 @@ __all__ = ["KNOWLEDGE_MARKER", "StaticKnowledge"]
 KNOWLEDGE_MARKER = "lightning_semvec.knowledge"
 
 T = TypeVar("T")
+
+# What checking or converting a bad document value can raise: our checks' errors (ValueError,
+# TypeError), a missing key or index, and torch's (RuntimeError) for tensors it cannot copy,
+# such as meta tensors.
+_BAD_VALUE_ERRORS = (
+    TypeError, ValueError, LookupError, AttributeError, ArithmeticError, RuntimeError
+)
 
 
 class _KnowledgeSource(Protocol):
@@ -101,33 +110,28 @@ class StaticKnowledge:
         self.layers = _checked_layers(self.layers)
         if self.source_model is not None and not isinstance(self.source_model, str):
             raise SemvecTypeError(
-                f"source_model must be a string or None, got {self.source_model!r}."
+                f"source_model must be a string or None, got {short(self.source_model)}."
             )
-        if not is_int(self.training_steps) or self.training_steps < 0:
+        # An int64 bound: the step count goes into checkpoints and logs as one.
+        if not is_int(self.training_steps) or not 0 <= self.training_steps < 2**63:
             raise SemvecValueError(
-                f"training_steps must be a non-negative int, got {self.training_steps!r}."
+                "training_steps must be a non-negative int (below 2**63), got "
+                f"{short(self.training_steps)}."
             )
-        if self.class_names is not None:
-            if isinstance(self.class_names, str) or not all(
-                isinstance(c, str) for c in self.class_names
-            ):
-                raise SemvecTypeError(
-                    f"class_names must be a list of strings or None, got {self.class_names!r}."
-                )
-            self.class_names = list(self.class_names)
+        self.class_names = checked_class_names(self.class_names, self.layers)
         extra = {} if self.extra is None else self.extra
         if not isinstance(extra, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in extra.items()
         ):
-            raise SemvecTypeError(f"extra must map strings to strings, got {self.extra!r}.")
+            raise SemvecTypeError(f"extra must map strings to strings, got {short(self.extra)}.")
         self.extra = dict(extra)
         if not is_int(self.format_version) or self.format_version < 1:
             raise SemvecValueError(
-                f"format_version must be a positive int, got {self.format_version!r}."
+                f"format_version must be a positive int, got {short(self.format_version)}."
             )
         if not isinstance(self.package_version, str):
             raise SemvecTypeError(
-                f"package_version must be a string, got {self.package_version!r}."
+                f"package_version must be a string, got {short(self.package_version)}."
             )
 
     # ------------------------------------------------------------------ access
@@ -335,13 +339,12 @@ class StaticKnowledge:
 
         Raises:
             KnowledgeFileError: the document is not knowledge, comes from a newer version, or
-                its values are invalid (the message names what).
+                its values are invalid (the message names ``source`` and what is wrong).
         """
         if not isinstance(document, Mapping):
             raise KnowledgeFileError(f"{source} is not a knowledge document (a mapping). {EXPORT_HINT}")
         check_format_version(document.get("format_version"), dict(document), source)
         try:
-            entries = document["layers"]
             layers = [
                 LayerKnowledge(
                     name=entry["name"],
@@ -351,7 +354,7 @@ class StaticKnowledge:
                     neuron_dim=entry["neuron_dim"],
                     statistics=entry.get("statistics") or {},
                 )
-                for entry in entries
+                for entry in layer_entries(document)
             ]
             return cls(
                 layers={layer.name: layer for layer in layers},
@@ -362,9 +365,12 @@ class StaticKnowledge:
                 format_version=document["format_version"],
                 package_version=document.get("package_version", "unknown"),
             )
-        except (TypeError, ValueError, KeyError) as err:
+        # Whatever a bad value makes the checks or torch raise (a checkpoint's document may
+        # hold any object), never a bug's traceback: the message names the source.
+        except _BAD_VALUE_ERRORS as err:
+            what = f"missing {err}" if type(err) is KeyError else str(err)
             raise KnowledgeFileError(
-                f"{source} has invalid lightning_semvec knowledge: {err} {EXPORT_HINT}"
+                f"{source} has invalid lightning_semvec knowledge: {what} {EXPORT_HINT}"
             ) from err
 
     # ------------------------------------------------------------------ files

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from lightning_semvec.checks import check_callable, check_choice, check_int
-from lightning_semvec.errors import SemvecTypeError
+from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 
 __all__ = ["PROJECTOR_IMAGES", "AnalysisOptions", "LabelFn", "ProjectorImages"]
 
@@ -109,6 +109,12 @@ class AnalysisOptions:
                     f"class_names must be a list of strings or None, got {self.class_names!r}."
                 )
             object.__setattr__(self, "class_names", list(self.class_names))
+        if self.num_classes is not None and self.class_names is not None:
+            if len(self.class_names) != self.num_classes:
+                raise SemvecValueError(
+                    f"class_names has {len(self.class_names)} names but num_classes is "
+                    f"{self.num_classes}: give one name per class, or only one of the two."
+                )
         if self.label_fn is not None:
             check_callable("label_fn", self.label_fn,
                            "a callable taking a batch and returning (B,) integer labels")

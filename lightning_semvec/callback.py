@@ -26,6 +26,7 @@ from lightning_semvec.functional.alignment import DENSE_MAX_NEURONS, AlignmentFo
 from lightning_semvec.functional.similarity import SimilarityKind
 from lightning_semvec.functional.similarity import semantic_similarity as _semantic_similarity
 from lightning_semvec.knowledge import StaticKnowledge
+from lightning_semvec.knowledge.document_checks import class_counts_of
 from lightning_semvec.layer_capture import LayerCapture
 from lightning_semvec.layers import LayerSpec, resolve_layers
 from lightning_semvec.logging_steps import logs_this_step
@@ -169,10 +170,8 @@ class SemanticVectorCallback(Callback):
         return self._generate_state_key(layers=specs, dim=self.dim)
 
     def _module_name(self, module: nn.Module) -> str:
-        for name, candidate in self._modules.items():
-            if candidate is module:
-                return name
-        return f"{type(module).__name__}@{id(module):x}"
+        names = [name for name, candidate in self._modules.items() if candidate is module]
+        return names[0] if names else f"{type(module).__name__}@{id(module):x}"
 
     @property
     def layer_names(self) -> list[str]:
@@ -191,11 +190,8 @@ class SemanticVectorCallback(Callback):
 
     @property
     def semantic_vectors(self) -> dict[str, Tensor]:
-        """``{layer: (N, d) float32 tensor}``: detached CPU copies of the learned vectors.
-
-        Raises:
-            RuntimeError: before the callback has seen a training step.
-        """
+        """``{layer: (N, d) float32 tensor}``: detached CPU copies of the learned vectors
+        (a ``RuntimeError`` before the callback has seen a training step)."""
         if not self.vectors.layer_names:
             raise RuntimeError(
                 "No semantic vectors yet: they are created on the first training step. Run "
@@ -214,11 +210,8 @@ class SemanticVectorCallback(Callback):
 
     @property
     def fidelity(self) -> dict[str, dict[str, float]]:
-        """``{layer: {"spearman": rho, "neighbour_agreement": a}}`` of the last analysed validation.
-
-        Empty before the first analysed validation epoch; layers with fewer than 3 neurons have
-        no fidelity. Values are NaN when too few neurons were alive.
-        """
+        """``{layer: {"spearman": rho, "neighbour_agreement": a}}`` of the last analysed
+        validation (layers of 3 or more neurons; NaN when too few neurons were alive)."""
         results = self._analysis.results if self._analysis is not None else {}
         return {n: dict(r.fidelity) for n, r in results.items() if r.fidelity is not None}
 
@@ -247,15 +240,22 @@ class SemanticVectorCallback(Callback):
                 if loaded is not None and name in loaded else self._readout_for(name))
             for name in vectors
         }
+        statistics = {n: st for n, st in self.neuron_statistics.items() if n in vectors}
+        class_names = self.class_names
+        counts = class_counts_of(statistics)
+        if class_names is not None and counts and counts != {len(class_names)}:
+            self._warn_once("class-names", f"SemanticVectorCallback: {len(class_names)} class "
+                            f"names but {sorted(counts)} classes: the knowledge has no names.")
+            class_names = None
         return StaticKnowledge.from_vectors(
             vectors,
             similarity=self.similarity,
             reduction={name: r.reduction for name, r in readouts.items()},
             neuron_dim={name: r.neuron_dim for name, r in readouts.items()},
-            statistics={n: s for n, s in self.neuron_statistics.items() if n in vectors},
+            statistics=statistics,
             source_model=self.source_model or (loaded.source_model if loaded else None),
             training_steps=self.training_steps,
-            class_names=self.class_names,
+            class_names=class_names,
         )
 
     def export_knowledge(self, path: str | Path) -> Path:

@@ -174,6 +174,8 @@ def test_bad_labels_are_clear_errors():
         (dict(projector_top_k=0), ValueError, "projector_top_k"),
         (dict(fidelity_max_neurons=2), ValueError, "fidelity_max_neurons"),
         (dict(num_classes=1), ValueError, "num_classes"),
+        (dict(num_classes=3, class_names=["a", "b"]), ValueError,
+         "class_names has 2 names but num_classes is 3"),
         (dict(label_fn="y"), TypeError, "label_fn must be a callable"),
     ],
 )

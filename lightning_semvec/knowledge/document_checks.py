@@ -15,7 +15,7 @@ from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 from lightning_semvec.knowledge.header_checks import short
 from lightning_semvec.knowledge.layer_knowledge import LayerKnowledge
 
-__all__ = ["checked_class_names", "layer_entries"]
+__all__ = ["checked_class_names", "class_counts_of", "layer_entries"]
 
 # What every layer entry of a document holds ("statistics" is optional: version 1 had none).
 _ENTRY_KEYS = ("name", "vectors", "similarity", "reduction", "neuron_dim")
@@ -77,3 +77,8 @@ def checked_class_names(
                 "classes. Give one name per class of the statistics (or class_names=None)."
             )
     return list(class_names)
+
+
+def class_counts_of(statistics: Mapping[str, Mapping[str, Any]]) -> set[int]:
+    """The numbers of classes ``C`` of the layers' class statistics (``{layer: statistics}``)."""
+    return {len(stats["class_counts"]) for stats in statistics.values() if "class_counts" in stats}

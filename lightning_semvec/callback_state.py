@@ -46,24 +46,89 @@ def is_callback_state(state: object) -> bool:
     return _is_legacy(state)
 
 
+#: What every layer entry of the document must hold (``statistics`` is optional).
+_LAYER_ENTRIES = ("name", "vectors", "similarity", "reduction", "neuron_dim")
+#: What to do about a state that is not what the callback wrote (edited by hand or by a tool).
+_EDITED_HINT = (
+    "The callback state was changed after the Trainer saved it: export the checkpoint the "
+    "Trainer wrote, or build the knowledge with StaticKnowledge.from_vectors(...)."
+)
+
+
 def knowledge_of_state(state: Mapping[str, Any], source: str = "the checkpoint") -> StaticKnowledge:
-    """The knowledge a callback state holds (``source`` names it in errors)."""
+    """The knowledge a callback state holds (``source`` names it in errors).
+
+    Raises:
+        KnowledgeFileError: no semantic vectors in ``state``, or a state whose structure is
+            not what the callback writes (the message names the entry).
+    """
     if not is_callback_state(state):
         raise KnowledgeFileError(f"{source} holds no semantic vectors.")
     if not _is_legacy(state):
-        return StaticKnowledge.from_document(state["knowledge"], source=source)
-    meta = state.get("knowledge") or {}
-    readouts = meta.get("readouts") or {}
+        document = _checked_document(state["knowledge"], source)
+        return StaticKnowledge.from_document(document, source=source)
+    meta = _mapping(state.get("knowledge"), "'knowledge'", source)
+    readouts = _mapping(meta.get("readouts"), "'knowledge' 'readouts'", source)
     vectors: dict[str, Tensor] = state["vectors"]
-    return StaticKnowledge.from_vectors(
-        vectors,
-        similarity=meta.get("similarity", "pearson"),
-        reduction={n: readouts.get(n, {}).get("reduction", "mean") for n in vectors},
-        neuron_dim={n: readouts.get(n, {}).get("neuron_dim", 1) for n in vectors},
-        source_model=meta.get("source_model"),
-        training_steps=int(state.get("training_steps", 0)),
-        class_names=meta.get("class_names"),
-    )
+    readout = {n: _mapping(readouts.get(n), f"the readout of {n!r}", source) for n in vectors}
+    try:
+        return StaticKnowledge.from_vectors(
+            vectors,
+            similarity=meta.get("similarity", "pearson"),
+            reduction={n: readout[n].get("reduction", "mean") for n in vectors},
+            neuron_dim={n: readout[n].get("neuron_dim", 1) for n in vectors},
+            source_model=meta.get("source_model"),
+            training_steps=int(state.get("training_steps", 0)),
+            class_names=meta.get("class_names"),
+        )
+    except (TypeError, ValueError) as err:  # from_vectors' checks, or int() of the steps
+        raise KnowledgeFileError(
+            f"{source} has invalid semantic vectors: {err} {_EDITED_HINT}"
+        ) from err
+
+
+def _mapping(value: object, what: str, source: str) -> Mapping[str, Any]:
+    """``value`` if it is a mapping, ``{}`` if it is ``None``; else a clear error."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise KnowledgeFileError(
+            f"{source}: {what} must be a mapping, got {type(value).__name__}. {_EDITED_HINT}"
+        )
+    return value
+
+
+def _checked_document(document: Mapping[str, Any], source: str) -> Mapping[str, Any]:
+    """``document`` if its containers have the shape :meth:`StaticKnowledge.from_document`
+    reads; else an error naming the entry (from_document would report a bare ``'vectors'``
+    KeyError, or fail on a tensor where a mapping belongs)."""
+    layers = document.get("layers")
+    if not isinstance(layers, (list, tuple)):
+        raise KnowledgeFileError(
+            f"{source}: the knowledge's 'layers' must be a list of layer entries, got "
+            f"{type(layers).__name__}. {_EDITED_HINT}"
+        )
+    for index, entry in enumerate(layers):
+        what = f"layer entry {index}"
+        if not isinstance(entry, Mapping):
+            raise KnowledgeFileError(
+                f"{source}: {what} must be a mapping, got {type(entry).__name__}. {_EDITED_HINT}"
+            )
+        if isinstance(entry.get("name"), str):
+            what = f"{what} ({entry['name']!r})"
+        missing = [name for name in _LAYER_ENTRIES if name not in entry]
+        if missing:
+            names = ", ".join(repr(name) for name in missing)
+            raise KnowledgeFileError(f"{source}: {what} has no {names}. {_EDITED_HINT}")
+        _mapping(entry.get("statistics"), f"the 'statistics' of {what}", source)
+    _mapping(document.get("extra"), "the knowledge's 'extra'", source)
+    class_names = document.get("class_names")
+    if class_names is not None and not isinstance(class_names, (list, tuple)):
+        raise KnowledgeFileError(
+            f"{source}: the knowledge's 'class_names' must be a list of strings or None, got "
+            f"{type(class_names).__name__}. {_EDITED_HINT}"
+        )
+    return document
 
 
 def vector_state_of(

@@ -109,12 +109,13 @@ def _run_report(args: Sequence[str]) -> None:
 
 
 def _run_export(args: Sequence[str]) -> None:
-    from lightning_semvec.checkpoint_export import knowledge_from_checkpoint
+    from lightning_semvec.checkpoint_export import check_output_path, knowledge_from_checkpoint
 
     parser = command_parser("export", knowledge_from_checkpoint)
     parser.add_argument("out", type=str, help="the knowledge file to write (.semvec.safetensors)")
     options = _parse(parser, args)
-    out = options.pop("out")
+    # Before the checkpoint is read: a wrong output path should not cost a large load first.
+    out = check_output_path(options.pop("out"))
     print(f"Knowledge file: {knowledge_from_checkpoint(**options).save(out)}")
 
 

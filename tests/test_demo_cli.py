@@ -181,7 +181,9 @@ def test_export_of_a_checkpoint_without_the_callback(tmp_path, capsys):
 
     torch.save({"state_dict": {}, "callbacks": {}}, tmp_path / "plain.ckpt")
     assert main(["export", str(tmp_path / "plain.ckpt"), str(tmp_path / "k")]) == 2
-    assert "holds no semantic vector callback state" in capsys.readouterr().err
+    assert "holds no semantic vector callback state (its callback states: [])" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize("command", ["fit", "distill", "demo", "report", "export"])

@@ -337,16 +337,9 @@ class SemanticVectorCallback(Callback):
         # per batch under manual optimization may step over the multiple itself).
         if step // self.every_n_steps == last // self.every_n_steps or capture is None:
             return
-        activations = {}
-        for name in self._modules:
-            if not capture.chunks.get(name):
-                self._warn_once(
-                    f"missing:{name}",
-                    f"SemanticVectorCallback: layer {name!r} was not called in this training "
-                    "step, so its vectors were not updated.",
-                )
-                continue
-            activations[name] = capture.activations(name)
+        # The layers this process did not run are just absent: skipping the update here would
+        # leave the other processes waiting in a collective (the gather agrees on what to skip).
+        activations = {n: capture.activations(n) for n in self._modules if capture.chunks.get(n)}
         self._update(trainer, pl_module, activations, capture)
 
     @override
@@ -477,16 +470,23 @@ class SemanticVectorCallback(Callback):
         activations: dict[str, Tensor],
         capture: LayerCapture,
     ) -> None:
-        """Gather this step's activations (one gather per group of layers) and step the vectors."""
+        """Gather this step's activations (``{layer: (M, K)}`` of the layers this process ran)
+        from every process and step the vectors; runs on every process at every update."""
         logging = logs_this_step(trainer, after_optimizer_step=True)
-        gathered, weights = gather_activations(
-            pl_module, trainer.world_size, activations, self._warn_once
+        gathered = gather_activations(
+            pl_module, trainer.world_size, list(self._modules), activations,
+            subsets=capture.subsets, widths=capture.widths,
+            neuron_subset=lambda n: self.vectors.neuron_subset(n, capture.step, pl_module.device),
+            warn_once=self._warn_once,
         )
-        if not gathered:
+        for name in gathered.not_called:  # on no process: the gather said so on every one
+            self._warn_once(f"missing:{name}", f"SemanticVectorCallback: layer {name!r} was not "
+                            "called in this training step, so its vectors were not updated.")
+        if not gathered.activations:
             return
         result = self.vectors.step(
-            gathered, weights, subsets=capture.subsets, num_neurons=capture.widths,
-            with_losses=logging,
+            gathered.activations, gathered.weights, subsets=gathered.subsets,
+            num_neurons=gathered.widths, with_losses=logging,
         )
         self.training_steps = trainer.global_step
         if logging:

@@ -55,3 +55,30 @@ def test_docs_index_python_blocks_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_blocks(code_blocks(ROOT / "docs" / "index.md", "python"), "docs/index.md")
     assert (tmp_path / "teacher.semvec.safetensors").is_file()
+
+
+# The layer error's example pattern fits the model at hand (it used to say 'features.*' for every
+# model, a name none of the package's models has: theirs start with 'net.').
+
+
+def test_layer_error_example_matches_the_model():
+    from torch import nn
+
+    from lightning_semvec import SemvecError, resolve_layers
+    from lightning_semvec.layers import example_pattern
+    from lightning_semvec.models import ImageClassifier, SmallCNN
+
+    model = ImageClassifier(SmallCNN(in_channels=1, num_classes=10))
+    with pytest.raises(SemvecError) as caught:
+        resolve_layers(model, ["features.*"])
+    suggested = re.search(r"glob patterns such as '([^']+)'", str(caught.value)).group(1)
+    assert suggested == "net.features.*"
+    assert list(resolve_layers(model, suggested)) == [f"net.features.{i}" for i in range(5)]
+
+    with pytest.raises(SemvecError, match=re.escape("e.g. layers=['net.features.*']")):
+        resolve_layers(model, [])
+
+    # Whatever the model, the suggested pattern matches one of its layers.
+    for net in (nn.Sequential(nn.Linear(4, 2)),
+                nn.Sequential(nn.Linear(4, 8), nn.Sequential(nn.ReLU(), nn.Linear(8, 2)))):
+        assert resolve_layers(net, example_pattern(net))

@@ -82,3 +82,45 @@ def test_layer_error_example_matches_the_model():
     for net in (nn.Sequential(nn.Linear(4, 2)),
                 nn.Sequential(nn.Linear(4, 8), nn.Sequential(nn.ReLU(), nn.Linear(8, 2)))):
         assert resolve_layers(net, example_pattern(net))
+
+
+# The YAML examples of docs/quickstart.md, through the CLI at tiny size.
+
+TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+        "--trainer.limit_val_batches", "1"]
+
+
+def yaml_examples() -> dict[str, str]:
+    """``{"fit": text, "distill": text}``: the quickstart's blocks headed ``# fit.yaml`` etc."""
+    found = {}
+    for block in code_blocks(ROOT / "docs" / "quickstart.md", "yaml"):
+        head = re.match(r"# (fit|distill)\.yaml: semvec \1 --config \1\.yaml\n", block)
+        if head:
+            found[head.group(1)] = block
+    return found
+
+
+def test_yaml_examples_parse_to_what_they_say():
+    import yaml
+
+    examples = yaml_examples()
+    assert set(examples) == {"fit", "distill"}
+    fit, distill = (yaml.safe_load(examples[name]) for name in ("fit", "distill"))
+    assert fit["semvec"]["layers"] == ["net.features.*", "net.classifier.3"]
+    assert fit["knowledge"] == distill["model"]["knowledge"]
+
+
+@pytest.mark.timeout(300)
+def test_yaml_examples_run_fit_then_distill(tmp_path, monkeypatch, capsys):
+    from lightning_semvec.cli import main
+    from lightning_semvec.knowledge import StaticKnowledge
+
+    monkeypatch.chdir(tmp_path)
+    examples = yaml_examples()
+    for name in ("fit", "distill"):
+        (tmp_path / f"{name}.yaml").write_text(examples[name], encoding="utf-8")
+
+    assert main(["fit", "--config", "fit.yaml", *TINY]) == 0
+    knowledge = StaticKnowledge.load(tmp_path / "teacher.semvec.safetensors")
+    assert "net.classifier.3" in knowledge.layers
+    assert main(["distill", "--config", "distill.yaml", *TINY]) == 0

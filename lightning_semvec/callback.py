@@ -119,7 +119,8 @@ class SemanticVectorCallback(Callback):
         if not layers:
             raise SemvecValueError(
                 "SemanticVectorCallback needs at least one layer: pass module names, glob "
-                "patterns or modules, e.g. layers=['features.*', 'classifier.2']."
+                "patterns or modules as in model.named_modules(), e.g. layers=['net.features.*'] "
+                "for an ImageClassifier."
             )
         if analysis is not None and not isinstance(analysis, AnalysisOptions):
             raise SemvecTypeError(

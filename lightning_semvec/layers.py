@@ -34,6 +34,25 @@ def _is_pattern(spec: str) -> bool:
     return any(ch in spec for ch in "*?[")
 
 
+def example_pattern(model: nn.Module) -> str:
+    """A glob pattern that matches some of ``model``'s layers, for examples in error messages.
+
+    The first submodule (in ``named_modules`` order) with a leaf child gives ``"<its name>.*"``;
+    a model whose only leaves are its own children gives ``"*"``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Sequential(nn.Linear(4, 8), nn.ReLU()), nn.Linear(8, 2))
+        >>> example_pattern(net)
+        '0.*'
+        >>> example_pattern(nn.Sequential(nn.Linear(4, 2)))
+        '*'
+    """
+    for name, module in model.named_modules():
+        if name and any(next(child.children(), None) is None for child in module.children()):
+            return f"{name}.*"
+    return "*"
+
+
 def resolve_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec]) -> dict[str, nn.Module]:
     """Resolve layer specifications to ``{dotted name: module}``, in the model's module order.
 
@@ -56,7 +75,7 @@ def resolve_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec]) ->
     if not specs:
         raise SemvecValueError(
             "No layers given: pass at least one module name, glob pattern or module, "
-            "e.g. layers=['features.*', 'classifier.2']."
+            f"e.g. layers=[{example_pattern(model)!r}]."
         )
     named = [(name, module) for name, module in model.named_modules() if name]
     names = [name for name, _ in named]
@@ -81,7 +100,7 @@ def resolve_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec]) ->
                 raise SemvecValueError(
                     f"Layer {spec!r} matches no module of {type(model).__name__}.{hint} "
                     f"Existing names start with: {sample}. Use dotted names as in "
-                    "model.named_modules(), or glob patterns such as 'features.*'."
+                    f"model.named_modules(), or glob patterns such as {example_pattern(model)!r}."
                 )
             chosen.update(hits)
         else:

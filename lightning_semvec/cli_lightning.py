@@ -228,8 +228,9 @@ class SemvecLightningCLI(LightningCLI):
         trainer = self.trainer
         metrics = {k: v for k, v in trainer.callback_metrics.items()
                    if k.startswith("val") and getattr(v, "numel", lambda: 1)() == 1}
-        lines = [f"{self.command}: done, {trainer.current_epoch} epochs "
-                 f"({trainer.global_step} steps)."]
+        epochs, steps = trainer.current_epoch, trainer.global_step
+        lines = [f"{self.command}: done, {epochs} epoch{'s' * (epochs != 1)} "
+                 f"({steps} step{'s' * (steps != 1)})."]
         if metrics:
             lines.append("  validation:  " + ", ".join(
                 f"{k} {float(v):.4g}" for k, v in sorted(metrics.items())))

@@ -34,7 +34,7 @@ def test_fit_ends_with_a_summary_and_next_commands(tmp_path, monkeypatch, capsys
                  "--semvec.analysis.figures", "false", "--knowledge", "k.semvec.safetensors"]) == 0
     out = capsys.readouterr().out
     checkpoint = next(tmp_path.glob("lightning_logs/version_0/checkpoints/*.ckpt"))
-    assert "semvec fit: done, 1 epochs" in out
+    assert "semvec fit: done, 1 epoch (2 steps)." in out
     assert re.search(r"validation: .*val/acc \d", out)
     assert "logs:        lightning_logs/version_0\n" in out
     assert f"checkpoint:  {checkpoint.relative_to(tmp_path)}\n" in out

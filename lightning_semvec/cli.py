@@ -8,7 +8,8 @@ commands around the library, parsed by jsonargparse from one typed function each
 
 A :class:`~lightning_semvec.errors.SemvecError` (the user's input was wrong) prints one line,
 ``semvec <command>: error: <message>``, and exits with status 2, as bad arguments do; any other
-exception is a bug and keeps its traceback.
+exception is a bug and keeps its traceback. So does a bad argument or config key of ``fit`` and
+``distill``, with "did you mean ...?" for a misspelt one (:mod:`lightning_semvec.cli_lightning`).
 """
 
 from __future__ import annotations
@@ -26,22 +27,6 @@ COMMANDS = {
     **{name: command.summary for name, command in SMALL_COMMANDS.items()},
 }
 
-FIT_EXAMPLES = """examples:
-  semvec fit                                          # demo CNN on the digits, default layers
-  semvec fit --trainer.max_epochs 5 --semvec.dim 16 --knowledge teacher.semvec.safetensors
-  semvec fit --model lightning_semvec.models.ImageClassifier --model.model resnet20 \\
-             --model.in_channels 3 --data lightning_semvec.data.CIFAR10DataModule \\
-             --data.download true --semvec.layers '[net.layer1, net.layer2, net.layer3, net.fc]'
-  semvec fit --print_config > fit.yaml && semvec fit --config fit.yaml
-"""
-
-DISTILL_EXAMPLES = """examples:
-  semvec distill --model.knowledge teacher.semvec.safetensors \\
-                 --model.student lightning_semvec.models.SmallCNN --model.student.width 4 \\
-                 --model.layer_map '{classifier.3: net.classifier.3}'
-  semvec distill --print_config > distill.yaml && semvec distill --config distill.yaml
-"""
-
 TOP_HELP = "usage: semvec COMMAND [options]\n\n" + "\n".join(
     f"  {name:<8} {text}" for name, text in COMMANDS.items()
 ) + """
@@ -51,58 +36,17 @@ Each command has --help with examples. Start with:  semvec demo
 
 
 def _fit_cli(args: Sequence[str]) -> None:
-    from lightning.pytorch import LightningDataModule, LightningModule
-    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-
-    from lightning_semvec.callback import SemanticVectorCallback
-
-    class SemvecFitCLI(LightningCLI):
-        """LightningCLI with the callback under ``--semvec`` and ``--knowledge`` for export."""
-
-        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-            parser.add_lightning_class_args(SemanticVectorCallback, "semvec")
-            parser.add_argument(
-                "--knowledge", type=str | None, default=None,
-                help="after fit, export the learned vectors to this knowledge file",
-            )
-            parser.set_defaults({
-                "model": {"class_path": "lightning_semvec.models.ImageClassifier"},
-                "data": {"class_path": "lightning_semvec.data.DigitsDataModule"},
-                "semvec.layers": ["net.features.*", "net.classifier.3"],
-            })
-
-        def after_fit(self) -> None:
-            path = self.config[self.subcommand].get("knowledge")
-            if path:
-                semvec = next(
-                    c for c in self.trainer.callbacks if isinstance(c, SemanticVectorCallback)
-                )
-                print(f"Knowledge file: {semvec.export_knowledge(path)}")
+    from lightning_semvec.cli_lightning import SemvecFitCLI
 
     with _argv_for_lightning_cli():
-        SemvecFitCLI(
-            LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-            args=["fit", *args], parser_kwargs={"fit": {"epilog": FIT_EXAMPLES}},
-            save_config_kwargs={"overwrite": True},
-        )
+        SemvecFitCLI(list(args))
 
 
 def _distill_cli(args: Sequence[str]) -> None:
-    from lightning.pytorch import LightningDataModule
-    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-
-    from lightning_semvec.distillation import StaticDistillationModule
-
-    class SemvecDistillCLI(LightningCLI):
-        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-            parser.set_defaults({"data": {"class_path": "lightning_semvec.data.DigitsDataModule"}})
+    from lightning_semvec.cli_lightning import SemvecDistillCLI
 
     with _argv_for_lightning_cli():
-        SemvecDistillCLI(
-            StaticDistillationModule, LightningDataModule, subclass_mode_data=True,
-            args=["fit", *args], parser_kwargs={"fit": {"epilog": DISTILL_EXAMPLES}},
-            save_config_kwargs={"overwrite": True},
-        )
+        SemvecDistillCLI(list(args))
 
 
 @contextmanager

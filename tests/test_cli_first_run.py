@@ -1,0 +1,95 @@
+"""What a first `semvec fit` / `semvec distill` shows: short defaults, a summary at the end,
+help named after the command, and one line for a misspelt option."""
+
+import re
+
+import pytest
+
+from lightning_semvec.cli import main
+from lightning_semvec.cli_lightning import (
+    DEFAULT_LOG_EVERY_N_EPOCHS,
+    DEFAULT_MAX_EPOCHS,
+    DISTILL_MAX_EPOCHS,
+)
+
+TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+        "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]
+
+
+@pytest.mark.parametrize("command", ["fit", "distill"])
+def test_default_run_is_short(command, capsys):
+    epochs = {"fit": DEFAULT_MAX_EPOCHS, "distill": DISTILL_MAX_EPOCHS}[command]
+    assert epochs <= 30  # Lightning's own default is 1000
+    assert main([command, "--print_config"]) == 0
+    config = capsys.readouterr().out
+    assert re.search(rf"^  max_epochs: {epochs}$", config, re.M)
+    if command == "fit":  # projector snapshots every 5 epochs and at the end, not every epoch
+        assert re.search(rf"^    log_every_n_epochs: {DEFAULT_LOG_EVERY_N_EPOCHS}$", config, re.M)
+        assert DEFAULT_LOG_EVERY_N_EPOCHS > 1
+
+
+def test_fit_ends_with_a_summary_and_next_commands(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", *TINY, "--semvec.dim", "4", "--semvec.analysis.projector", "false",
+                 "--semvec.analysis.figures", "false", "--knowledge", "k.semvec.safetensors"]) == 0
+    out = capsys.readouterr().out
+    checkpoint = next(tmp_path.glob("lightning_logs/version_0/checkpoints/*.ckpt"))
+    assert "semvec fit: done, 1 epoch (2 steps)." in out
+    assert re.search(r"validation: .*val/acc \d", out)
+    assert "logs:        lightning_logs/version_0\n" in out
+    assert f"checkpoint:  {checkpoint.relative_to(tmp_path)}\n" in out
+    assert "knowledge:   k.semvec.safetensors\n" in out
+    assert "  semvec report k.semvec.safetensors report/\n" in out
+    assert "  tensorboard --logdir lightning_logs/version_0" in out
+
+
+def test_fit_without_knowledge_suggests_export(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", *TINY, "--semvec.dim", "4", "--semvec.analysis", "null"]) == 0
+    out = capsys.readouterr().out
+    checkpoint = next(tmp_path.glob("lightning_logs/version_0/checkpoints/*.ckpt"))
+    assert f"  semvec export {checkpoint.relative_to(tmp_path)} teacher.semvec.safetensors\n" in out
+    assert "  semvec report teacher.semvec.safetensors report/\n" in out
+
+
+@pytest.mark.parametrize("command", ["fit", "distill"])
+def test_help_is_named_after_the_command_and_keeps_line_breaks(command, capsys):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: semvec {command} [options]\n")
+    assert "--trainer.max_epochs 50" in out.split("options:")[0]  # start-here paragraph on top
+    examples = out.split("examples:\n")[1]
+    assert examples.startswith(f"  semvec {command} ")
+    assert "\\\n" in examples  # continued lines stay continued
+    assert "--trainer.max_epochs 50" in examples
+    # The package's groups before the Trainer's 400 lines.
+    assert out.index("Customize every aspect of training") > out.index("  --model ")
+
+
+@pytest.mark.parametrize(
+    "command, argv, suggestion",
+    [
+        ("fit", ["--semvec.dimm", "4"], "`--semvec.dim`"),
+        ("fit", ["--model.num_clases", "3"], "`--model.num_classes`"),
+        ("fit", ["--knowlege", "k"], "`--knowledge`"),
+        ("fit", ["--config", "fit.yaml"], "`--semvec.dim`"),
+        ("distill", ["--trainer.max_epoks", "3"], "`--trainer.max_epochs`"),
+    ],
+)
+def test_misspelt_option_is_one_line_with_a_suggestion(
+    command, argv, suggestion, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fit.yaml").write_text("semvec:\n  dims: 4\n")
+    assert main([command, *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"semvec {command}: error: unknown option `--")
+    assert err.endswith(f"did you mean {suggestion}?")
+    assert "\n" not in err and "usage" not in err
+
+
+def test_wrong_value_names_the_key_without_usage(capsys):
+    assert main(["fit", "--trainer.max_epochs", "many"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('semvec fit: error: Parser key "trainer.max_epochs"')
+    assert "(options: semvec fit --help)" in err and "usage" not in err

@@ -132,8 +132,9 @@ SMALL_COMMANDS: dict[str, SmallCommand] = {
     ),
     "export": SmallCommand(
         "a knowledge file from a checkpoint's callback state",
-        "examples:\n  semvec export lightning_logs/version_0/checkpoints/last.ckpt "
-        "teacher.semvec.safetensors\n",
+        "examples:\n  semvec export 'lightning_logs/version_0/checkpoints/epoch=9-step=200.ckpt' "
+        "teacher.semvec.safetensors\n  (the checkpoint name semvec fit printed; given a folder, "
+        "export lists the checkpoints in it)\n",
         _run_export,
     ),
 }

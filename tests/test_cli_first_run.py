@@ -93,3 +93,16 @@ def test_wrong_value_names_the_key_without_usage(capsys):
     err = capsys.readouterr().err
     assert err.startswith('semvec fit: error: Parser key "trainer.max_epochs"')
     assert "(options: semvec fit --help)" in err and "usage" not in err
+
+
+def test_export_examples_name_a_checkpoint_that_default_checkpointing_writes(capsys):
+    """ModelCheckpoint writes last.ckpt only with save_last=True: the examples must not use it."""
+    from pathlib import Path
+
+    assert main(["export", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "knowledge-file.md").read_text()
+    for text in (help_text, docs):
+        commands = re.findall(r"semvec export \S+", text)
+        assert commands and not any("last.ckpt" in c for c in commands), commands
+        assert any(re.search(r"epoch=\d+-step=\d+\.ckpt", c) for c in commands), commands

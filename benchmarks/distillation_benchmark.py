@@ -1,31 +1,36 @@
-"""Static distillation against a plain student and the teacher-run baselines, on digits.
+"""Static distillation against the plain student, teacher-run baselines and no-teacher controls.
 
 What it does, in one process on the CPU:
 
 1. Trains a teacher (``SmallCNN(width=32, hidden=128)``) on scikit-learn's digits upscaled
-   to 16x16, with a :class:`~lightning_semvec.SemanticVectorCallback` on its logits
-   (``net.classifier.3``) and penultimate (``net.classifier.2``) layers, and exports the
-   knowledge file; the static students get only that file.
-2. Trains the same small student architecture (``SmallCNN(width=8, hidden=32)`` by default)
-   with each method, for every seed, with the same initialisation per seed, epochs,
-   optimizer and data order: ``plain`` (task loss only), ``kd``, ``rkd``, ``sp``, ``cc``,
-   ``pkt`` (the teacher runs on every batch; their usual weights), the static forms and a
-   label-smoothing control (see ``KNOWN_METHODS`` and ``--methods``).
-3. Prints a markdown table (mean +- std test accuracy over seeds, the paired difference to
-   the plain student, and each method's median training-step time over the plain
-   student's, timed in the same run with the order of the methods rotating between seeds)
-   and writes it into a marked section of ``--output``, leaving the rest of that file alone.
+   to 16x16 (all 1,257 training images), with a
+   :class:`~lightning_semvec.SemanticVectorCallback` on its logits (``net.classifier.3``)
+   and penultimate layer, whose validation analysis stores the per-class statistics; exports
+   the knowledge file. Does the same for an *untrained* teacher (same architecture and
+   initialisation, learning rate 0): its knowledge goes through the same export path.
+2. Trains one student architecture with each method of ``--methods`` (names and what they
+   are: ``distillation_methods.py``) for every seed: the seed fixes the student's
+   initialisation, the controls' permutations and, with ``--train-size``, which stratified
+   subset of the training images the student sees; the data order is the same for every
+   method. Static students read only the knowledge file.
+3. Prints two markdown tables and writes them into a marked section of ``--output``:
+   accuracy of the last epoch's weights per method, with the paired difference to the plain
+   student and its 95 % confidence interval (Student's t over seeds), and the step time over
+   the plain student's, measured in the same run (the methods' order rotates with the seed);
+   then, for each static form, its paired difference to each control with no teacher in it.
+   ``--json`` keeps every run's accuracy and step time.
 
-The runs recorded in ``docs/results.md`` (each 2 to 8 minutes on 2 CPU cores)::
+The runs recorded in ``docs/results.md`` (each 10 to 40 minutes on 2 CPU cores)::
 
-    python benchmarks/distillation_benchmark.py --seeds 5 --epochs 30 --output docs/results.md --section main
-    python benchmarks/distillation_benchmark.py --seeds 5 --epochs 30 --output docs/results.md \
-        --section variants --methods static_w10,static_cosine,...   # see docs/results.md
-    python benchmarks/distillation_benchmark.py --seeds 5 --epochs 30 --student-width 4 \
-        --student-hidden 16 --output docs/results.md --section tiny_student \
-        --methods static,static_w0.1,soft_targets
+    python benchmarks/distillation_benchmark.py --seeds 10 --output docs/results.md --section full
+    python benchmarks/distillation_benchmark.py --seeds 10 --train-size 300 --output docs/results.md --section small
+    python benchmarks/distillation_benchmark.py --seeds 10 --student-width 4 --student-hidden 16 \
+        --output docs/results.md --section full_tiny
+    python benchmarks/distillation_benchmark.py --seeds 10 --train-size 300 --student-width 4 \
+        --student-hidden 16 --output docs/results.md --section small_tiny
 
-Smoke mode (seconds; used by ``tests/test_benchmarks_smoke.py``)::
+Pilot runs that chose the class soft targets' temperature and weight used ``--first-seed 100``
+(seeds apart from the reported ones). Smoke mode (seconds; ``tests/test_benchmarks_smoke.py``)::
 
     python benchmarks/distillation_benchmark.py --quick --output /tmp/results.md
 """
@@ -35,43 +40,54 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import json
 import logging
+import math
 import statistics
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
+from scipy import stats
+from sklearn.model_selection import train_test_split
 from torch import nn
+from torch.utils.data import TensorDataset
 
-from lightning_semvec import (
-    SemanticVectorCallback,
-    StaticDistillationModule,
-    StaticKnowledge,
-    StudentModule,
-    TeacherDistillationModule,
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from distillation_methods import (  # noqa: E402 (the benchmark's own folder)
+    CONTROLS,
+    SHARED_CONTROLS,
+    TEACHER_LOGITS,
+    TEACHER_PENULTIMATE,
+    method_builders,
 )
-from lightning_semvec.data import DigitsDataModule
-from lightning_semvec.models import ImageClassifier, SmallCNN, cosine_schedule
 
-TEACHER_LOGITS = "net.classifier.3"
-TEACHER_PENULTIMATE = "net.classifier.2"
-STUDENT_LOGITS = "classifier.3"
-STUDENT_HIDDEN = "classifier.1"  # the Linear before the ReLU: its width is known
-STUDENT_PENULTIMATE = "classifier.2"
+from lightning_semvec import AnalysisOptions, SemanticVectorCallback, StaticKnowledge  # noqa: E402
+from lightning_semvec.data import DigitsDataModule  # noqa: E402
+from lightning_semvec.models import ImageClassifier, SmallCNN, cosine_schedule  # noqa: E402
+
+DEFAULT_METHODS = [
+    "plain", "kd", "rkd", "sp", "cc", "pkt",
+    "static", "static_shuffled", "static_random", "static_untrained",
+    "soft_targets", "soft_targets_shuffled",
+    "class_soft_targets", "class_soft_targets_shuffled", "class_soft_targets_untrained",
+    "label_smoothing", "label_smoothing_matched", "tfkd_reg",
+]
 
 
 @dataclass
 class Config:
     """Everything a run depends on; printed at the top of the results."""
 
-    seeds: int = 5
+    seeds: int = 10
+    first_seed: int = 0
     epochs: int = 30
     teacher_epochs: int = 30
     batch_size: int = 64
@@ -81,6 +97,7 @@ class Config:
     teacher_hidden: int = 128
     student_width: int = 8
     student_hidden: int = 32
+    train_size: int | None = None
     vector_dim: int = 16
     threads: int = 1
     limit_train_batches: int | float = 1.0
@@ -119,26 +136,39 @@ class StepTimer(pl.Callback):
         return self._median(self.cpu)
 
 
-def make_trainer(config: Config, epochs: int, callbacks: list[pl.Callback] | None = None) -> pl.Trainer:
+
+
+def make_trainer(config: Config, epochs: int, callbacks: list[pl.Callback] | None = None,
+                 validate: bool = False) -> pl.Trainer:
     return pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        limit_train_batches=config.limit_train_batches,
-        limit_test_batches=config.limit_test_batches,
-        callbacks=callbacks or [],
-        deterministic=False,
+        accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, limit_val_batches=1.0 if validate else 0,
+        limit_train_batches=config.limit_train_batches, limit_test_batches=config.limit_test_batches,
+        callbacks=callbacks or [], deterministic=False,
     )
 
 
-def make_data(config: Config) -> DigitsDataModule:
-    return DigitsDataModule(batch_size=config.batch_size, upscale=config.upscale, seed=0)
+class DigitsSubset(DigitsDataModule):
+    """The digits, with the training split cut to a stratified subset of ``train_size`` images."""
+
+    def __init__(self, train_size: int | None, subset_seed: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.train_size, self.subset_seed = train_size, subset_seed
+
+    def setup(self, stage: str | None = None) -> None:
+        full = self.train_dataset is None
+        super().setup(stage)
+        if full and self.train_size is not None and self.train_dataset is not None:
+            images, labels = self.train_dataset.tensors
+            keep, _ = train_test_split(np.arange(len(labels)), train_size=self.train_size,
+                                       stratify=labels.numpy(), random_state=self.subset_seed)
+            keep = torch.from_numpy(np.sort(keep))
+            self.train_dataset = TensorDataset(images[keep], labels[keep])
+
+
+def make_data(config: Config, train_size: int | None = None, subset_seed: int = 0) -> DigitsSubset:
+    return DigitsSubset(train_size, subset_seed, batch_size=config.batch_size, upscale=config.upscale, seed=0)
 
 
 def evaluate_accuracy(trainer: pl.Trainer, module: pl.LightningModule, data: DigitsDataModule) -> float:
@@ -146,127 +176,23 @@ def evaluate_accuracy(trainer: pl.Trainer, module: pl.LightningModule, data: Dig
     return float(results[0]["test/acc"])
 
 
-def train_teacher(config: Config, out_dir: Path) -> tuple[nn.Module, Path, float]:
+def train_teacher(config: Config, path: Path, trained: bool = True) -> tuple[nn.Module, float]:
+    """Fit the teacher (or, with ``trained=False``, run its epochs at learning rate 0) with the
+    callback on, validate so that the class statistics are stored, and export the knowledge."""
     pl.seed_everything(1000, verbose=False)
     net = SmallCNN(1, 10, width=config.teacher_width, hidden=config.teacher_hidden)
-    teacher = ImageClassifier(net, num_classes=10, optimizer=functools.partial(torch.optim.Adam, lr=config.lr),
+    lr = config.lr if trained else 0.0
+    teacher = ImageClassifier(net, num_classes=10, optimizer=functools.partial(torch.optim.Adam, lr=lr),
                               lr_scheduler=cosine_schedule(config.teacher_epochs))
-    semvec = SemanticVectorCallback(layers=[TEACHER_LOGITS, TEACHER_PENULTIMATE], dim=config.vector_dim)
+    analysis = AnalysisOptions(log_every_n_epochs=config.teacher_epochs, projector=False, figures=False)
+    semvec = SemanticVectorCallback(layers=[TEACHER_LOGITS, TEACHER_PENULTIMATE], dim=config.vector_dim,
+                                    analysis=analysis)
     data = make_data(config)
-    trainer = make_trainer(config, config.teacher_epochs, [semvec])
+    trainer = make_trainer(config, config.teacher_epochs, [semvec], validate=True)
     trainer.fit(teacher, datamodule=data)
     accuracy = evaluate_accuracy(trainer, teacher, data)
-    path = semvec.export_knowledge(out_dir / "teacher.semvec.safetensors")
-    return teacher.net.eval(), path, accuracy
-
-
-def student_net(config: Config) -> nn.Module:
-    return SmallCNN(1, 10, width=config.student_width, hidden=config.student_hidden)
-
-
-class LabelSmoothingStudent(StudentModule):
-    """A control: uniform label smoothing, to tell class-similarity targets from mere softening."""
-
-    def __init__(self, student: nn.Module, smoothing: float, **kwargs: Any) -> None:
-        super().__init__(student, num_classes=10, **kwargs)
-        self.smoothing = smoothing
-
-    def task_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(logits, targets, label_smoothing=self.smoothing)
-
-
-def method_builders(
-    config: Config, teacher: nn.Module, knowledge: StaticKnowledge
-) -> dict[str, Callable[[], StudentModule]]:
-    """Every method by name: a function building a fresh student module (after seeding)."""
-    common: dict[str, Any] = dict(optimizer=functools.partial(torch.optim.Adam, lr=config.lr),
-                                  lr_scheduler=cosine_schedule(config.epochs))
-
-    def teacher_run(method: str, **kwargs: Any) -> Callable[[], StudentModule]:
-        def build() -> StudentModule:
-            features = {} if method == "kd" else dict(
-                student_feature_layer=STUDENT_PENULTIMATE, teacher_feature_layer="classifier.2"
-            )
-            return TeacherDistillationModule(
-                student_net(config), teacher, num_classes=10, method=method, **features, **common, **kwargs
-            )
-
-        return build
-
-    def static(layer_map: dict[str, str], **kwargs: Any) -> Callable[[], StudentModule]:
-        def build() -> StudentModule:
-            return StaticDistillationModule(student_net(config), knowledge, layer_map, **common, **kwargs)
-
-        return build
-
-    logits = {STUDENT_LOGITS: TEACHER_LOGITS}
-    penultimate = {STUDENT_PENULTIMATE: TEACHER_PENULTIMATE}
-    hidden_width = {STUDENT_PENULTIMATE: config.student_hidden}  # a ReLU: its width is not on it
-    tau = SOFT_TARGET_TEMPERATURE
-    return {
-        "plain": lambda: StudentModule(student_net(config), num_classes=10, **common),
-        "kd": teacher_run("kd"),
-        "rkd": teacher_run("rkd"),
-        "sp": teacher_run("sp"),
-        "cc": teacher_run("cc"),
-        "pkt": teacher_run("pkt"),
-        # The paper's form: the logit layer's similarity, weight 1, Pearson.
-        "static": static(logits, weight=1.0),
-        # The same with a tenth of the weight: the best static form we found.
-        "static_w0.1": static(logits, weight=0.1),
-        # Our extension alone: static soft targets from the logit layer's vectors.
-        "soft_targets": static({}, soft_targets=1.0, soft_target_temperature=tau),
-        # The control: uniform label smoothing with the same mass off the true class.
-        "label_smoothing": lambda: LabelSmoothingStudent(
-            student_net(config), matched_smoothing(knowledge, tau, 1.0), **common
-        ),
-        # Explored variants, one change each from "static" or "soft_targets".
-        "static_w10": static(logits, weight=10.0),
-        "static_cosine": static(logits, weight=1.0, similarity="cosine"),
-        "static_penultimate": static(penultimate, weight=1.0, student_widths=hidden_width),
-        "static_both": static({**logits, **penultimate}, weight=1.0, student_widths=hidden_width),
-        "static+soft_targets": static(logits, weight=1.0, soft_targets=1.0, soft_target_temperature=tau),
-        "static_w0.1+soft_targets": static(
-            logits, weight=0.1, soft_targets=1.0, soft_target_temperature=tau
-        ),
-        "soft_targets_t0.1": static({}, soft_targets=1.0, soft_target_temperature=0.1),
-        "soft_targets_t1": static({}, soft_targets=1.0, soft_target_temperature=1.0),
-        "label_smoothing_t1": lambda: LabelSmoothingStudent(
-            student_net(config), matched_smoothing(knowledge, 1.0, 1.0), **common
-        ),
-    }
-
-
-#: The soft-target temperature of the main table (the best of 0.1, 0.2, 0.3, 0.5, 1 in our runs).
-SOFT_TARGET_TEMPERATURE = 0.5
-DEFAULT_METHODS = [
-    "plain", "kd", "rkd", "sp", "cc", "pkt", "static", "static_w0.1", "soft_targets", "label_smoothing"
-]
-#: Every name ``--methods`` accepts (the keys of :func:`method_builders`).
-KNOWN_METHODS = [
-    *DEFAULT_METHODS,
-    "static_w10",
-    "static_cosine",
-    "static_penultimate",
-    "static_both",
-    "static+soft_targets",
-    "static_w0.1+soft_targets",
-    "soft_targets_t0.1",
-    "soft_targets_t1",
-    "label_smoothing_t1",
-]
-
-
-def matched_smoothing(knowledge: StaticKnowledge, tau: float, weight: float) -> float:
-    """The label-smoothing ``eps`` that puts as much mass off the true class as soft targets do.
-
-    ``CE + w * KL(q || p)`` has the gradient of a cross-entropy with the target
-    ``(onehot + w q) / (1 + w)``, whose mass off the true class is ``w (1 - q_yy) / (1 + w)``
-    (averaged over classes); ``label_smoothing=eps`` leaves ``eps * 9 / 10`` off it.
-    """
-    q = torch.softmax(knowledge.semantic_similarity(TEACHER_LOGITS) / tau, dim=1)
-    off = weight * (1.0 - float(q.diagonal().mean())) / (1.0 + weight)
-    return off * 10 / 9
+    semvec.export_knowledge(path)
+    return teacher.net.eval(), accuracy
 
 
 @dataclass
@@ -276,19 +202,23 @@ class Result:
     step_cpu_times: list[float] = field(default_factory=list)
 
 
-def run(config: Config, out_dir: Path) -> tuple[dict[str, Result], float, float]:
+def run(config: Config, out_dir: Path) -> tuple[dict[str, Result], dict[str, float], float]:
     torch.set_num_threads(config.threads)
     start = time.perf_counter()
-    teacher, knowledge_path, teacher_accuracy = train_teacher(config, out_dir)
-    knowledge = StaticKnowledge.load(knowledge_path)  # the static students see only this file
-    builders = method_builders(config, teacher, knowledge)
-    assert list(builders) == KNOWN_METHODS, "keep KNOWN_METHODS in step with method_builders"
+    teacher, teacher_accuracy = train_teacher(config, out_dir / "teacher.semvec.safetensors")
+    _, untrained_accuracy = train_teacher(config, out_dir / "untrained.semvec.safetensors", trained=False)
+    # The static students see only these files.
+    knowledge = StaticKnowledge.load(out_dir / "teacher.semvec.safetensors")
+    untrained = StaticKnowledge.load(out_dir / "untrained.semvec.safetensors")
     results = {m: Result() for m in config.methods}
-    data = make_data(config)
-    for seed in range(config.seeds):
-        # Rotate the order each seed, so that a slow spell of the machine, or a process that
-        # slows as it ages, does not always hit the same methods' step times.
-        shift = seed % len(config.methods)
+    for index in range(config.seeds):
+        seed = config.first_seed + index
+        data = make_data(config, config.train_size, subset_seed=seed)
+        student = functools.partial(SmallCNN, 1, 10, width=config.student_width, hidden=config.student_hidden)
+        builders = method_builders(student, teacher, knowledge, untrained, seed, config.lr, config.epochs)
+        # Rotate the order each seed, so that a slow spell of the machine does not always hit
+        # the same methods' step times.
+        shift = index % len(config.methods)
         for method in config.methods[shift:] + config.methods[:shift]:
             gc.collect()
             pl.seed_everything(seed, verbose=False)
@@ -297,61 +227,74 @@ def run(config: Config, out_dir: Path) -> tuple[dict[str, Result], float, float]
             trainer = make_trainer(config, config.epochs, [timer])
             trainer.fit(module, datamodule=data)
             accuracy = evaluate_accuracy(trainer, module, data)
-            results[method].accuracies.append(accuracy)
-            results[method].step_times.append(timer.median_wall())
-            results[method].step_cpu_times.append(timer.median_cpu())
-            print(
-                f"seed {seed} {method:>20}: test acc {accuracy:.4f}, median step "
-                f"{1e3 * timer.median_wall():.2f} ms wall, {1e3 * timer.median_cpu():.2f} ms CPU",
-                flush=True,
-            )
-    return results, teacher_accuracy, time.perf_counter() - start
+            result = results[method]
+            result.accuracies.append(accuracy)
+            result.step_times.append(timer.median_wall())
+            result.step_cpu_times.append(timer.median_cpu())
+            print(f"seed {seed} {method:>32}: test acc {accuracy:.4f}, median step "
+                  f"{1e3 * timer.median_wall():.2f} ms wall, {1e3 * timer.median_cpu():.2f} ms CPU", flush=True)
+    teachers = {"teacher": teacher_accuracy, "untrained": untrained_accuracy}
+    return results, teachers, time.perf_counter() - start
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return mean, std
+def paired(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """Mean of ``a - b`` in points and its 95 % confidence interval (Student's t)."""
+    diffs = [100 * (x - y) for x, y in zip(a, b)]
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.975, len(diffs) - 1)) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half
 
 
-def format_table(config: Config, results: dict[str, Result], teacher_accuracy: float, seconds: float, command: str) -> str:
-    """The run's settings and one row per method; ``plain`` is the reference of the last two columns."""
+def _delta(a: list[float], b: list[float]) -> str:
+    mean, low, high = paired(a, b)
+    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def format_table(config: Config, results: dict[str, Result], teachers: dict[str, float], seconds: float,
+                 command: str) -> str:
+    """The run's settings, one row per method, then each static form against its controls."""
     plain = results["plain"]
-    lines = [
-        "| method | test accuracy (%), mean ± std | Δ vs plain, same seed (points) "
-        "| step time / plain (wall) | step time / plain (CPU) |",
-        "|---|---|---|---|---|",
-    ]
+    lines = ["| method | test accuracy (%), mean ± std | Δ vs plain, paired (points) [95 % CI] "
+             "| step time / plain (wall) | step time / plain (CPU) |", "|---|---|---|---|---|"]
     for method, result in results.items():
-        mean, std = _mean_std(result.accuracies)
-        d_mean, d_std = _mean_std([100 * (a - p) for a, p in zip(result.accuracies, plain.accuracies)])
+        accs = [100 * a for a in result.accuracies]
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        delta = "—" if method == "plain" else _delta(result.accuracies, plain.accuracies)
         wall = statistics.median(t / p for t, p in zip(result.step_times, plain.step_times))
         cpu = statistics.median(t / p for t, p in zip(result.step_cpu_times, plain.step_cpu_times))
-        delta = "—" if method == "plain" else f"{d_mean:+.2f} ± {d_std:.2f}"
-        lines.append(
-            f"| {method} | {100 * mean:.2f} ± {100 * std:.2f} | {delta} | {wall:.2f}× | {cpu:.2f}× |"
-        )
-    plain_ms = 1e3 * statistics.median(plain.step_times)
-    plain_cpu_ms = 1e3 * statistics.median(plain.step_cpu_times)
+        lines.append(f"| {method} | {statistics.fmean(accs):.2f} ± {std:.2f} | {delta} | {wall:.2f}× | {cpu:.2f}× |")
+    against = ["", "What the teacher adds: each static form minus each control with no teacher in it "
+               "(same seeds; points, [95 % CI]).", "",
+               "| static form | control | Δ form − control |", "|---|---|---|"]
+    rows = 0
+    for form, own in CONTROLS.items():
+        for control in own + SHARED_CONTROLS:
+            if form in results and control in results:
+                against.append(f"| {form} | {control} | {_delta(results[form].accuracies, results[control].accuracies)} |")
+                rows += 1
+    size = config.train_size or 1257
     header = [
-        f"Command: `{command}`",
-        "",
+        f"Command: `{command}`", "",
         f"- Teacher: SmallCNN(width={config.teacher_width}, hidden={config.teacher_hidden}), "
-        f"{config.teacher_epochs} epochs, test accuracy {100 * teacher_accuracy:.2f}%.",
+        f"{config.teacher_epochs} epochs on all 1257 training images, test accuracy "
+        f"{100 * teachers['teacher']:.2f}% (the untrained teacher of the controls: "
+        f"{100 * teachers['untrained']:.2f}%).",
         f"- Students: SmallCNN(width={config.student_width}, hidden={config.student_hidden}), "
-        f"{config.seeds} seeds (the seed fixes the student's initialisation, the same for every "
-        f"method), {config.epochs} epochs, Adam lr {config.lr} with a cosine schedule, batch "
-        f"{config.batch_size}; digits at {8 * config.upscale}x{8 * config.upscale} "
-        "(1257 train / 270 test images); accuracy of the last epoch's weights.",
-        f"- Step time: median time of a training step (forward, backward, optimizer) per run, "
-        f"divided by the plain student's of the same seed, median over seeds (the order of the "
-        f"methods rotates from seed to seed); wall clock and "
-        f"the thread's CPU time (robust to other load on the machine). Plain: {plain_ms:.2f} ms "
-        f"wall, {plain_cpu_ms:.2f} ms CPU; {config.threads} torch thread(s).",
-        f"- Wall time of the whole run: {seconds / 60:.1f} min.",
-        "",
+        f"seeds {config.first_seed}..{config.first_seed + config.seeds - 1} (a seed fixes the "
+        f"student's initialisation, the controls' randomness and the training subset, the same "
+        f"for every method), {config.epochs} epochs on {size} training images, Adam lr "
+        f"{config.lr} with a cosine schedule, batch {config.batch_size}; digits at "
+        f"{8 * config.upscale}x{8 * config.upscale}; test accuracy (270 images) of the last "
+        "epoch's weights.",
+        f"- Step time: median training step (forward, backward, optimizer) of a run over the plain "
+        f"student's of the same seed, median over seeds; plain: "
+        f"{1e3 * statistics.median(plain.step_times):.2f} ms wall, "
+        f"{1e3 * statistics.median(plain.step_cpu_times):.2f} ms CPU, {config.threads} torch thread(s).",
+        f"- Wall time of the whole run: {seconds / 60:.1f} min.", "",
     ]
-    return "\n".join(header + lines) + "\n"
+    return "\n".join(header + lines + (against if rows else [])) + "\n"
 
 
 def write_section(path: Path, section: str, text: str) -> None:
@@ -369,44 +312,40 @@ def write_section(path: Path, section: str, text: str) -> None:
     path.write_text(new)
 
 
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0, help="pilot runs use 100")
     parser.add_argument("--epochs", type=int, default=30, help="student epochs")
     parser.add_argument("--teacher-epochs", type=int, default=30)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--student-width", type=int, default=8)
     parser.add_argument("--student-hidden", type=int, default=32)
+    parser.add_argument("--train-size", type=int, default=None, help="student's training images (default all 1257)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument(
-        "--methods",
-        default=",".join(DEFAULT_METHODS),
-        help="comma-separated; 'plain' is always run. Known: " + ", ".join(KNOWN_METHODS),
-    )
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help="comma-separated; 'plain' is always run (see distillation_methods.py)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (seconds)")
-    parser.add_argument("--output", type=Path, default=None, help="markdown file for the table")
-    parser.add_argument(
-        "--section", default="main", help="name of the marked section of --output to replace"
-    )
-    parser.add_argument(
-        "--workdir", type=Path, default=None, help="where the knowledge file goes (default: a temp dir)"
-    )
+    parser.add_argument("--output", type=Path, default=None, help="markdown file for the tables")
+    parser.add_argument("--section", default="main", help="name of the marked section of --output to replace")
+    parser.add_argument("--json", type=Path, default=None, help="file for every run's numbers")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the knowledge files go (default: a temp dir)")
     args = parser.parse_args(argv)
-    config = Config(
-        seeds=args.seeds,
-        epochs=args.epochs,
-        teacher_epochs=args.teacher_epochs,
-        lr=args.lr,
-        student_width=args.student_width,
-        student_hidden=args.student_hidden,
-        threads=args.threads,
-        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
-    )
-    unknown = [m for m in config.methods if m not in KNOWN_METHODS]
+    config = Config(seeds=args.seeds, first_seed=args.first_seed, epochs=args.epochs,
+                    teacher_epochs=args.teacher_epochs, lr=args.lr, student_width=args.student_width,
+                    student_hidden=args.student_hidden, train_size=args.train_size, threads=args.threads,
+                    methods=[m.strip() for m in args.methods.split(",") if m.strip()])
+    known = list(method_builders(lambda: SmallCNN(1, 10, width=2, hidden=2), nn.Identity(),
+                                 None, None, 0, 1e-3, 1))  # type: ignore[arg-type]
+    unknown = [m for m in config.methods if m not in known]
     if unknown:
-        parser.error(f"unknown methods {unknown}; known: {', '.join(KNOWN_METHODS)}")
+        parser.error(f"unknown methods {unknown}; known: {', '.join(known)}")
+    if args.train_size is not None and not 20 <= args.train_size < 1257:
+        parser.error("--train-size must be between 20 (two images a class) and 1256")
     if args.quick:
-        config.seeds, config.epochs, config.teacher_epochs = 1, 1, 1
+        config.seeds, config.epochs, config.teacher_epochs = 2, 1, 1
         config.limit_train_batches, config.limit_test_batches = 3, 2
     if "plain" not in config.methods:
         config.methods.insert(0, "plain")
@@ -416,18 +355,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
 def main(argv: list[str] | None = None) -> str:
     config, args = parse_args(argv)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # the frozen teacher
+    for message in (".*does not have many workers.*", ".*LeafSpec.*", ".*module\\(s\\) in eval mode.*"):
+        warnings.filterwarnings("ignore", message)
     with tempfile.TemporaryDirectory() as scratch:
         workdir = args.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
-        results, teacher_accuracy, seconds = run(config, workdir)
+        results, teachers, seconds = run(config, workdir)
     command = " ".join(["python benchmarks/distillation_benchmark.py", *(sys.argv[1:] if argv is None else argv)])
-    table = format_table(config, results, teacher_accuracy, seconds, command)
+    table = format_table(config, results, teachers, seconds, command)
     print(table)
     if args.output is not None:
         write_section(args.output, args.section, table)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"config": asdict(config), "teachers": teachers, "command": command,
+                                         "results": {m: asdict(r) for m, r in results.items()}}, indent=1))
     return table
 
 

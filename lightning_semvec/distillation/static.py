@@ -21,6 +21,11 @@ from typing_extensions import override
 
 from lightning_semvec.checks import check_choice, check_int, check_number, is_int
 from lightning_semvec.distillation.capture import exact_layer
+from lightning_semvec.distillation.soft_targets import (
+    SOFT_TARGET_SOURCES,
+    SoftTargetSource,
+    soft_target_scores,
+)
 from lightning_semvec.distillation.student import DistillationTerm, StudentModule
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 from lightning_semvec.functional.alignment import ALIGNMENT_FORMS, AlignmentForm, alignment_loss
@@ -117,6 +122,12 @@ class StaticDistillationModule(StudentModule):
         soft_target_layer: the teacher layer giving the class similarity; default: the
             first layer of ``layer_map``'s values, else of the knowledge, with
             ``num_classes`` neurons.
+        soft_target_source: where the soft targets' class scores come from:
+            ``"similarity"`` (the semantic similarity of that layer's vectors, in
+            ``[-1, 1]``) or ``"class_means"`` (the teacher's mean logits per class on its
+            validation data, a statistic the knowledge file carries when the callback's
+            analysis ran with labels). The temperature divides these scores, so its scale
+            depends on the source (``docs/results.md`` has the measured choices).
         student_widths: ``{student layer: N_s}`` for layers whose width cannot be read from
             the module (``out_features``, ``out_channels``, ...), e.g. a ``ReLU``; needed
             only to build a projection or to check widths before training.
@@ -171,6 +182,7 @@ class StaticDistillationModule(StudentModule):
         soft_targets: float = 0.0,
         soft_target_temperature: float = 0.5,
         soft_target_layer: str | None = None,
+        soft_target_source: SoftTargetSource = "similarity",
         student_widths: Mapping[str, int] | None = None,
         num_classes: int | None = None,
         form: AlignmentForm = "auto",
@@ -276,12 +288,15 @@ class StaticDistillationModule(StudentModule):
 
         self.soft_target_layer: str | None = None
         self.soft_target_temperature = float(soft_target_temperature)
+        self.soft_target_source: SoftTargetSource = check_choice(
+            "soft_target_source", soft_target_source, SOFT_TARGET_SOURCES
+        )
         if self.soft_target_weight > 0:
             check_number("soft_target_temperature", soft_target_temperature, positive=True)
             layer = self._pick_soft_target_layer(knowledge, layer_map, soft_target_layer)
             self.soft_target_layer = layer
-            similarity_matrix = knowledge.semantic_similarity(layer)
-            targets = torch.softmax(similarity_matrix / self.soft_target_temperature, dim=1)
+            scores = soft_target_scores(knowledge, layer, self.soft_target_source)
+            targets = torch.softmax(scores / self.soft_target_temperature, dim=1)
             self.register_buffer("soft_target_probs", targets, persistent=True)
 
     # ------------------------------------------------------------------ public views

@@ -233,11 +233,20 @@ def test_bad_arguments(knowledge, kwargs, error, match) -> None:
         StaticDistillationModule(SmallNet(), knowledge, **kwargs)
 
 
-def test_num_classes_needed_without_class_names() -> None:
+def test_num_classes_without_class_names_is_the_students_output_width() -> None:
     knowledge = StaticKnowledge.from_vectors({"logits": torch.randn(10, 3)})
+    assert StaticDistillationModule(SmallNet(), knowledge, {"fc2": "logits"}).num_classes == 10
+    ends_in_identity = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Identity())
     with pytest.raises(ValueError, match="pass num_classes"):
-        StaticDistillationModule(SmallNet(), knowledge, {"fc2": "logits"})
-    assert StaticDistillationModule(SmallNet(), knowledge, {"fc2": "logits"}, num_classes=10).num_classes == 10
+        StaticDistillationModule(ends_in_identity, knowledge, {"1": "logits"})
+    assert StaticDistillationModule(ends_in_identity, knowledge, {"1": "logits"}, num_classes=10).num_classes == 10
+
+
+def test_num_classes_from_the_knowledge_class_statistics() -> None:
+    statistics = {"logits": {"class_counts": torch.full((7,), 5.0)}}
+    knowledge = StaticKnowledge.from_vectors({"logits": torch.randn(7, 3)}, statistics=statistics)
+    ends_in_identity = nn.Sequential(nn.Flatten(), nn.Linear(64, 7), nn.Identity())
+    assert StaticDistillationModule(ends_in_identity, knowledge, {"1": "logits"}).num_classes == 7
 
 
 def test_failed_step_leaves_the_model_unchanged(knowledge, datamodule) -> None:

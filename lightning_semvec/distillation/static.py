@@ -61,6 +61,15 @@ def _module_width(module: nn.Module) -> int | None:
     return None
 
 
+def _output_width(student: Any) -> int | None:
+    """The output width of a network whose last module (in definition order) is a
+    ``Linear``-like layer, such as a classifier's head; ``None`` otherwise."""
+    if not isinstance(student, nn.Module):
+        return None
+    leaves = [m for m in student.modules() if not list(m.children())]
+    return _module_width(leaves[-1]) if leaves else None
+
+
 def _safe_key(name: str, taken: set[str]) -> str:
     key = name.replace(".", "_") or "layer"
     candidate, i = key, 1
@@ -132,7 +141,8 @@ class StaticDistillationModule(StudentModule):
             the module (``out_features``, ``out_channels``, ...), e.g. a ``ReLU``; needed
             only to build a projection or to check widths before training.
         num_classes: number of classes; default: the number of the knowledge's
-            ``class_names``.
+            ``class_names``, else of its class statistics, else the width of the student's
+            last layer (``out_features`` of a final ``Linear``).
         form: alignment loss form, ``"auto"``, ``"dense"`` or ``"factorized"``.
         optimizer, lr_scheduler, **deprecated: as in
             :class:`~lightning_semvec.models.ImageClassifier` (default Adam, ``lr=1e-3``).
@@ -197,7 +207,7 @@ class StaticDistillationModule(StudentModule):
                 "knowledge must be a StaticKnowledge or the path of a knowledge file, got "
                 f"{type(knowledge).__name__}."
             )
-        num_classes = self._infer_num_classes(knowledge, num_classes)
+        num_classes = self._infer_num_classes(knowledge, student, num_classes)
         super().__init__(student, num_classes, optimizer=optimizer, lr_scheduler=lr_scheduler,
                          **deprecated)
         if not isinstance(layer_map, Mapping):
@@ -381,21 +391,30 @@ class StaticDistillationModule(StudentModule):
 
     # ------------------------------------------------------------------ validation helpers
     @staticmethod
-    def _infer_num_classes(knowledge: StaticKnowledge, num_classes: int | None) -> int:
+    def _infer_num_classes(knowledge: StaticKnowledge, student: Any, num_classes: int | None) -> int:
+        """``num_classes`` if given, else the knowledge's class names or class statistics, else
+        the width of the student's last layer (its output)."""
         names = knowledge.class_names
-        if num_classes is None:
-            if not names:
+        if num_classes is not None:
+            if names and len(names) != num_classes:
                 raise SemvecValueError(
-                    "num_classes is unknown: the knowledge has no class_names; pass "
-                    "num_classes=..."
+                    f"num_classes={num_classes} but the knowledge names {len(names)} classes "
+                    f"({names[:5]}...)."
                 )
+            return num_classes
+        if names:
             return len(names)
-        if names and len(names) != num_classes:
-            raise SemvecValueError(
-                f"num_classes={num_classes} but the knowledge names {len(names)} classes "
-                f"({names[:5]}...)."
-            )
-        return num_classes
+        counts = {k.num_classes for k in knowledge.layers.values() if k.num_classes is not None}
+        if len(counts) == 1:
+            return counts.pop()
+        output = _output_width(student)
+        if output is not None:
+            return output
+        raise SemvecValueError(
+            "num_classes is unknown: the knowledge has no class names or class statistics, and "
+            f"the student's last layer ({type(student).__name__}) does not say its width; pass "
+            "num_classes=..."
+        )
 
     @staticmethod
     def _per_pair_weights(weight: float | Mapping[str, float], names: list[str]) -> dict[str, float]:

@@ -195,6 +195,26 @@ def train_teacher(config: Config, path: Path, trained: bool = True) -> tuple[nn.
     return teacher.net.eval(), accuracy
 
 
+def teachers_of(config: Config, out_dir: Path) -> tuple[nn.Module, float, float]:
+    """The trained teacher and both knowledge files in ``out_dir``: made there once, reused by
+    later runs with the same ``--workdir`` and teacher settings (a run of each setting of
+    ``docs/results.md`` then sees the very same teacher)."""
+    settings = {k: getattr(config, k) for k in ("teacher_epochs", "teacher_width", "teacher_hidden",
+                                                "lr", "upscale", "batch_size", "vector_dim")}
+    record, weights = out_dir / "teachers.json", out_dir / "teacher.pt"
+    net = SmallCNN(1, 10, width=config.teacher_width, hidden=config.teacher_hidden)
+    if record.exists() and weights.exists() and json.loads(record.read_text())["settings"] == settings:
+        saved = json.loads(record.read_text())
+        net.load_state_dict(torch.load(weights, weights_only=True))
+        print(f"reusing the teachers of {out_dir}", flush=True)
+        return net.eval(), saved["teacher"], saved["untrained"]
+    teacher, accuracy = train_teacher(config, out_dir / "teacher.semvec.safetensors")
+    _, untrained = train_teacher(config, out_dir / "untrained.semvec.safetensors", trained=False)
+    torch.save(teacher.state_dict(), weights)
+    record.write_text(json.dumps({"settings": settings, "teacher": accuracy, "untrained": untrained}))
+    return teacher, accuracy, untrained
+
+
 @dataclass
 class Result:
     accuracies: list[float] = field(default_factory=list)
@@ -205,8 +225,7 @@ class Result:
 def run(config: Config, out_dir: Path) -> tuple[dict[str, Result], dict[str, float], float]:
     torch.set_num_threads(config.threads)
     start = time.perf_counter()
-    teacher, teacher_accuracy = train_teacher(config, out_dir / "teacher.semvec.safetensors")
-    _, untrained_accuracy = train_teacher(config, out_dir / "untrained.semvec.safetensors", trained=False)
+    teacher, teacher_accuracy, untrained_accuracy = teachers_of(config, out_dir)
     # The static students see only these files.
     knowledge = StaticKnowledge.load(out_dir / "teacher.semvec.safetensors")
     untrained = StaticKnowledge.load(out_dir / "untrained.semvec.safetensors")

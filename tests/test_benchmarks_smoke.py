@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +29,20 @@ def test_distillation_benchmark_quick(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
     table = output.read_text()
     assert "Command: `python benchmarks/distillation_benchmark.py --quick" in table
-    for method in ("plain", "kd", "rkd", "sp", "cc", "pkt", "static", "soft_targets", "label_smoothing"):
+    for method in ("plain", "kd", "rkd", "sp", "cc", "pkt", "static", "static_shuffled", "static_random",
+                   "static_untrained", "class_soft_targets", "class_soft_targets_untrained",
+                   "label_smoothing", "tfkd_reg"):
         assert f"| {method} |" in table, method
-    assert (tmp_path / "teacher.semvec.safetensors").exists()
+    assert "[95 % CI]" in table
+    # Each static form is set against its no-teacher controls, with a paired interval.
+    assert re.search(r"\| class_soft_targets \| tfkd_reg \| [+-]\d+\.\d\d \[[+-]", table), table
+    for name in ("teacher", "untrained"):
+        assert (tmp_path / f"{name}.semvec.safetensors").exists()
+    # The untrained teacher's knowledge went through the same export path, class statistics too.
+    from lightning_semvec import StaticKnowledge
+
+    untrained = StaticKnowledge.load(tmp_path / "untrained.semvec.safetensors")
+    assert "class_means" in untrained.statistics("net.classifier.3")
 
 
 def test_projector_benchmark_compares_the_png_encoder_with_pillow_on_digits_and_noise(

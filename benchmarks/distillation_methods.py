@@ -36,6 +36,9 @@ STUDENT_PENULTIMATE = "classifier.2"
 #: defaults to (chosen on pilot seeds 100-104, apart from the reported seeds 0-9).
 CLASS_SOFT_TARGETS: dict[str, Any] = dict(soft_targets=1.0, soft_target_temperature=8.0,
                                           soft_target_source="class_means")
+#: Static soft targets from the logit vectors' semantic similarity (the 0.1 extension).
+SIMILARITY_SOFT_TARGETS: dict[str, Any] = dict(soft_targets=1.0, soft_target_temperature=0.5,
+                                               soft_target_source="similarity")
 #: Tf-KD_reg (Yuan et al. 2020, their code's form): the target ``softmax(p_d / T)`` of
 #: ``p_d`` = ``a`` on the true class and ``(1 - a) / (K - 1)`` elsewhere; loss
 #: ``(1 - alpha) CE + alpha * m * KLDiv(mean over elements)``.
@@ -147,6 +150,7 @@ def method_builders(
 
     def static(source: Callable[[], StaticKnowledge], layer_map: dict[str, str],
                **options: Any) -> Callable[[], StudentModule]:
+        options = {"soft_targets": 0.0, **options}  # every term named: library defaults may change
         return lambda: StaticDistillationModule(student_net(), source(), layer_map, **common, **options)
 
     def teacher_knowledge() -> StaticKnowledge:
@@ -171,9 +175,8 @@ def method_builders(
         "static_w0.1": static(teacher_knowledge, logits, weight=0.1),
         "static_w0.1_untrained": static(untrained_knowledge, logits, weight=0.1),
         # Soft targets from the logit vectors' similarity (the 0.1 extension).
-        "soft_targets": static(teacher_knowledge, {}, soft_targets=1.0, soft_target_temperature=0.5),
-        "soft_targets_shuffled": static(changed(shuffled_rows), {},
-                                        soft_targets=1.0, soft_target_temperature=0.5),
+        "soft_targets": static(teacher_knowledge, {}, **SIMILARITY_SOFT_TARGETS),
+        "soft_targets_shuffled": static(changed(shuffled_rows), {}, **SIMILARITY_SOFT_TARGETS),
         # Class-level soft targets from the teacher's mean logits per class, and controls.
         "class_soft_targets": static(teacher_knowledge, {}, **CLASS_SOFT_TARGETS),
         "class_soft_targets_shuffled": static(

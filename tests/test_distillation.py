@@ -290,7 +290,8 @@ def test_hooks_record_only_inside_steps_and_survive_copies(knowledge) -> None:
 
 def test_soft_targets_from_the_logit_layer(knowledge, datamodule) -> None:
     module = StaticDistillationModule(
-        SmallNet(), knowledge, {"fc2": "classifier.2"}, soft_targets=0.5, soft_target_temperature=0.2
+        SmallNet(), knowledge, {"fc2": "classifier.2"}, soft_targets=0.5, soft_target_temperature=0.2,
+        soft_target_source="similarity",
     )
     assert module.soft_target_layer == "classifier.2"  # the 10-neuron layer, not classifier.1
     probs = module.soft_target_probs
@@ -305,7 +306,7 @@ def test_soft_targets_from_the_logit_layer(knowledge, datamodule) -> None:
 
 
 def test_soft_targets_alone(knowledge, datamodule) -> None:
-    module = StaticDistillationModule(SmallNet(), knowledge, {}, soft_targets=1.0)
+    module = StaticDistillationModule(SmallNet(), knowledge, {}, soft_targets=1.0, soft_target_source="similarity")
     inputs, targets = next(iter(datamodule.train_dataloader()))
     with module.capturing() as captured:
         terms = module.distillation_losses(inputs, targets, module(inputs), captured)

@@ -44,11 +44,40 @@ def test_class_means_give_softmax_of_the_mean_logits_over_the_temperature() -> N
     torch.testing.assert_close(terms["soft_target_loss"].loss, expected)
 
 
-def test_similarity_stays_the_default_source() -> None:
+def test_defaults_are_class_means_at_temperature_8() -> None:
+    means = torch.tensor([[9.0, 1.0, 0.0], [0.5, 8.0, 2.0], [0.0, 0.0, 7.0]])
+    module = StaticDistillationModule(student(), logits_knowledge(means), {})
+    assert (module.soft_target_weight, module.soft_target_source, module.soft_target_temperature) == (
+        1.0, "class_means", 8.0)
+    torch.testing.assert_close(module.soft_target_probs, torch.softmax(means / 8.0, dim=1))
+
+
+def test_similarity_source_has_its_own_default_temperature() -> None:
     knowledge = logits_knowledge(torch.randn(3, 3))
-    module = StaticDistillationModule(student(), knowledge, {}, soft_targets=1.0, soft_target_temperature=0.5)
+    module = StaticDistillationModule(student(), knowledge, {}, soft_target_source="similarity")
+    assert module.soft_target_temperature == 0.5
     torch.testing.assert_close(module.soft_target_probs,
                                torch.softmax(knowledge.semantic_similarity("logits") / 0.5, dim=1))
+
+
+def test_auto_without_class_statistics_leaves_soft_targets_off_with_a_warning() -> None:
+    knowledge = logits_knowledge(None)
+    with pytest.warns(UserWarning, match="no class statistics for layer 'logits'"):
+        module = StaticDistillationModule(student(), knowledge, {"3": "logits"})
+    assert module.soft_target_weight == 0 and module.soft_target_layer is None
+    assert not hasattr(module, "soft_target_probs")
+    inputs, targets = torch.randn(4, 6), torch.tensor([0, 1, 2, 0])
+    with module.capturing() as captured:
+        assert list(module.distillation_losses(inputs, targets, module(inputs), captured)) == ["static_loss/3"]
+    # With nothing else to distil, that is an error that says why.
+    with pytest.raises(ValueError, match="Nothing to distil.*no class statistics"):
+        StaticDistillationModule(student(), knowledge, {})
+    # soft_targets=0 says "no soft targets" without a warning.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        StaticDistillationModule(student(), knowledge, {"3": "logits"}, soft_targets=0)
 
 
 @pytest.mark.parametrize(

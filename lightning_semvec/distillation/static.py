@@ -16,16 +16,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_semvec.checks import check_choice, check_int, check_number, is_int
 from lightning_semvec.distillation.capture import exact_layer
-from lightning_semvec.distillation.soft_targets import (
-    SOFT_TARGET_SOURCES,
-    SoftTargetSource,
-    soft_target_scores,
-)
+from lightning_semvec.distillation.soft_targets import SoftTargetSource, plan_soft_targets
 from lightning_semvec.distillation.student import DistillationTerm, StudentModule
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 from lightning_semvec.functional.alignment import ALIGNMENT_FORMS, AlignmentForm, alignment_loss
@@ -96,10 +93,14 @@ class StaticDistillationModule(StudentModule):
     network is never built or loaded. A batch of one sample has no similarity: its static
     term is skipped (zero, with one warning).
 
-    Optionally (``soft_targets > 0``, an extension of ours: ``docs/method.md#static-knowledge-distillation``) the logit
-    layer's class similarity also gives static soft targets: a sample of class ``y`` gets
-    ``q = softmax(S_sem[y] / soft_target_temperature)`` and the objective adds
-    ``soft_targets * KL(q || softmax(student logits))``.
+    By default the knowledge's class statistics of the teacher's logit layer also give
+    class-level soft targets (an extension of ours, ``docs/method.md#static-knowledge-distillation``):
+    a sample of class ``y`` gets ``q = softmax(scores[y] / soft_target_temperature)``, the same
+    for every sample of the class, and the objective adds
+    ``soft_targets * KL(q || softmax(student logits))``. ``scores`` are the teacher's mean
+    logits per class on its validation data (``soft_target_source="class_means"``) or the
+    logit vectors' semantic similarity (``"similarity"``). A knowledge file without class
+    statistics gets no soft targets under the default ``"auto"``, with a warning.
 
     Under DDP each process computes the similarity on its own share of the batch (as the
     teacher-run relational losses do); gradients are averaged as usual.
@@ -118,7 +119,7 @@ class StaticDistillationModule(StudentModule):
             file (``.semvec.safetensors``).
         layer_map: ``{student layer: teacher layer}``; student names are relative to
             ``student`` (as in ``student.named_modules()``), teacher names are the
-            knowledge's layers. May be empty only when ``soft_targets > 0``.
+            knowledge's layers. May be empty (soft targets only) when the soft targets are on.
         weight: the static term's weight ``lambda``, one for every pair or
             ``{student layer: weight}`` naming exactly the keys of ``layer_map``.
         similarity: the student's activation similarity, ``"pearson"`` or ``"cosine"``;
@@ -127,16 +128,17 @@ class StaticDistillationModule(StudentModule):
             ``self.projections``) for pairs whose widths differ. If ``False``, differing
             widths are a ``ValueError`` at construction.
         soft_targets: weight of the static soft-target term (0 turns it off).
-        soft_target_temperature: ``tau > 0`` of the soft targets; smaller is sharper.
-        soft_target_layer: the teacher layer giving the class similarity; default: the
+        soft_target_temperature: ``tau > 0`` of the soft targets; smaller is sharper;
+            default 8 for ``"class_means"``, 0.5 for ``"similarity"``.
+        soft_target_layer: the teacher layer giving the class scores; default: the
             first layer of ``layer_map``'s values, else of the knowledge, with
             ``num_classes`` neurons.
         soft_target_source: where the soft targets' class scores come from:
-            ``"similarity"`` (the semantic similarity of that layer's vectors, in
-            ``[-1, 1]``) or ``"class_means"`` (the teacher's mean logits per class on its
-            validation data, a statistic the knowledge file carries when the callback's
-            analysis ran with labels). The temperature divides these scores, so its scale
-            depends on the source (``docs/results.md`` has the measured choices).
+            ``"class_means"`` (the teacher's mean logits per class on its validation data, a
+            statistic the knowledge file carries when the callback's analysis ran with
+            labels), ``"similarity"`` (the semantic similarity of that layer's vectors, in
+            ``[-1, 1]``), or ``"auto"``: ``"class_means"`` when the knowledge has them, else
+            no soft targets (with a warning). ``docs/results.md`` has the measurements.
         student_widths: ``{student layer: N_s}`` for layers whose width cannot be read from
             the module (``out_features``, ``out_channels``, ...), e.g. a ``ReLU``; needed
             only to build a projection or to check widths before training.
@@ -189,10 +191,10 @@ class StaticDistillationModule(StudentModule):
         weight: float | Mapping[str, float] = 1.0,
         similarity: SimilarityKind | None = None,
         projection: bool = True,
-        soft_targets: float = 0.0,
-        soft_target_temperature: float = 0.5,
+        soft_targets: float = 1.0,
+        soft_target_temperature: float | None = None,
         soft_target_layer: str | None = None,
-        soft_target_source: SoftTargetSource = "similarity",
+        soft_target_source: SoftTargetSource = "auto",
         student_widths: Mapping[str, int] | None = None,
         num_classes: int | None = None,
         form: AlignmentForm = "auto",
@@ -216,11 +218,6 @@ class StaticDistillationModule(StudentModule):
                 f"{{'fc2': 'classifier.2'}}; got {type(layer_map).__name__}."
             )
         self.soft_target_weight = check_number("soft_targets", soft_targets, minimum=0.0)
-        if not layer_map and self.soft_target_weight == 0:
-            raise SemvecValueError(
-                "Nothing to distil: layer_map is empty and soft_targets is 0. Pair at least one "
-                f"student layer with a teacher layer (the knowledge has {knowledge.layer_names})."
-            )
         if similarity is not None:
             check_similarity_kind(similarity)
         check_choice("form", form, ALIGNMENT_FORMS)
@@ -297,17 +294,24 @@ class StaticDistillationModule(StudentModule):
             self.capture_layer(module, f"student:{student_layer}", read)
 
         self.soft_target_layer: str | None = None
-        self.soft_target_temperature = float(soft_target_temperature)
-        self.soft_target_source: SoftTargetSource = check_choice(
-            "soft_target_source", soft_target_source, SOFT_TARGET_SOURCES
-        )
-        if self.soft_target_weight > 0:
-            check_number("soft_target_temperature", soft_target_temperature, positive=True)
-            layer = self._pick_soft_target_layer(knowledge, layer_map, soft_target_layer)
-            self.soft_target_layer = layer
-            scores = soft_target_scores(knowledge, layer, self.soft_target_source)
-            targets = torch.softmax(scores / self.soft_target_temperature, dim=1)
-            self.register_buffer("soft_target_probs", targets, persistent=True)
+        self.soft_target_source: str | None = None
+        self.soft_target_temperature: float | None = None
+        plan = plan_soft_targets(knowledge, layer_map, soft_target_layer, self.num_classes,
+                                 self.soft_target_weight, soft_target_source, soft_target_temperature)
+        if plan.note:
+            rank_zero_warn(plan.note)
+        if plan.probs is not None:
+            self.soft_target_layer, self.soft_target_source = plan.layer, plan.source
+            self.soft_target_temperature = plan.temperature
+            self.register_buffer("soft_target_probs", plan.probs, persistent=True)
+        else:
+            self.soft_target_weight = 0.0
+        if not self._pairs and self.soft_target_weight == 0:
+            raise SemvecValueError(
+                "Nothing to distil: layer_map is empty and there are no soft targets "
+                f"({plan.note or 'soft_targets is 0'}). Pair at least one student layer with a "
+                f"teacher layer (the knowledge has {knowledge.layer_names})."
+            )
 
     # ------------------------------------------------------------------ public views
     @property
@@ -429,29 +433,3 @@ class StaticDistillationModule(StudentModule):
                 f"{names}; it misses {missing} and names unknown {unknown}."
             )
         return {n: check_number(f"weight[{n!r}]", weight[n], minimum=0.0) for n in names}
-
-    def _pick_soft_target_layer(
-        self, knowledge: StaticKnowledge, layer_map: Mapping[str, str], chosen: str | None
-    ) -> str:
-        if chosen is not None:
-            if chosen not in knowledge:
-                raise SemvecValueError(
-                    f"soft_target_layer {chosen!r} is not a layer of the knowledge "
-                    f"({knowledge.layer_names})."
-                )
-            if knowledge[chosen].num_neurons != self.num_classes:
-                raise SemvecValueError(
-                    f"soft_target_layer {chosen!r} has {knowledge[chosen].num_neurons} neurons; "
-                    f"soft targets need one neuron per class ({self.num_classes})."
-                )
-            return chosen
-        candidates = list(layer_map.values()) + knowledge.layer_names
-        for layer in candidates:
-            if layer in knowledge and knowledge[layer].num_neurons == self.num_classes:
-                return layer
-        raise SemvecValueError(
-            f"Soft targets need a teacher layer with one neuron per class ({self.num_classes}), "
-            "such as the logits; the knowledge has "
-            + ", ".join(f"{k.name!r} ({k.num_neurons})" for k in knowledge.layers.values())
-            + ". Export the teacher's logit layer or set soft_targets=0."
-        )

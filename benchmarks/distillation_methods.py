@@ -115,6 +115,11 @@ def shuffled_class_means(knowledge: StaticKnowledge, layer: str, seed: int) -> S
     return _replace_layer(knowledge, layer, statistics=statistics)
 
 
+def shuffled_both(knowledge: StaticKnowledge, layer: str, seed: int) -> StaticKnowledge:
+    """Control of the defaults: the vectors' rows and the class means' off-class entries shuffled."""
+    return shuffled_class_means(shuffled_rows(knowledge, layer, seed), layer, seed + 10_000)
+
+
 def matched_smoothing(knowledge: StaticKnowledge, options: dict[str, Any]) -> float:
     """The label-smoothing ``eps`` with as much mass off the true class as the soft targets.
 
@@ -182,7 +187,13 @@ def method_builders(
         "class_soft_targets_shuffled": static(
             changed(shuffled_class_means), {}, **CLASS_SOFT_TARGETS),
         "class_soft_targets_untrained": static(untrained_knowledge, {}, **CLASS_SOFT_TARGETS),
+        # The library's defaults (static term at weight 0.1 plus class soft targets), and the
+        # same fed the untrained teacher's knowledge or the teacher's with both parts shuffled.
         "class_soft_targets+static_w0.1": static(teacher_knowledge, logits, weight=0.1, **CLASS_SOFT_TARGETS),
+        "class_soft_targets+static_w0.1_untrained": static(untrained_knowledge, logits, weight=0.1,
+                                                          **CLASS_SOFT_TARGETS),
+        "class_soft_targets+static_w0.1_shuffled": static(changed(shuffled_both), logits, weight=0.1,
+                                                         **CLASS_SOFT_TARGETS),
         # Teacher-free controls.
         "label_smoothing": lambda: LabelSmoothingStudent(student_net(), 0.1, **common),
         "label_smoothing_matched": lambda: LabelSmoothingStudent(
@@ -204,5 +215,8 @@ CONTROLS: dict[str, list[str]] = {
     "static_w0.1": ["static_w0.1_untrained"],
     "soft_targets": ["soft_targets_shuffled"],
     "class_soft_targets": ["class_soft_targets_shuffled", "class_soft_targets_untrained"],
+    "class_soft_targets+static_w0.1": ["class_soft_targets+static_w0.1_shuffled",
+                                       "class_soft_targets+static_w0.1_untrained",
+                                       "class_soft_targets_shuffled", "class_soft_targets_untrained"],
 }
 SHARED_CONTROLS = ["label_smoothing", "label_smoothing_matched", "tfkd_reg"]

@@ -311,7 +311,8 @@ def format_table(config: Config, results: dict[str, Result], teachers: dict[str,
         f"student's of the same seed, median over seeds; plain: "
         f"{1e3 * statistics.median(plain.step_times):.2f} ms wall, "
         f"{1e3 * statistics.median(plain.step_cpu_times):.2f} ms CPU, {config.threads} torch thread(s).",
-        f"- Wall time of the whole run: {seconds / 60:.1f} min.", "",
+        f"- Wall time of the whole run: {seconds / 60:.1f} min." if math.isfinite(seconds) else
+        "- Wall time: not recorded.", "",
     ]
     return "\n".join(header + lines + (against if rows else [])) + "\n"
 
@@ -351,6 +352,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     parser.add_argument("--section", default="main", help="name of the marked section of --output to replace")
     parser.add_argument("--json", type=Path, default=None, help="file for every run's numbers")
     parser.add_argument("--workdir", type=Path, default=None, help="where the knowledge files go (default: a temp dir)")
+    parser.add_argument("--from-json", type=Path, nargs="+", default=None,
+                        help="write the tables of earlier runs' --json files (same setting, other "
+                             "methods: merged; the plain runs must agree) instead of running")
     args = parser.parse_args(argv)
     config = Config(seeds=args.seeds, first_seed=args.first_seed, epochs=args.epochs,
                     teacher_epochs=args.teacher_epochs, lr=args.lr, student_width=args.student_width,
@@ -371,8 +375,40 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     return config, args
 
 
+def merged_runs(paths: list[Path]) -> tuple[Config, dict[str, Result], dict[str, float], float, str]:
+    """The runs of several ``--json`` files of one setting as one: methods in order of first
+    appearance; every file's plain runs must be the same numbers (runs are deterministic)."""
+    config = teachers = None
+    results: dict[str, Result] = {}
+    seconds, commands = 0.0, []
+    for path in paths:
+        saved = json.loads(path.read_text())
+        this = {k: v for k, v in saved["config"].items() if k != "methods"}
+        if config is None:
+            config, teachers = this, saved["teachers"]
+        elif this != config or saved["teachers"] != teachers:
+            raise SystemExit(f"{path} is another setting: {this} vs {config}")
+        for method, numbers in saved["results"].items():
+            result = Result(**numbers)
+            if method in results and results[method].accuracies != result.accuracies:
+                raise SystemExit(f"{path}: its {method} runs differ from an earlier file's")
+            results.setdefault(method, result)
+        seconds += saved.get("seconds", math.nan)
+        commands.append(saved["command"])
+    assert config is not None and teachers is not None
+    merged = Config(**config, methods=list(results))
+    return merged, results, teachers, seconds, "` + `".join(commands)
+
+
 def main(argv: list[str] | None = None) -> str:
     config, args = parse_args(argv)
+    if args.from_json:
+        config, results, teachers, seconds, command = merged_runs(args.from_json)
+        table = format_table(config, results, teachers, seconds, command)
+        print(table)
+        if args.output is not None:
+            write_section(args.output, args.section, table)
+        return table
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     for message in (".*does not have many workers.*", ".*LeafSpec.*", ".*module\\(s\\) in eval mode.*"):
         warnings.filterwarnings("ignore", message)
@@ -387,6 +423,7 @@ def main(argv: list[str] | None = None) -> str:
         write_section(args.output, args.section, table)
     if args.json is not None:
         args.json.write_text(json.dumps({"config": asdict(config), "teachers": teachers, "command": command,
+                                         "seconds": seconds,
                                          "results": {m: asdict(r) for m, r in results.items()}}, indent=1))
     return table
 

@@ -19,7 +19,7 @@ def test_distillation_benchmark_quick(tmp_path: Path) -> None:
     completed = subprocess.run(
         [
             sys.executable, str(ROOT / "benchmarks" / "distillation_benchmark.py"), "--quick",
-            "--output", str(output), "--workdir", str(tmp_path),
+            "--output", str(output), "--workdir", str(tmp_path), "--json", str(tmp_path / "run.json"),
         ],
         capture_output=True,
         text=True,
@@ -43,6 +43,12 @@ def test_distillation_benchmark_quick(tmp_path: Path) -> None:
 
     untrained = StaticKnowledge.load(tmp_path / "untrained.semvec.safetensors")
     assert "class_means" in untrained.statistics("net.classifier.3")
+    # The tables again from the saved numbers, without running anything.
+    again = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "distillation_benchmark.py"), "--from-json",
+         str(tmp_path / "run.json")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert table.split("| method |", 1)[1] in again.stdout
 
 
 def test_projector_benchmark_compares_the_png_encoder_with_pillow_on_digits_and_noise(

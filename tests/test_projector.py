@@ -97,8 +97,8 @@ def test_callback_writes_every_layer_with_all_metadata_columns_and_sprite(tmp_pa
     assert columns["preferred_class"] == [str(c) for c in stats["preferred_class"].tolist()]
     assert columns["preferred_class_id"] == columns["preferred_class"]  # no class names
     assert columns["label"] == [
-        "classifier.2 #%d: dead" % i if dead else 'classifier.2 #%d: "%d", selectivity %.2f' % (
-            i, c, s)
+        "classifier.2 #%d: dead" % i if dead else 'classifier.2 #%d: "%d"' % (i, c) + (
+            ", selectivity %.2f" % s if 0 <= s <= 1 else "")
         for i, (c, s, dead) in enumerate(zip(stats["preferred_class"].tolist(),
                                              stats["selectivity"].tolist(),
                                              stats["dead"].tolist()))]

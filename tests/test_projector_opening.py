@@ -68,15 +68,17 @@ def as_text(columns):
 
 
 def test_label_column_is_what_the_projector_labels_by_and_reads_per_neuron():
-    stats = {"preferred_class": torch.tensor([7, 2, 0]), "selectivity": torch.tensor([.81, .5, 0.]),
-             "mean_activation": torch.tensor([1., 2., 0.]),
-             "dead": torch.tensor([False, False, True])}
-    columns = as_text(neuron_metadata("net.classifier.3", 3, stats, [str(c) for c in range(10)]))
+    stats = {"preferred_class": torch.tensor([7, 2, 0, 1]),
+             "selectivity": torch.tensor([.81, .5, 0., -3.2]),
+             "mean_activation": torch.tensor([1., 2., 0., -1.]),
+             "dead": torch.tensor([False, False, True, False])}
+    columns = as_text(neuron_metadata("net.classifier.3", 4, stats, [str(c) for c in range(10)]))
     assert label_by_default(columns) == "label"
     assert columns["label"] == ['net.classifier.3 #0: "7", selectivity 0.81',
                                 'net.classifier.3 #1: "2", selectivity 0.50',
-                                "net.classifier.3 #2: dead"]
-    assert columns["layer"] == ["net.classifier.3"] * 3  # kept for scripts that read it
+                                "net.classifier.3 #2: dead",
+                                'net.classifier.3 #3: "1"']  # -3.2: negative class means
+    assert columns["layer"] == ["net.classifier.3"] * 4  # kept for scripts that read it
 
 
 def test_more_than_50_classes_still_colour_through_the_numeric_column():

@@ -53,19 +53,24 @@ def neuron_label(
     """One neuron's readable label: layer, index, preferred class and selectivity.
 
     ``preferred_class`` is shown quoted (a class name, or the index as text); a dead neuron
-    is marked ``dead`` instead, since its class statistics mean nothing.
+    is marked ``dead`` instead, since its class statistics mean nothing. The selectivity is
+    shown only within ``[0, 1]``, where it reads as documented (0: every class alike, 1: one
+    class only); outside, the neuron's class means are negative (a layer before its ReLU)
+    and the index says little, so it is left to the ``selectivity`` column.
 
     Example:
         >>> neuron_label("net.classifier.3", 7, "7", 0.8123)
         'net.classifier.3 #7: "7", selectivity 0.81'
         >>> neuron_label("net.fc", 2), neuron_label("net.fc", 3, "cat", 0.5, dead=True)
         ('net.fc #2', 'net.fc #3: dead')
+        >>> neuron_label("net.conv", 4, "cat", -5.3)
+        'net.conv #4: "cat"'
     """
     head = f"{layer} #{neuron}"
     if dead:
         return f"{head}: dead"
     parts = [f'"{preferred_class}"'] if preferred_class else []
-    if selectivity is not None and math.isfinite(selectivity):
+    if selectivity is not None and math.isfinite(selectivity) and 0.0 <= selectivity <= 1.0:
         parts.append(f"selectivity {selectivity:.2f}")
     return f"{head}: {', '.join(parts)}" if parts else head
 

@@ -21,11 +21,13 @@ from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.layer_analysis import LayerResult
 from lightning_semvec.projector import (
     EmbeddingEntry,
+    make_sprite,
     neuron_metadata,
     projector_open_order,
     read_embedding_metadata,
     read_embedding_tensor,
     read_projector_config,
+    tile_images,
     write_embedding,
     write_latest_entry,
 )
@@ -201,6 +203,12 @@ def test_a_layer_wider_than_the_projector_shows_is_subsampled_with_one_message(
                                semvec.semantic_vectors["features.1"][[0, 2, 3]].numpy(),
                                rtol=1e-6, atol=1e-7)
     assert last.sprite_dim == (32, 32)  # 3 thumbnails: a 2 x 2 grid
+    from PIL import Image
+
+    sprite = np.asarray(Image.open(log_dir / last.sprite_path))
+    thumbnails = semvec._analysis.results["features.1"].thumbnails  # (4, 1, 3, 32, 32)
+    expected = make_sprite(tile_images(thumbnails[[0, 2, 3]]).numpy())
+    np.testing.assert_array_equal(sprite, expected)
     # Both layers now have 3 points: the opened one is the better fidelity's latest step.
     best = max(["features.1", "classifier.2"], key=lambda n: semvec.fidelity[n]["spearman"])
     opened = projector_open_order(entries.values())[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -10,14 +10,12 @@ from torch import Tensor
 
 from lightning_semvec.functional.similarity import semantic_similarity as _semantic_similarity
 from lightning_semvec.layer_analysis import LayerResult
-from lightning_semvec.projector_export import write_projector
+from lightning_semvec.projector_export import Notify, write_projector
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
 __all__ = ["log_figures", "tensorboard_logger_of", "write_projector_and_figures"]
-
-Notify = Callable[[str, str], None]
 
 
 def tensorboard_logger_of(trainer: pl.Trainer, notify: Notify) -> TensorBoardLogger | None:

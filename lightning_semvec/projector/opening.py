@@ -91,6 +91,18 @@ def write_latest_entry(log_dir: str | os.PathLike[str], entry: EmbeddingEntry) -
 
     Raises:
         ValueError: if ``entry`` is itself a ``(latest)`` entry or is not listed in the config.
+            Nothing is written then.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from lightning_semvec.projector import write_embedding, read_projector_config
+        >>> with tempfile.TemporaryDirectory() as run:
+        ...     for step in (1, 2):
+        ...         latest = write_latest_entry(run, write_embedding(run, "fc", torch.eye(2), step))
+        ...     [e.tensor_name for e in read_projector_config(run)]
+        ['fc:00001', 'fc:00002', '(latest) fc:00002']
+        >>> latest.tensor_path, latest.is_latest
+        ('00002/fc/tensors.tsv', True)
     """
     if entry.is_latest:
         raise SemvecValueError(

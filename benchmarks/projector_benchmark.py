@@ -6,7 +6,7 @@
     python benchmarks/projector_benchmark.py --neurons 65536 --repeats 1
 
 Builds what the callback writes at the end of a validation epoch for one layer: the ``(N, d)``
-vectors, the six metadata columns (from random statistics) and, unless ``--images off``, the
+vectors, the metadata columns (from random statistics) and, unless ``--images off``, the
 sprite of each neuron's top validation inputs (random pixels by default: the worst case for
 the PNG encoder; ``--pixels digits`` uses real digit thumbnails), then times
 :func:`lightning_semvec.projector.write_embedding` (tensors.tsv, metadata.tsv, sprite.png and

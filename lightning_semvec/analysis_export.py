@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -10,14 +10,12 @@ from torch import Tensor
 
 from lightning_semvec.functional.similarity import semantic_similarity as _semantic_similarity
 from lightning_semvec.layer_analysis import LayerResult
-from lightning_semvec.projector import neuron_metadata, tile_images, write_embedding
+from lightning_semvec.projector_export import Notify, write_projector
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
 __all__ = ["log_figures", "tensorboard_logger_of", "write_projector_and_figures"]
-
-Notify = Callable[[str, str], None]
 
 
 def tensorboard_logger_of(trainer: pl.Trainer, notify: Notify) -> TensorBoardLogger | None:
@@ -44,28 +42,20 @@ def write_projector_and_figures(
     projector: bool,
     figures: bool,
     figure_max_neurons: int,
+    notify: Notify,
 ) -> None:
     """Write every layer's projector files and/or figures for ``step`` (global rank 0 only).
 
     ``vectors`` are ``{layer: (N, d) CPU tensor}``; ``results`` the last analysed validation of
-    each layer (a layer without one gets no statistics, images or activation heatmap).
+    each layer (a layer without one gets no statistics, images or activation heatmap). The
+    projector part is :func:`~lightning_semvec.projector_export.write_projector`.
     """
     experiment = logger.experiment  # creates the event file, so TensorBoard lists the run
-    for name, layer_vectors in vectors.items():
-        result = results.get(name)
-        if projector:
-            sprite = None
-            if result is not None and result.thumbnails is not None:
-                sprite = tile_images(result.thumbnails)
-            metadata = neuron_metadata(
-                name,
-                layer_vectors.shape[0],
-                result.statistics if result is not None else None,
-                class_names,
-            )
-            write_embedding(logger.log_dir, name, layer_vectors, step, metadata, sprite)
-        if figures:
-            log_figures(experiment, name, layer_vectors, result, step, class_names,
+    if projector:
+        write_projector(logger.log_dir, vectors, results, step, class_names, notify)
+    if figures:
+        for name, layer_vectors in vectors.items():
+            log_figures(experiment, name, layer_vectors, results.get(name), step, class_names,
                         figure_max_neurons)
     experiment.flush()
 

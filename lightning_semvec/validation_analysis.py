@@ -167,5 +167,6 @@ class ValidationAnalysis:
             projector=options.projector,
             figures=options.figures,
             figure_max_neurons=options.figure_max_neurons,
+            notify=self.notify,
         )
         self.exported_step = step

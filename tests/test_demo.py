@@ -1,4 +1,9 @@
 from lightning_semvec.demo import main
+from lightning_semvec.projector import (
+    projector_open_order,
+    read_embedding_metadata,
+    read_projector_config,
+)
 
 
 def test_demo_runs_end_to_end_and_prints_its_table(tmp_path, capsys):
@@ -10,3 +15,10 @@ def test_demo_runs_end_to_end_and_prints_its_table(tmp_path, capsys):
     assert set(result.students) == {"plain student", "static student"}
     assert result.knowledge_path.is_file()
     assert list((tmp_path / "demo" / "version_0").glob("events.out.tfevents.*"))
+    # A run shorter than the analysis cadence is still analysed once: the entry the projector
+    # opens on has each neuron's class and thumbnail.
+    log_dir = tmp_path / "demo" / "version_0"
+    opened = projector_open_order(read_projector_config(log_dir))[0]
+    assert opened.is_latest and opened.sprite_path
+    columns = read_embedding_metadata(log_dir, opened)
+    assert all(columns["preferred_class"]) and all(columns["label"])

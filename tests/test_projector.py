@@ -30,6 +30,11 @@ from tiny_models import TinyConvNet, make_data, trainer_kwargs
 LAYERS = ["features.1", "classifier.2"]
 
 
+def step_entries(log_dir):
+    """The config's entries of each (layer, step), without the "(latest)" entry."""
+    return [e for e in read_projector_config(log_dir) if not e.is_latest]
+
+
 def fit(tmp_path, callbacks, model=None, version=0, ckpt_path=None, **overrides):
     pl.seed_everything(0, verbose=False)
     kwargs = trainer_kwargs(
@@ -48,16 +53,19 @@ def test_entries_written_before_a_resume_are_still_listed(tmp_path):
     first = SemanticVectorCallback(layers=LAYERS, dim=3, analysis=AnalysisOptions(figures=False))
     fit(tmp_path, [first, ckpt], max_epochs=2, enable_checkpointing=True)
     log_dir = tmp_path / "run" / "version_0"
-    before = [e.tensor_name for e in read_projector_config(log_dir)]
+    before = [e.tensor_name for e in step_entries(log_dir)]
     assert before == ["features.1:00006", "classifier.2:00006", "features.1:00012",
                       "classifier.2:00012"]  # 96 samples / 16 = 6 steps per epoch
 
     # A new process resumes into the same log folder: a fresh callback, logger and writer.
     resumed = SemanticVectorCallback(layers=LAYERS, dim=3, analysis=AnalysisOptions(figures=False))
     fit(tmp_path, [resumed], max_epochs=4, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
-    after = [e.tensor_name for e in read_projector_config(log_dir)]
+    after = [e.tensor_name for e in step_entries(log_dir)]
     assert after == before + ["features.1:00018", "classifier.2:00018", "features.1:00024",
                               "classifier.2:00024"]
+    # One "(latest)" entry, of the last export: the resumed run replaced the first run's.
+    assert [e.tensor_name for e in read_projector_config(log_dir) if e.is_latest] == [
+        "(latest) features.1:00024"]  # 4 neurons: wider than classifier.2's 3
     for entry in read_projector_config(log_dir):
         assert (log_dir / entry.tensor_path).is_file() and (log_dir / entry.metadata_path).is_file()
 
@@ -70,7 +78,7 @@ def test_callback_writes_every_layer_with_all_metadata_columns_and_sprite(tmp_pa
         figures=False, log_every_n_epochs=2, num_classes=3))
     trainer = fit(tmp_path, [semvec], max_epochs=3)
     log_dir = tmp_path / "run" / "version_0"
-    entries = read_projector_config(log_dir)
+    entries = step_entries(log_dir)
     # Epoch 2 (step 12) by the cadence, then the end of fit (step 18).
     assert [e.tensor_name for e in entries] == ["features.1:00012", "classifier.2:00012",
                                                 "features.1:00018", "classifier.2:00018"]
@@ -87,6 +95,13 @@ def test_callback_writes_every_layer_with_all_metadata_columns_and_sprite(tmp_pa
     assert stats["class_counts"].sum() == 32
     columns = read_embedding_metadata(log_dir, entries[1])
     assert columns["preferred_class"] == [str(c) for c in stats["preferred_class"].tolist()]
+    assert columns["preferred_class_id"] == columns["preferred_class"]  # no class names
+    assert columns["label"] == [
+        "classifier.2 #%d: dead" % i if dead else 'classifier.2 #%d: "%d"' % (i, c) + (
+            ", selectivity %.2f" % s if 0 <= s <= 1 else "")
+        for i, (c, s, dead) in enumerate(zip(stats["preferred_class"].tolist(),
+                                             stats["selectivity"].tolist(),
+                                             stats["dead"].tolist()))]
     assert [float(v) for v in columns["mean_activation"]] == pytest.approx(
         stats["mean_activation"].tolist(), rel=1e-5)
     assert set(columns["dead"]) <= {"alive", "dead"}
@@ -104,7 +119,7 @@ def test_top1_image_is_the_validation_input_that_activates_the_neuron_most(tmp_p
     model.eval()
     with torch.no_grad():
         best = model(x).argmax(dim=0)
-    (entry,) = read_projector_config(tmp_path / "run" / "version_0")
+    (entry,) = step_entries(tmp_path / "run" / "version_0")
     from PIL import Image
 
     sprite = np.asarray(Image.open(tmp_path / "run" / "version_0" / entry.sprite_path))
@@ -121,7 +136,7 @@ def test_grid_images_and_thumbnail_sizes(tmp_path):
     semvec = SemanticVectorCallback(layers="classifier.2", dim=2, analysis=AnalysisOptions(
         figures=False, projector_images="grid", projector_top_k=4, thumbnail_size=5))
     fit(tmp_path, [semvec], max_epochs=1)
-    (entry,) = read_projector_config(tmp_path / "run" / "version_0")
+    (entry,) = step_entries(tmp_path / "run" / "version_0")
     assert entry.sprite_dim == (10, 10)  # 2 x 2 thumbnails of 5 pixels
 
 
@@ -150,7 +165,7 @@ def test_label_fn_and_missing_labels(tmp_path):
         figures=False, label_fn=lambda batch: None, projector_images="off"))
     fit(tmp_path, [unknown], max_epochs=1, version=1)
     assert set(unknown.neuron_statistics["classifier.2"]) == {"mean_activation", "dead"}
-    (entry,) = read_projector_config(tmp_path / "run" / "version_1")
+    (entry,) = step_entries(tmp_path / "run" / "version_1")
     columns = read_embedding_metadata(tmp_path / "run" / "version_1", entry)
     assert columns["preferred_class"] == [""] * 3 and columns["dead"] != [""] * 3
     assert entry.sprite_path == ""  # projector_images="off"
@@ -262,7 +277,7 @@ def test_ddp_statistics_images_and_fidelity_cover_the_whole_validation_set(tmp_p
     assert results[0]["stats"]["classifier.2"]["class_counts"].sum() == 32
     # Only rank 0 wrote, once per layer, and its sprites hold the whole set's best images.
     log_dir = tmp_path / "run" / "version_0"
-    entries = read_projector_config(log_dir)
+    entries = step_entries(log_dir)
     assert [e.tensor_name for e in entries] == ["features.1:00006", "classifier.2:00006"]
     for entry in entries:
         sprite = np.asarray(Image.open(log_dir / entry.sprite_path))

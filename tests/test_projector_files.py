@@ -72,7 +72,10 @@ def test_config_is_merged_not_overwritten_and_same_name_replaced(tmp_path):
         (dict(global_step=-1), "global_step must be an integer >= 0, got -1"),
         (dict(global_step=True), "global_step must be an integer >= 0, got True"),
         (dict(tag=""), "tag must be a non-empty string"),
-        (dict(tag=3), "tag must be a non-empty string, got 3"),
+        (dict(tag=3), "tag must be a non-empty string not starting with .*, got 3"),
+        (dict(tag="(latest) fc"), r"not starting with '\(latest\) ', got '\(latest\) fc'"),
+        (dict(vectors=torch.zeros(100_001, 2), metadata=None),
+         "vectors has 100,001 rows, but TensorBoard's projector shows at most 100,000 points"),
     ],
 )
 def test_bad_inputs_are_clear_errors_and_write_nothing(tmp_path, kwargs, match):

@@ -19,7 +19,12 @@ import pytest
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_semvec import AnalysisOptions, SemanticVectorCallback
-from lightning_semvec.projector import METADATA_COLUMNS, read_projector_config
+from lightning_semvec.projector import (
+    METADATA_COLUMNS,
+    EmbeddingEntry,
+    projector_open_order,
+    read_projector_config,
+)
 from tiny_models import TinyConvNet, trainer_kwargs
 
 LAYERS = {"features.1": 4, "features.3": 6, "classifier.2": 3}
@@ -82,6 +87,13 @@ def test_tensorboard_projector_plugin_serves_every_layer_neuron_and_column(run_d
         info = json.loads(get(port, "info", run=run))
         served = {e["tensorName"]: e for e in info["embeddings"]}
         assert set(served) == {e.tensor_name for e in written}
+        # The projector opens the first entry in its menu's order, computed from what the
+        # server says: the latest step of the widest layer, under its "(latest)" name.
+        menu = projector_open_order(
+            EmbeddingEntry(name, e["tensorPath"], tuple(int(s) for s in e["tensorShape"]),
+                           e.get("metadataPath", ""))
+            for name, e in served.items())
+        assert menu[0].tensor_name == "(latest) features.3:00012"
         vectors = semvec.semantic_vectors
         for entry in written:
             n = LAYERS[entry.tag]
@@ -97,10 +109,15 @@ def test_tensorboard_projector_plugin_serves_every_layer_neuron_and_column(run_d
             assert lines[0].split("\t") == list(METADATA_COLUMNS)
             rows = [line.split("\t") for line in lines[1:]]
             assert len(rows) == n and all(len(row) == len(METADATA_COLUMNS) for row in rows)
-            assert [row[1] for row in rows] == [str(i) for i in range(n)]
-            assert {row[0] for row in rows} == {entry.tag}
-            assert {row[2] for row in rows} <= {"top-left", "top-right", "bottom-left"}
-            assert all(row[3] and row[4] and row[5] in ("alive", "dead") for row in rows)
+            col = {name: [row[i] for row in rows] for i, name in enumerate(METADATA_COLUMNS)}
+            assert col["neuron"] == [str(i) for i in range(n)]
+            assert col["layer"] == [entry.tag] * n
+            assert all(label.startswith(f"{entry.tag} #{i}:") for i, label in
+                       enumerate(col["label"]))
+            assert set(col["preferred_class"]) <= {"top-left", "top-right", "bottom-left"}
+            assert set(col["preferred_class_id"]) <= {"0", "1", "2"}
+            assert all(col["selectivity"]) and all(col["mean_activation"])
+            assert set(col["dead"]) <= {"alive", "dead"}
 
             sprite = get(port, "sprite_image", run=run, name=entry.tensor_name)
             assert sprite.startswith(b"\x89PNG")

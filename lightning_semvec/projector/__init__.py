@@ -17,9 +17,10 @@ written again under the same name replaces the old one. ``log_dir`` is a local p
 fsspec URL (``s3://``, ``gs://``, ...), as ``TensorBoardLogger`` accepts.
 
 The modules: ``writer`` (:func:`write_embedding`), ``reader`` (reading entries back),
-``config`` (the ``projector_config.pbtxt`` entries and their merge), ``metadata`` (the
-per-neuron columns), ``sprites`` (thumbnails, the sprite grid and its PNG encoder) and
-``storage`` (local or fsspec log directories). The metric that picks each neuron's top inputs
+``config`` (the ``projector_config.pbtxt`` entries and their merge), ``opening`` (which entry
+TensorBoard opens first, and the ``(latest)`` entry), ``metadata`` (the per-neuron columns),
+``sprites`` (thumbnails, the sprite grid and its PNG encoder) and ``storage`` (local or fsspec
+log directories). The metric that picks each neuron's top inputs
 is :class:`~lightning_semvec.metrics.TopActivatingInputs`.
 
 Example:
@@ -34,8 +35,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning_semvec.projector.config import CONFIG_FILENAME, EmbeddingEntry
-from lightning_semvec.projector.metadata import METADATA_COLUMNS, neuron_metadata
+from lightning_semvec.projector.config import CONFIG_FILENAME, LATEST_PREFIX, EmbeddingEntry
+from lightning_semvec.projector.metadata import METADATA_COLUMNS, neuron_label, neuron_metadata
+from lightning_semvec.projector.opening import projector_open_order, write_latest_entry
 from lightning_semvec.projector.reader import (
     read_embedding_metadata,
     read_embedding_tensor,
@@ -49,16 +51,20 @@ from lightning_semvec.projector.sprites import (
     tile_images,
     to_thumbnails,
 )
-from lightning_semvec.projector.writer import write_embedding
+from lightning_semvec.projector.writer import MAX_PROJECTOR_POINTS, write_embedding
 
 __all__ = [
     "CONFIG_FILENAME",
     "EmbeddingEntry",
+    "LATEST_PREFIX",
+    "MAX_PROJECTOR_POINTS",
     "MAX_SPRITE_SIDE",
     "METADATA_COLUMNS",
     "encode_png",
     "make_sprite",
+    "neuron_label",
     "neuron_metadata",
+    "projector_open_order",
     "read_embedding_metadata",
     "read_embedding_tensor",
     "read_projector_config",
@@ -66,6 +72,7 @@ __all__ = [
     "tile_images",
     "to_thumbnails",
     "write_embedding",
+    "write_latest_entry",
 ]
 
 

@@ -22,10 +22,20 @@ from typing import Any
 from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.projector.storage import LogDir
 
-__all__ = ["CONFIG_FILENAME", "EmbeddingEntry", "entries_of", "load_config", "merge_entry"]
+__all__ = [
+    "CONFIG_FILENAME",
+    "LATEST_PREFIX",
+    "EmbeddingEntry",
+    "entries_of",
+    "load_config",
+    "merge_entry",
+]
 
 #: The projector's config file, read by TensorBoard in each run directory.
 CONFIG_FILENAME = "projector_config.pbtxt"
+#: Starts the name of the entry that lists the latest export once more (see
+#: :func:`~lightning_semvec.projector.write_latest_entry`); it sorts before letters and digits.
+LATEST_PREFIX = "(latest) "
 
 
 @dataclass(frozen=True)
@@ -40,10 +50,16 @@ class EmbeddingEntry:
         sprite_path: the ``sprite.png`` file, or ``""``.
         sprite_dim: ``(width, height)`` of one thumbnail in the sprite, or ``()``.
 
+    A name starting with :data:`LATEST_PREFIX` lists another entry's files once more
+    (:attr:`is_latest`); :attr:`tag` and :attr:`step` are those of that entry.
+
     Example:
         >>> entry = EmbeddingEntry("net.fc:00042", "00042/net.fc/tensors.tsv")
-        >>> entry.tag, entry.step
-        ('net.fc', 42)
+        >>> entry.tag, entry.step, entry.is_latest
+        ('net.fc', 42, False)
+        >>> latest = EmbeddingEntry("(latest) net.fc:00042", "00042/net.fc/tensors.tsv")
+        >>> latest.tag, latest.step, latest.is_latest
+        ('net.fc', 42, True)
     """
 
     tensor_name: str
@@ -54,15 +70,21 @@ class EmbeddingEntry:
     sprite_dim: tuple[int, ...] = ()
 
     @property
+    def is_latest(self) -> bool:
+        """Whether this entry lists the run's latest export once more (a ``(latest)`` name)."""
+        return self.tensor_name.startswith(LATEST_PREFIX)
+
+    @property
     def tag(self) -> str:
         """The tag (layer name) part of :attr:`tensor_name`."""
-        tag, _, step = self.tensor_name.rpartition(":")
-        return tag if tag and step.isdigit() else self.tensor_name
+        name = self.tensor_name.removeprefix(LATEST_PREFIX)
+        tag, _, step = name.rpartition(":")
+        return tag if tag and step.isdigit() else name
 
     @property
     def step(self) -> int | None:
         """The global step part of :attr:`tensor_name`, or ``None`` if it has none."""
-        tag, _, step = self.tensor_name.rpartition(":")
+        tag, _, step = self.tensor_name.removeprefix(LATEST_PREFIX).rpartition(":")
         return int(step) if tag and step.isdigit() else None
 
 

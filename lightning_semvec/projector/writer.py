@@ -20,11 +20,20 @@ from torch import Tensor
 
 from lightning_semvec.checks import check_int
 from lightning_semvec.errors import SemvecValueError
-from lightning_semvec.projector.config import EmbeddingEntry, load_config, merge_entry
+from lightning_semvec.projector.config import (
+    LATEST_PREFIX,
+    EmbeddingEntry,
+    load_config,
+    merge_entry,
+)
 from lightning_semvec.projector.sprites import encode_png, make_sprite
 from lightning_semvec.projector.storage import LogDir
 
-__all__ = ["metadata_tsv", "write_embedding"]
+__all__ = ["MAX_PROJECTOR_POINTS", "metadata_tsv", "write_embedding"]
+
+#: TensorBoard's projector asks its server for the first 100,000 rows of a tensor and of its
+#: metadata (``num_rows=1e5`` in its frontend) and shows no more.
+MAX_PROJECTOR_POINTS = 100_000
 
 _UNSAFE_FIELD = re.compile(r"[\t\r\n]")
 
@@ -49,7 +58,8 @@ def write_embedding(
             an fsspec URL such as ``s3://bucket/run`` (its fsspec package must be installed).
         tag: the embedding's name, e.g. the layer name.
         vectors: ``(N, d)`` points, any real dtype (written as float32 text, 7 significant
-            digits, formatted by numpy rather than per number in Python).
+            digits, formatted by numpy rather than per number in Python); ``N`` at most
+            :data:`MAX_PROJECTOR_POINTS`, all the projector shows.
         global_step: the step, part of the folder and tensor name.
         metadata: optional columns ``{name: N values}``; values are written with ``str``
             (floats with 6 significant digits), tabs and newlines replaced by spaces. One
@@ -61,11 +71,13 @@ def write_embedding(
         The :class:`~lightning_semvec.projector.EmbeddingEntry` written.
 
     Raises:
-        ValueError: on a vectors tensor that is not 2-D, an empty tag, metadata or sprite of
-            another length than ``N``, a sprite larger than
-            :data:`~lightning_semvec.projector.MAX_SPRITE_SIDE` pixels a side, a negative
-            step, an existing config that is not valid, or a ``log_dir`` URL whose fsspec
-            filesystem is not installed. Nothing is written then.
+        ValueError: on a vectors tensor that is not 2-D or has more than
+            :data:`MAX_PROJECTOR_POINTS` rows, an empty tag (or one starting with
+            ``"(latest) "``, kept for :func:`~lightning_semvec.projector.write_latest_entry`),
+            metadata or sprite of another length than ``N``, a sprite larger than
+            :data:`~lightning_semvec.projector.MAX_SPRITE_SIDE` pixels a side, a negative step,
+            an existing config that is not valid, or a ``log_dir`` URL whose fsspec filesystem
+            is not installed. Nothing is written then.
         TypeError: if ``log_dir`` is not a path or URL string.
 
     Example:
@@ -85,9 +97,17 @@ def write_embedding(
         raise SemvecValueError(
             f"vectors must be (N, d) with N, d >= 1, got shape {matrix.shape}."
         )
+    if matrix.shape[0] > MAX_PROJECTOR_POINTS:
+        raise SemvecValueError(
+            f"vectors has {matrix.shape[0]:,} rows, but TensorBoard's projector shows at most "
+            f"{MAX_PROJECTOR_POINTS:,} points: write a subset (e.g. vectors[ids] with "
+            "lightning_semvec.figures.evenly_spaced) and say which in the metadata."
+        )
     check_int("global_step", global_step, 0)
-    if not isinstance(tag, str) or not tag:
-        raise SemvecValueError(f"tag must be a non-empty string, got {tag!r}.")
+    if not isinstance(tag, str) or not tag or tag.startswith(LATEST_PREFIX):
+        raise SemvecValueError(
+            f"tag must be a non-empty string not starting with {LATEST_PREFIX!r}, got {tag!r}."
+        )
     num_points = matrix.shape[0]
     folder = LogDir.open(log_dir)
     config = load_config(folder)

@@ -49,3 +49,12 @@ def test_demo_into_a_file_is_a_clear_error_that_writes_nothing(tmp_path, capsys)
         main(epochs=1, out_dir=str(target / "sub"), progress_bar=False, student_epochs=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
     assert "[1/3]" not in capsys.readouterr().out
+
+
+def test_train_student_names_the_students_it_knows(tmp_path):
+    from lightning_semvec.demo import train_student
+
+    with pytest.raises(SemvecValueError, match=r"name must be one of \['plain student', "
+                                               r"'static student'\], got 'teacher'"):
+        train_student("teacher", tmp_path / "k.semvec.safetensors", tmp_path)
+    assert not any(tmp_path.iterdir())

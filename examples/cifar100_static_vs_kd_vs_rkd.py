@@ -91,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
                         default=os.environ.get("SEMVEC_EXAMPLES_SMOKE") == "1")
     args = parser.parse_args(argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     epochs = 1 if args.smoke else args.epochs
     teacher_name = args.teacher or ("resnet20" if args.smoke else "resnet32x4")
 
@@ -109,6 +108,14 @@ def main(argv: list[str] | None = None) -> int:
         data = CIFAR100DataModule(data_dir, download=args.download, val_fraction=0.0,
                                   batch_size=4 if args.smoke else 64,
                                   num_workers=0 if args.smoke else args.num_workers)
+        missing = [] if args.download else data.missing_files()
+        if missing:  # the datamodule's own hint names the LightningCLI flag, not this script's
+            parser.error(
+                f"CIFAR-100 files not found in {Path(data_dir) / 'cifar-100-python'} (missing: "
+                f"{', '.join(p.name for p in missing)}). Pass --download to fetch them, or "
+                "--data-dir with the folder that holds cifar-100-python/."
+            )
+        out.mkdir(parents=True, exist_ok=True)
         teacher_path = out / f"{teacher_name}.pt"
         knowledge = out / f"{teacher_name}.semvec.safetensors"
         if not (teacher_path.is_file() and knowledge.is_file()):

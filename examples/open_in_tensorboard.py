@@ -33,7 +33,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lightning_semvec import AnalysisOptions, SemanticVectorCallback
+from lightning_semvec import AnalysisOptions, SemanticVectorCallback, write_report
 from lightning_semvec.data import DigitsDataModule
 from lightning_semvec.models import ImageClassifier, SmallCNN
 
@@ -67,13 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=64))
     knowledge = semvec.export_knowledge(Path(logger.log_dir) / "digits.semvec.safetensors")
 
-    try:
-        from lightning_semvec.report import write_report
-    except ImportError:  # an older lightning_semvec without the offline report
-        write_report = None
-    if write_report is not None:
-        index = write_report(knowledge, Path(args.out) / "report", log_dir=logger.log_dir)
-        print(f"Offline report: {index}")
+    # The statistics travel in the knowledge file: the report needs nothing else.
+    index = write_report(knowledge, Path(args.out) / "report")
+    print(f"Offline report: {index}")
     print(f"Knowledge file: {knowledge}")
     print(f"TensorBoard logs: {logger.log_dir}")
     print(f"  see them with:  tensorboard --logdir {args.out}")

@@ -127,7 +127,7 @@ SMALL_COMMANDS: dict[str, SmallCommand] = {
     ),
     "report": SmallCommand(
         "an offline HTML report (figures + per-neuron table) from a knowledge file",
-        "examples:\n  semvec report semvec_runs/demo.semvec.safetensors report/\n",
+        "examples:\n  semvec report semvec_runs/version_0/demo.semvec.safetensors report/\n",
         _run_report,
     ),
     "export": SmallCommand(

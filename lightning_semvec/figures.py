@@ -196,7 +196,8 @@ def pca_map(
         vectors: ``(N, d)`` semantic vectors.
         preferred_class: optional ``(N,)`` class index per neuron (negative: unknown, grey).
         class_names: optional names of the classes for the legend.
-        dead: optional ``(N,)`` bool; dead neurons are drawn as grey crosses.
+        dead: optional ``(N,)`` bool; dead neurons are drawn as grey crosses. With neither
+            ``preferred_class`` nor ``dead`` (no statistics) the map has no legend.
         title: the figure's title.
         annotate: write each neuron's index beside its point (default: when ``N <= 64``).
 
@@ -221,7 +222,9 @@ def pca_map(
         raise SemvecValueError(f"dead must have shape ({n},), got {dead_mask.shape}.")
     size = 28.0 if n <= 512 else 6.0
     if preferred_class is None:
-        ax.scatter(*coords[~dead_mask].T, s=size, color="tab:blue", label="alive")
+        # "alive" only when there is a dead-neuron mask to tell alive from dead.
+        ax.scatter(*coords[~dead_mask].T, s=size, color="tab:blue",
+                   label=None if dead is None else "alive")
     else:
         classes = np.asarray(torch.as_tensor(preferred_class).cpu().long())
         if classes.shape != (n,):
@@ -245,8 +248,9 @@ def pca_map(
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     legend_title = "preferred class" if preferred_class is not None else None
-    # Outside the axes: loc="best" would test every point for overlap, slow for wide layers.
-    ax.legend(fontsize=7, title=legend_title, title_fontsize=7, loc="center left",
-              bbox_to_anchor=(1.02, 0.5), frameon=False)
+    if preferred_class is not None or dead is not None:  # without statistics: nothing to name
+        # Outside the axes: loc="best" would test every point for overlap, slow for wide layers.
+        ax.legend(fontsize=7, title=legend_title, title_fontsize=7, loc="center left",
+                  bbox_to_anchor=(1.02, 0.5), frameon=False)
     ax.set_title(title or f"semantic vectors, PCA ({n} neurons)", fontsize=10)
     return figure

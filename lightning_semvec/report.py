@@ -9,9 +9,13 @@ a folder that any browser opens without a server:
     <out_dir>/<nn>_<layer>_similarity.png   semantic similarity heatmap (clustered order)
     <out_dir>/<nn>_<layer>_pca.png          PCA map of the vectors
 
-Each layer's table lists, per neuron, the norm of its vector and its nearest neighbours by
-semantic similarity and, when the knowledge file carries them, what the validation data said
-about each neuron (preferred class, class selectivity, mean activation, dead).
+The page starts with a table of contents (each layer, its neurons and dead neurons, linked to
+its section). Each layer's table lists, per neuron, the norm of its vector and its nearest
+neighbours by semantic similarity and, when the knowledge file carries them, what the
+validation data said about each neuron (preferred class, class selectivity, mean activation,
+dead), rounded. Dead neurons have no preferred class or selectivity (empty cells), and
+selectivity values outside ``[0, 1]`` (files exported before the index was defined for signed
+activations) are left empty with a note.
 """
 
 from __future__ import annotations
@@ -97,9 +101,9 @@ def write_report(
 
     Args:
         knowledge_path: a ``.semvec.safetensors`` knowledge file. When it carries per-neuron
-            statistics (files exported by lightning_semvec 0.2 after an analysed validation
-            epoch), the table shows each neuron's preferred class, class selectivity, mean
-            activation and dead/alive, and the PCA map is coloured by preferred class.
+            statistics (files exported after an analysed validation epoch), the table shows
+            each neuron's preferred class, class selectivity and mean activation and marks the
+            dead ones, and the PCA map is coloured by preferred class.
         out_dir: the folder to write (created if needed; files of the same names replaced).
         log_dir: deprecated and ignored: the statistics now come from the knowledge file.
         max_heatmap_neurons: the heatmap shows at most this many neurons (evenly spaced).
@@ -143,7 +147,7 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     class_names = knowledge.class_names
-    sections = []
+    sections, contents = [], []
     for position, name in enumerate(knowledge.layer_names):
         vectors = knowledge[name].vectors
         stats = knowledge.statistics(name)
@@ -160,15 +164,42 @@ def write_report(
             _layer_section(name, slug, vectors, stats, class_names, neighbours, max_table_rows,
                            shown=ids.numel())
         )
-    (out / "index.html").write_text(_page(knowledge, knowledge_path, sections), "utf-8")
+        dead = int(stats["dead"].sum()) if "dead" in stats else None
+        contents.append((name, slug, n, dead))
+    with_selectivity = any("selectivity" in knowledge.statistics(n) for n in knowledge.layer_names)
+    page = _page(knowledge, knowledge_path, _contents(contents, with_selectivity), sections)
+    (out / "index.html").write_text(page, "utf-8")
     return out / "index.html"
+
+
+#: The note under every table that lists selectivity: what it is and when a cell is empty.
+SELECTIVITY_NOTE = (
+    "Selectivity is the class selectivity index of Morcos et al. (2018), (mu_max - mu_rest) / "
+    "(mu_max + mu_rest) of a neuron's class means: 0 for a neuron that responds alike to every "
+    "class, 1 for one that responds to a single class. It is defined for non-negative "
+    "activations; a neuron whose activations go below 0 (logits, layers before a ReLU) gets the "
+    "index of its activations shifted up by their minimum. Dead neurons have no preferred class "
+    "or selectivity."
+)
+
+
+def _format(value: float, decimals: int) -> str:
+    """A number rounded for a table cell; empty for NaN (no value)."""
+    return "" if value != value else f"{value:.{decimals}f}"
 
 
 def _statistic_cells(
     stats: dict[str, Tensor], class_names: Sequence[str] | None, rows: int
-) -> dict[str, list[str]]:
-    """The table's statistic columns as text, one entry per listed neuron."""
+) -> tuple[dict[str, list[str]], int]:
+    """The table's statistic columns as text, one entry per listed neuron, and how many
+    selectivity cells were left empty because the file's value lies outside ``[0, 1]``.
+
+    Dead neurons get no preferred class and no selectivity: their class means are all equal,
+    so the argmax and the index say nothing about them.
+    """
     cells: dict[str, list[str]] = {}
+    dead = stats["dead"][:rows].tolist() if "dead" in stats else [False] * rows
+    out_of_range = 0
     for key in _STAT_COLUMNS:
         value = stats.get(key)
         if value is None:
@@ -176,12 +207,27 @@ def _statistic_cells(
         values = value[:rows].tolist()
         if key == "preferred_class":
             names = list(class_names or [])
-            cells[key] = [names[c] if 0 <= c < len(names) else str(c) for c in values]
+            cells[key] = [
+                "" if gone else names[c] if 0 <= c < len(names) else str(c)
+                for c, gone in zip(values, dead)
+            ]
         elif key == "dead":
-            cells[key] = ["dead" if v else "alive" for v in values]
+            cells[key] = ["dead" if v else "" for v in values]
+        elif key == "selectivity":
+            # Files exported before the index was defined for signed activations can hold
+            # values outside [0, 1] (logits, pre-ReLU layers): those mean nothing.
+            valid = [0.0 <= v <= 1.0 + 1e-6 for v in values]
+            out_of_range += sum(1 for v, ok, gone in zip(values, valid, dead)
+                                if not ok and not gone and v == v)
+            cells[key] = ["" if gone or not ok else _format(min(v, 1.0), 2)
+                          for v, ok, gone in zip(values, valid, dead)]
         else:
-            cells[key] = [f"{v:.3g}" for v in values]
-    return cells
+            cells[key] = [_format(v, 3) for v in values]
+    return cells, out_of_range
+
+
+#: Columns whose cells are numbers, aligned right.
+_NUMERIC = {"selectivity", "mean_activation", "vector_norm"}
 
 
 def _layer_section(
@@ -198,27 +244,45 @@ def _layer_section(
     norms = vectors.norm(dim=1)
     rows = min(n, max_rows)
     idx, sim = nearest_neighbours(vectors, neighbours, rows=rows)
-    stat_cells = _statistic_cells(stats, class_names, rows)
+    stat_cells, out_of_range = _statistic_cells(stats, class_names, rows)
+    keys = ["neuron", *stat_cells, "vector_norm", "neighbours"]
     header = ["neuron", *(c.replace("_", " ") for c in stat_cells), "vector norm",
               "nearest neighbours (semantic similarity)"]
+    dead = stat_cells.get("dead", [""] * rows)
     body = []
     for i in range(rows):
         cells = [str(i), *(column[i] for column in stat_cells.values())]
-        cells.append(f"{norms[i].item():.3g}")
+        cells.append(_format(norms[i].item(), 2))
         cells.append(", ".join(f"{j} ({s:+.2f})" for j, s in zip(idx[i].tolist(), sim[i].tolist())))
-        body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    source = (
-        "Validation statistics: from the knowledge file (the last analysed validation epoch)."
-        if stat_cells
-        else "No validation statistics in this knowledge file (export it after an analysed "
-        "validation epoch to add them)."
-    )
-    more = f"<p>{n - rows} more neurons are not listed.</p>" if rows < n else ""
+        tds = "".join(
+            f'<td class="num">{html.escape(c)}</td>' if key in _NUMERIC
+            else f"<td>{html.escape(c)}</td>"
+            for key, c in zip(keys, cells)
+        )
+        body.append(f'<tr class="dead">{tds}</tr>' if dead[i] else f"<tr>{tds}</tr>")
+    if stat_cells:
+        source = "Validation statistics: from the knowledge file (the last analysed validation epoch)."
+        dead_count = int(stats["dead"].sum()) if "dead" in stats else 0
+        if "dead" in stats:
+            source += f" {dead_count} of {n} neurons dead (constant on the validation data)."
+    else:
+        source = ("No validation statistics in this knowledge file (export it after an analysed "
+                  "validation epoch to add them).")
+    notes = []
+    if out_of_range:
+        notes.append(
+            f"{out_of_range} selectivity values of this file lie outside [0, 1] and are left "
+            "empty: the file was exported before the index was defined for signed activations; "
+            "export it again to fill them."
+        )
+    if rows < n:
+        notes.append(f"{n - rows} more neurons are not listed (max_table_rows={max_rows}).")
+    note = "".join(f'<p class="note">{html.escape(t)}</p>' for t in notes)
     heatmap_note = f" ({shown} of {n} neurons, evenly spaced)" if shown < n else ""
     return f"""
-<section>
-<h2>{html.escape(name)}</h2>
-<p>{n} neurons, {d}-dimensional vectors. {source}</p>
+<section id="{slug}">
+<h2>{html.escape(name)} <a class="top" href="#contents">contents</a></h2>
+<p>{n} neurons, {d}-dimensional vectors. {html.escape(source)}</p>
 <div class="figures">
 <figure><img src="{slug}_similarity.png" alt="semantic similarity of {html.escape(name)}">
 <figcaption>Semantic similarity{heatmap_note}, neurons ordered by hierarchical clustering.
@@ -232,11 +296,31 @@ def _layer_section(
 {chr(10).join(body)}
 </tbody>
 </table>
-{more}
+{note}
 </section>"""
 
 
-def _page(knowledge: StaticKnowledge, knowledge_path: Path, sections: list[str]) -> str:
+def _contents(rows: list[tuple[str, str, int, int | None]], selectivity_note: bool) -> str:
+    """The table of contents: one linked row per layer with its neurons and dead ones, and
+    what the selectivity column means when a table shows it."""
+    with_dead = any(dead is not None for *_, dead in rows)
+    head = "<th>layer</th><th>neurons</th>" + ("<th>dead</th>" if with_dead else "")
+    body = "".join(
+        f'<tr><td><a href="#{slug}">{html.escape(name)}</a></td><td class="num">{n}</td>'
+        + (f'<td class="num">{"" if dead is None else dead}</td>' if with_dead else "")
+        + "</tr>"
+        for name, slug, n, dead in rows
+    )
+    return f"""<nav id="contents">
+<h2>Contents</h2>
+<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+{f'<p class="note">{html.escape(SELECTIVITY_NOTE)}</p>' if selectivity_note else ""}
+</nav>"""
+
+
+def _page(
+    knowledge: StaticKnowledge, knowledge_path: Path, contents: str, sections: list[str]
+) -> str:
     facts = [
         ("knowledge file", str(knowledge_path)),
         ("teacher model", knowledge.source_model or "unknown"),
@@ -256,16 +340,21 @@ def _page(knowledge: StaticKnowledge, knowledge_path: Path, sections: list[str])
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; font-size: 0.85em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: left; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+tr.dead td {{ color: #888; }}
 thead th {{ background: #f0f0f0; position: sticky; top: 0; }}
-.figures {{ display: flex; flex-wrap: wrap; gap: 1em; }}
+.figures {{ display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }}
 figure {{ margin: 0; }}
 img {{ max-width: 100%; }}
 section {{ margin-top: 2.5em; }}
+a.top {{ font-size: 0.5em; font-weight: normal; margin-left: 1em; }}
+p.note {{ font-size: 0.85em; color: #555; max-width: 60em; }}
 </style>
 </head>
 <body>
 <h1>Semantic vectors</h1>
 <table>{listing}</table>
+{contents}
 {"".join(sections)}
 </body>
 </html>

@@ -89,6 +89,9 @@ def small_knowledge(tmp_path, monkeypatch):
         (["demo", "--epochs", "0"], "semvec demo: error: epochs must be an integer >= 1, got 0."),
         (["demo", "--student-epochs", "0"],
          "semvec demo: error: student_epochs must be an integer >= 1, got 0."),
+        (["demo", "--out", "k.semvec.safetensors"],
+         "semvec demo: error: Cannot write the demo's runs into k.semvec.safetensors: "
+         "k.semvec.safetensors is a file, not a folder."),
     ],
 )
 def test_bad_input_gives_one_clear_line(argv, message, small_knowledge, capsys):

@@ -112,11 +112,30 @@ def test_cifar100_static_vs_kd_vs_rkd(tmp_path):
             datasets.CIFAR100.meta) == checksums
 
 
-def test_open_in_tensorboard(tmp_path):
+def test_cifar100_without_its_files_names_this_scripts_download_flag(tmp_path, capsys):
+    """Not the datamodule's `--data.download true`, which this script does not take."""
+    path = EXAMPLES / "cifar100_static_vs_kd_vs_rkd.py"
+    argv, sys.argv = sys.argv, [str(path), "--data-dir", str(tmp_path / "data"),
+                                "--out", str(tmp_path / "out")]
+    try:
+        with _global_state_kept(), pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(str(path), run_name="__main__")
+    finally:
+        sys.argv = argv
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "CIFAR-100 files not found in" in err and "Pass --download to fetch them" in err
+    assert "--data.download" not in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_open_in_tensorboard(tmp_path, recwarn):
     printed = run_example("open_in_tensorboard.py", "--smoke", "--out", str(tmp_path))
+    # The example uses no deprecated argument of ours (write_report's log_dir was one).
+    assert not [str(w.message) for w in recwarn if issubclass(w.category, FutureWarning)
+                and w.filename.endswith("open_in_tensorboard.py")]
     assert f"tensorboard --logdir {tmp_path}" in printed
     run = tmp_path / "digits" / "version_0"
     assert list(run.glob("events.out.tfevents.*")) and (run / "projector_config.pbtxt").is_file()
     assert StaticKnowledge.load(run / "digits.semvec.safetensors")["net.classifier.3"].dim == 8
-    if "Offline report:" in printed:
-        assert (tmp_path / "report" / "index.html").is_file()
+    assert "Offline report:" in printed and (tmp_path / "report" / "index.html").is_file()

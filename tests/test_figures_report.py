@@ -79,7 +79,10 @@ def test_pca_map_colours_by_preferred_class_and_marks_dead():
     figure = pca_map(vectors, torch.tensor([0, 1, 2] * 3), CLASSES, torch.arange(9) == 4)
     labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert labels == [*CLASSES, "dead"]
-    assert pca_map(vectors).axes[0].get_legend().get_texts()[0].get_text() == "alive"
+    # Without statistics nothing tells alive from dead: no legend, no "alive".
+    assert pca_map(vectors).axes[0].get_legend() is None
+    only_dead = pca_map(vectors, dead=torch.arange(9) == 4).axes[0].get_legend()
+    assert [t.get_text() for t in only_dead.get_texts()] == ["alive", "dead"]
     with pytest.raises(ValueError, match="preferred_class"):
         pca_map(vectors, torch.zeros(3, dtype=torch.long))
 
@@ -134,7 +137,38 @@ def test_report_without_log_dir_lists_norms_and_neighbours(tmp_path):
     path = StaticKnowledge.from_vectors({"fc": vectors}).save(tmp_path / "k.semvec.safetensors")
     page = write_report(path, tmp_path / "out").read_text()
     assert "preferred class" not in page and "No validation statistics" in page
-    assert "<tr><td>0</td><td>1</td><td>1 (+0.98)" in page  # norm 1, nearest neuron 1
+    assert '<tr><td>0</td><td class="num">1.00</td><td>1 (+0.98)' in page  # norm 1, neuron 1
+
+
+def test_report_rounds_blanks_what_is_undefined_and_has_contents(tmp_path):
+    """Dead neurons have no preferred class or selectivity; a selectivity outside [0, 1] (from
+    a file exported before the index was defined for signed activations) is left empty with
+    a note; numbers are rounded; a table of contents links every layer."""
+    stats = {
+        "mean_activation": torch.tensor([0.0474152, -1.23456, 0.5]),
+        "dead": torch.tensor([False, False, True]),
+        "selectivity": torch.tensor([0.0474152, 1.8, 0.0]),
+        "preferred_class": torch.tensor([1, 0, 0]),
+    }
+    vectors = {"conv": torch.eye(3) + 0.1, "logits": torch.eye(3)[:, :2] + 0.2}
+    path = StaticKnowledge.from_vectors(
+        vectors, statistics={"logits": stats}, class_names=["a", "b", "c"]
+    ).save(tmp_path / "k.semvec.safetensors")
+    page = write_report(path, tmp_path / "out").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("<tr")]
+    logits = rows[-3:]
+    assert logits[0].startswith('<tr><td>0</td><td>b</td><td class="num">0.05</td>'
+                                '<td class="num">0.047</td><td></td>')
+    assert logits[1].startswith('<tr><td>1</td><td>a</td><td class="num"></td>'
+                                '<td class="num">-1.235</td><td></td>')
+    assert logits[2].startswith('<tr class="dead"><td>2</td><td></td><td class="num"></td>'
+                                '<td class="num">0.500</td><td>dead</td>')
+    assert "0.0474152" not in page and "1.8" not in page
+    assert "1 selectivity values of this file lie outside [0, 1]" in page
+    assert page.count("shifted up by their minimum") == 1  # only the layer with selectivity
+    assert '<a href="#00_conv">conv</a></td><td class="num">3</td><td class="num"></td>' in page
+    assert '<a href="#01_logits">logits</a></td><td class="num">3</td><td class="num">1</td>' in page
+    assert '<section id="00_conv">' in page and '<section id="01_logits">' in page
 
 
 def test_report_main(tmp_path, capsys):

@@ -159,6 +159,35 @@ def test_class_selectivity_with_absent_classes():
         class_selectivity(torch.ones(5))
 
 
+def test_class_selectivity_of_signed_activations_is_the_index_of_shifted_ones():
+    # A logit: class means 3, -1, -1 over activations as low as -3. On a + 3 the means are
+    # 6, 2, 2: SI = (6 - 2) / (6 + 2) = 0.5. Unshifted it would be 4 / 2 = 2, above 1.
+    means = torch.tensor([[3.0, 0.5], [-1.0, 2.0], [-1.0, 0.5]])
+    minimum = torch.tensor([-3.0, 0.2])  # neuron 1 is non-negative: not shifted
+    si, preferred = class_selectivity(means, eps=0.0, minimum=minimum)
+    assert si.tolist() == pytest.approx([0.5, 1.5 / 2.5])  # neuron 1: means 0.5, 2, 0.5
+    assert preferred.tolist() == [0, 1]
+    assert class_selectivity(means, eps=0.0)[0][0].item() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match=r"minimum must be \(2,\), one per neuron"):
+        class_selectivity(means, minimum=torch.zeros(3))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), offset=st.floats(-5.0, 5.0))
+def test_statistics_selectivity_lies_in_0_1_for_signed_activations(seed, offset):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(60) % 3
+    acts = torch.randn(60, 5, generator=g) * 2 + offset  # logits or pre-ReLU: any sign
+    stats = NeuronActivationStatistics(num_neurons=5, num_classes=3)
+    for a, y in zip(acts.split(16), labels.split(16)):
+        stats.update(a, y)
+    si = stats.compute()["selectivity"]
+    assert ((si >= 0) & (si <= 1 + 1e-6)).all(), si
+    class_means = torch.stack([acts[labels == c].mean(0) for c in range(3)])
+    expected, _ = class_selectivity(class_means, minimum=acts.amin(0))
+    torch.testing.assert_close(si, expected, atol=1e-5, rtol=0)
+
+
 # --- best_rank_d_vectors -------------------------------------------------------------------
 
 

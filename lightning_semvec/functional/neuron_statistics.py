@@ -9,7 +9,7 @@ classes and ``d`` for the semantic dimension.
 - :func:`neighbour_agreement`: how many of each neuron's ``k`` nearest neighbours two
   similarity matrices share.
 - :func:`class_selectivity`: the selectivity index of Morcos et al. (2018) and the preferred
-  class of every neuron.
+  class of every neuron (signed activations shifted up by their minimum).
 - :func:`best_rank_d_vectors`: the ``d``-dimensional vectors whose Gram matrix best fits a
   similarity matrix (Eckart-Young), the reference that learned vectors are compared with.
 - :func:`similarity_from_moments` and :func:`alive_from_moments`: the activation similarity
@@ -166,16 +166,25 @@ def neighbour_agreement(s_act: Tensor, s_sem: Tensor, k: int = 5) -> Tensor:
 
 
 def class_selectivity(
-    class_means: Tensor, eps: float = 1e-7, *, present: Tensor | None = None
+    class_means: Tensor,
+    eps: float = 1e-7,
+    *,
+    present: Tensor | None = None,
+    minimum: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Class selectivity index (Morcos et al., 2018) and preferred class of every neuron.
 
     ``SI = (mu_max - mu_rest) / (mu_max + mu_rest + eps)`` where ``mu_max`` is a neuron's
     largest class-conditional mean activation and ``mu_rest`` the mean of its other classes'
-    means. The index is meant for non-negative (post-ReLU) activations, where it lies in
+    means. The index is defined for non-negative (post-ReLU) activations, where it lies in
     ``[0, 1]``: 0 for a neuron that responds equally to every class, 1 for one that responds
-    to a single class only. A neuron that is zero everywhere gets 0. With negative means the
-    ratio is not bounded and is hard to read.
+    to a single class only. A neuron that is zero everywhere gets 0.
+
+    Signed activations (logits, pre-ReLU layers) need ``minimum``, each neuron's smallest
+    activation over the data: where it is negative, the index is computed on the activations
+    shifted up by it (``a - min(a)``, so the smallest becomes 0), which keeps it in ``[0, 1]``.
+    Non-negative neurons are not shifted, so post-ReLU layers keep Morcos et al.'s index.
+    Without ``minimum``, negative means give an unbounded index that means nothing.
 
     Args:
         class_means: ``(C, N)`` mean activation of each neuron over the samples of each class,
@@ -184,14 +193,16 @@ def class_selectivity(
         present: optional ``(C,)`` bool mask of classes to consider (for example classes that
             had samples); the others are ignored, their means may be NaN. If fewer than two
             classes are present, every index is NaN.
+        minimum: optional ``(N,)`` smallest activation of each neuron over the samples the
+            means were taken on.
 
     Returns:
         ``(selectivity, preferred_class)``: ``(N,)`` floating and ``(N,)`` int64 (the argmax
         over the considered classes).
 
     Raises:
-        ValueError: on a wrong shape, fewer than two classes, or a ``present`` mask of the
-            wrong shape.
+        ValueError: on a wrong shape, fewer than two classes, or a ``present`` mask or
+            ``minimum`` of the wrong shape.
 
     Example:
         >>> means = torch.tensor([[4.0, 1.0, 0.0],
@@ -200,6 +211,9 @@ def class_selectivity(
         >>> si, preferred = class_selectivity(means)
         >>> [round(v, 4) for v in si.tolist()], preferred.tolist()
         ([0.6, 0.0, 0.0], [0, 0, 0])
+        >>> logits = torch.tensor([[3.0], [-1.0], [-1.0]])  # signed: smallest activation -3
+        >>> round(class_selectivity(logits, minimum=torch.tensor([-3.0]))[0].item(), 4)
+        0.5
     """
     if class_means.ndim != 2:
         raise SemvecValueError(
@@ -209,6 +223,13 @@ def class_selectivity(
     if num_classes < 2:
         raise SemvecValueError(f"Class selectivity needs at least 2 classes, got {num_classes}.")
     means = class_means if class_means.is_floating_point() else class_means.float()
+    if minimum is not None:
+        if minimum.shape != (means.shape[1],):
+            raise SemvecValueError(
+                f"minimum must be ({means.shape[1]},), one per neuron, got shape "
+                f"{tuple(minimum.shape)}."
+            )
+        means = means - minimum.to(device=means.device, dtype=means.dtype).clamp(max=0.0)
     if present is None:
         mu_max, preferred = means.max(dim=0)
         mu_rest = (means.sum(dim=0) - mu_max) / (num_classes - 1)

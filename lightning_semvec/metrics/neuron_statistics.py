@@ -21,22 +21,26 @@ class NeuronActivationStatistics(Metric):
     """Streams class-conditional activation statistics of one layer's neurons.
 
     ``update(activations, labels)`` adds per-class sums and counts, the overall sum, sum of
-    squares and largest magnitude (float64). ``compute()`` returns a dict:
+    squares, largest magnitude and smallest value (float64). ``compute()`` returns a dict:
 
     - ``"mean_activation"`` ``(N,)``: mean over all samples seen;
     - ``"class_means"`` ``(C, N)``: mean over the samples of each class (NaN rows for classes
       with no sample);
     - ``"class_counts"`` ``(C,)``: samples seen per class;
     - ``"selectivity"`` ``(N,)``: class selectivity index (Morcos et al., 2018) over the
-      classes that had samples, see
-      :func:`~lightning_semvec.functional.neuron_statistics.class_selectivity` (meant for
-      non-negative activations; NaN if fewer than two classes had samples);
-    - ``"preferred_class"`` ``(N,)`` int64: the class with the largest mean;
+      classes that had samples, in ``[0, 1]``, see
+      :func:`~lightning_semvec.functional.neuron_statistics.class_selectivity`. A neuron whose
+      activations go below 0 (logits, pre-ReLU layers) gets the index of its activations
+      shifted up by their minimum; non-negative ones get Morcos et al.'s index unchanged. NaN
+      if fewer than two classes had samples;
+    - ``"preferred_class"`` ``(N,)`` int64: the class with the largest mean (for a dead
+      neuron, whose class means are all equal, it says nothing: the report leaves it empty);
     - ``"dead"`` ``(N,)`` bool: neurons that never varied over the data seen (zero variance,
       same tolerance as the alignment loss's dead-neuron mask).
 
-    Float outputs are float32. All states are summed across processes (``max_abs`` by max),
-    so under DDP each process updates with its share and ``compute()`` covers the whole set.
+    Float outputs are float32. All states are summed across processes (``max_abs`` by max,
+    ``minimum`` by min), so under DDP each process updates with its share and ``compute()``
+    covers the whole set.
 
     Args:
         num_neurons: ``N``, columns of the activations.
@@ -54,6 +58,11 @@ class NeuronActivationStatistics(Metric):
         [[3.0, 1.0, 2.0], [0.0, 3.0, 2.0]]
         >>> [round(v, 3) for v in out["selectivity"].tolist()]
         [1.0, 0.5, 0.0]
+        >>> signed = NeuronActivationStatistics(num_neurons=2, num_classes=2)
+        >>> acts = torch.tensor([[2.0, 1.0], [-2.0, 1.0], [-2.0, 0.0]])  # neuron 0 signed
+        >>> signed.update(acts, torch.tensor([0, 1, 1]))
+        >>> [round(v, 3) for v in signed.compute()["selectivity"].tolist()]  # neuron 0 on a + 2
+        [1.0, 0.333]
         >>> out["preferred_class"].tolist(), out["dead"].tolist()
         ([0, 1, 0], [False, False, True])
     """
@@ -66,6 +75,7 @@ class NeuronActivationStatistics(Metric):
     sums: Tensor
     sums_sq: Tensor
     max_abs: Tensor
+    minimum: Tensor
     class_sums: Tensor
     class_counts: Tensor
 
@@ -81,6 +91,9 @@ class NeuronActivationStatistics(Metric):
         self.add_state("sums", torch.zeros(num_neurons, dtype=f64), dist_reduce_fx="sum")
         self.add_state("sums_sq", torch.zeros(num_neurons, dtype=f64), dist_reduce_fx="sum")
         self.add_state("max_abs", torch.zeros(num_neurons, dtype=f64), dist_reduce_fx="max")
+        self.add_state(
+            "minimum", torch.full((num_neurons,), float("inf"), dtype=f64), dist_reduce_fx="min"
+        )
         self.add_state(
             "class_sums", torch.zeros(num_classes, num_neurons, dtype=f64), dist_reduce_fx="sum"
         )
@@ -110,6 +123,7 @@ class NeuronActivationStatistics(Metric):
         self.sums += x.sum(dim=0)
         self.sums_sq += (x * x).sum(dim=0)
         self.max_abs = torch.maximum(self.max_abs, x.abs().amax(dim=0))
+        self.minimum = torch.minimum(self.minimum, x.amin(dim=0))
         self.class_sums += one_hot.T @ x
         self.class_counts += one_hot.sum(dim=0)
 
@@ -118,7 +132,9 @@ class NeuronActivationStatistics(Metric):
         mean_activation = self.sums / self.count  # NaN before any update
         present = self.class_counts > 0
         class_means = self.class_sums / self.class_counts.unsqueeze(1)
-        selectivity, preferred = class_selectivity(class_means, present=present)
+        selectivity, preferred = class_selectivity(
+            class_means, present=present, minimum=self.minimum
+        )
         alive = alive_from_moments(self.count, self.sums, self.sums_sq, self.max_abs, "pearson")
         return {
             "mean_activation": mean_activation.to(torch.float32),

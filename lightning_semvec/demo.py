@@ -252,7 +252,8 @@ def main(
     for number, name, what in (
         (2, "plain student", "trained alone"),
         (3, "static student", "distilled from the knowledge file alone (the teacher is not "
-         "loaded), weight 0.1 on the logits"),
+         "loaded): the module's defaults, weight 0.1 on the logits' similarity and the teacher's "
+         "class-level soft targets"),
     ):
         _stage(number, f"{name.capitalize()}: SmallCNN(width=4, hidden=16), "
                f"{_epochs(student_epochs)}, {what}.")

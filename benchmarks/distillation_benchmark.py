@@ -20,14 +20,24 @@ What it does, in one process on the CPU:
    then, for each static form, its paired difference to each control with no teacher in it.
    ``--json`` keeps every run's accuracy and step time.
 
-The runs recorded in ``docs/results.md`` (each 10 to 40 minutes on 2 CPU cores)::
+The runs recorded in ``docs/results.md`` (300 optimizer steps per student: 60 epochs of 300
+images, 15 of 1,257; 10 to 90 minutes each on the shared 2-core machine), all with
+``--seeds 10 --workdir work`` so that they share one teacher, each with ``--json NAME.json``,
+then one table per setting from their saved numbers::
 
-    python benchmarks/distillation_benchmark.py --seeds 10 --output docs/results.md --section full
-    python benchmarks/distillation_benchmark.py --seeds 10 --train-size 300 --output docs/results.md --section small
-    python benchmarks/distillation_benchmark.py --seeds 10 --student-width 4 --student-hidden 16 \
-        --output docs/results.md --section full_tiny
-    python benchmarks/distillation_benchmark.py --seeds 10 --train-size 300 --student-width 4 \
-        --student-hidden 16 --output docs/results.md --section small_tiny
+    python benchmarks/distillation_benchmark.py --seeds 10 --workdir work --train-size 300 --epochs 60 \
+        --methods plain,kd,static,static_shuffled,static_random,static_untrained,static_w0.1,\
+    class_soft_targets,class_soft_targets_shuffled,class_soft_targets_untrained,label_smoothing,tfkd_reg \
+        --json small.json
+    python benchmarks/distillation_benchmark.py ... --methods plain,class_soft_targets+static_w0.1 --json d_small.json
+    python benchmarks/distillation_benchmark.py ... --methods plain,class_soft_targets+static_w0.1_untrained,\
+    class_soft_targets+static_w0.1_shuffled --json c_small.json
+    python benchmarks/distillation_benchmark.py --from-json small.json d_small.json c_small.json \
+        --output docs/results.md --section small
+
+and the same with ``--student-width 4 --student-hidden 16`` (section ``small_tiny``), and
+without ``--train-size`` at ``--epochs 15`` (sections ``full`` and ``full_tiny``; the methods
+each table lists). The exact commands head each table.
 
 Pilot runs that chose the class soft targets' temperature and weight used ``--first-seed 100``
 (seeds apart from the reported ones). Smoke mode (seconds; ``tests/test_benchmarks_smoke.py``)::

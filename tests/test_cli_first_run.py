@@ -23,6 +23,8 @@ def test_default_run_is_short(command, capsys):
     assert main([command, "--print_config"]) == 0
     config = capsys.readouterr().out
     assert re.search(rf"^  max_epochs: {epochs}$", config, re.M)
+    # 20 batches an epoch on the digits: curves get a point every 5 steps, not 4 in all.
+    assert re.search(r"^  log_every_n_steps: 5$", config, re.M)
     if command == "fit":  # projector snapshots every 5 epochs and at the end, not every epoch
         assert re.search(rf"^    log_every_n_epochs: {DEFAULT_LOG_EVERY_N_EPOCHS}$", config, re.M)
         assert DEFAULT_LOG_EVERY_N_EPOCHS > 1

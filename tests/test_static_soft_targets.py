@@ -72,6 +72,11 @@ def test_auto_without_class_statistics_leaves_soft_targets_off_with_a_warning() 
     # With nothing else to distil, that is an error that says why.
     with pytest.raises(ValueError, match="Nothing to distil.*no class statistics"):
         StaticDistillationModule(student(), knowledge, {})
+    # Class statistics that missed a class: "auto" also leaves the soft targets off, saying why.
+    partial = logits_knowledge(torch.zeros(3, 3), torch.tensor([4.0, 0.0, 4.0]))
+    with pytest.warns(UserWarning, match=r"no validation samples of classes \[1\]"):
+        module = StaticDistillationModule(student(), partial, {"3": "logits"})
+    assert module.soft_target_weight == 0
     # soft_targets=0 says "no soft targets" without a warning.
     import warnings
 

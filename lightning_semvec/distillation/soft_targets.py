@@ -131,11 +131,15 @@ def plan_soft_targets(
                 f"for layer {layer!r} (the teacher's callback ran no validation analysis with "
                 "labels). Export the knowledge after a validation pass to have them, pass "
                 "soft_target_source='similarity', or soft_targets=0 to silence this."))
+        try:
+            scores = soft_target_scores(knowledge, layer, "class_means")
+        except SemvecValueError as error:  # e.g. a validation pass that missed some classes
+            return SoftTargetPlan(note=f"StaticDistillationModule: no soft targets: {error}")
         source = "class_means"
     else:
         layer = pick_soft_target_layer(knowledge, layer_map, layer, num_classes)
+        scores = soft_target_scores(knowledge, layer, source)  # type: ignore[arg-type]
     tau = DEFAULT_TEMPERATURES[source] if temperature is None else float(temperature)
-    scores = soft_target_scores(knowledge, layer, source)  # type: ignore[arg-type]
     return SoftTargetPlan(layer, source, tau, torch.softmax(scores / tau, dim=1))
 
 

@@ -70,7 +70,12 @@ def eigen_initial_vectors(
     """
     k = eigenvalues.shape[0]
     check_int("dim", dim, 1, k, hint=f"({k} eigenpairs).")
-    scaled = eigenvectors[:, :dim] * eigenvalues[:dim].clamp_min(0.0).sqrt()
+    top = eigenvectors[:, :dim]
+    # A sign per column (each column's largest entry positive): the same vectors whatever
+    # sign the eigensolver returned, on every process and device.
+    largest = top.gather(0, top.abs().argmax(dim=0, keepdim=True))
+    top = top * torch.where(largest < 0, -1.0, 1.0).to(top.dtype)
+    scaled = top * eigenvalues[:dim].clamp_min(0.0).sqrt()
     if alive is not None:
         scaled = scaled * _check_alive(alive, eigenvectors.shape[0]).unsqueeze(1)
     return normalize_vectors(scaled.to(torch.float64))
@@ -219,7 +224,10 @@ def optimal_vectors(
     keep = alive.nonzero().squeeze(1)
     check_int("dim", dim, 1, max(int(keep.numel()), 1), hint=f"({keep.numel()} alive neurons).")
     initial = torch.zeros(n, dim, dtype=torch.float32, device=similarity.device)
-    initial[keep] = normalize_vectors(best_rank_d_vectors(similarity[keep][:, keep], dim))
+    best = best_rank_d_vectors(similarity[keep][:, keep], dim)
+    scales = torch.linalg.vector_norm(best, dim=0)  # sqrt of the eigenvalues
+    unit_columns = best / scales.clamp_min(1e-300)
+    initial[keep] = eigen_initial_vectors(scales.square(), unit_columns, dim).to(initial)
     return refine_vectors(initial, alive, similarity=similarity, steps=steps)
 
 
@@ -253,6 +261,11 @@ def nystrom_eigenpairs(test_matrix: Tensor, sketch: Tensor) -> tuple[Tensor, Ten
             "test_matrix and sketch must both be (N, k), got "
             f"{tuple(test_matrix.shape)} and {tuple(sketch.shape)}."
         )
+    k = test_matrix.shape[1]
+    if test_matrix.shape[0] < k:  # fewer (alive) neurons than columns: S has at most N pairs
+        values, vectors = nystrom_eigenpairs(test_matrix[:, : test_matrix.shape[0]],
+                                             sketch[:, : sketch.shape[0]])
+        return _padded_pairs(values, vectors, k)
     omega, r = torch.linalg.qr(test_matrix.to(torch.float64))
     # Y R^-1 = S Q: the sketch of the orthonormalised test matrix.
     y = torch.linalg.solve_triangular(r, sketch.to(torch.float64), upper=True, left=False)
@@ -267,9 +280,13 @@ def nystrom_eigenpairs(test_matrix: Tensor, sketch: Tensor) -> tuple[Tensor, Ten
     factor = y_shifted @ inv_sqrt  # S ~ factor factor.T
     u, sigma, _ = torch.linalg.svd(factor, full_matrices=False)
     eigenvalues = (sigma.square() - shift).clamp_min(0.0)
-    k = test_matrix.shape[1]
-    if u.shape[1] < k:  # a rank-deficient core: pad with zero eigenpairs
-        pad = k - u.shape[1]
-        u = torch.cat([u, u.new_zeros(u.shape[0], pad)], dim=1)
-        eigenvalues = torch.cat([eigenvalues, eigenvalues.new_zeros(pad)])
-    return eigenvalues, u
+    return _padded_pairs(eigenvalues, u, k)
+
+
+def _padded_pairs(values: Tensor, vectors: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``k`` eigenpairs: the given ones, then zero pairs (a rank-deficient core)."""
+    pad = k - vectors.shape[1]
+    if pad <= 0:
+        return values, vectors
+    return (torch.cat([values, values.new_zeros(pad)]),
+            torch.cat([vectors, vectors.new_zeros(vectors.shape[0], pad)], dim=1))

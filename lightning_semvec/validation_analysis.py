@@ -19,6 +19,8 @@ from lightning_semvec.analysis_export import tensorboard_logger_of, write_projec
 from lightning_semvec.analysis_options import AnalysisOptions
 from lightning_semvec.functional.similarity import SimilarityKind
 from lightning_semvec.layer_analysis import LayerAnalysis, LayerResult
+from lightning_semvec.semantic_vectors import SemanticVectors
+from lightning_semvec.vector_finishing import finish_in_place
 from lightning_semvec.validation_batches import (
     analysis_due,
     find_num_classes,
@@ -117,7 +119,8 @@ class ValidationAnalysis:
         step = trainer.global_step
         results = {
             name: layer.compute(vectors[name], step, figures=self.options.figures,
-                                figure_max_neurons=self.options.figure_max_neurons)
+                                figure_max_neurons=self.options.figure_max_neurons,
+                                keep_similarity=self.options.finish_vectors)
             for name, layer in layers.items()
         }
         for result in results.values():
@@ -138,11 +141,18 @@ class ValidationAnalysis:
                         class_names)
 
     def end_fit(
-        self, trainer: pl.Trainer, vectors: Mapping[str, Tensor], class_names: Sequence[str] | None
+        self, trainer: pl.Trainer, vectors: SemanticVectors, class_names: Sequence[str] | None
     ) -> None:
-        """Export the final vectors too, unless this step was just exported (rank 0 only)."""
-        if vectors and trainer.is_global_zero and self.exported_step != trainer.global_step:
-            self.export(trainer, vectors, trainer.global_step, class_names)
+        """Finish the vectors (``options.finish_vectors``, on every process), then export the
+        final ones too, unless this step was just exported as they are (rank 0 only)."""
+        if self.options.finish_vectors and finish_in_place(
+            vectors, self.results, trainer.global_step, self.notify
+        ):
+            self.exported_step = None
+        if vectors.layer_names and trainer.is_global_zero and (
+            self.exported_step != trainer.global_step
+        ):
+            self.export(trainer, vectors.vectors(), trainer.global_step, class_names)
 
     def export(
         self,

@@ -172,11 +172,9 @@ def embed_neurons(
 
 
 def _hook(wrapper: EmbeddingModule, name: str) -> Callable[[nn.Module, Any, Any], None]:
-    readout = wrapper.readouts[name]
-
     def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-        if wrapper.capture is not None:
-            wrapper.capture.add(name, output, readout)
+        if wrapper.streaming:
+            wrapper.consume(name, output)
 
     return hook
 

@@ -31,7 +31,6 @@ from lightning_semvec.functional.optimal_embedding import (
 )
 from lightning_semvec.functional.similarity import SimilarityKind
 from lightning_semvec.layer_analysis import LayerAnalysis, LayerResult
-from lightning_semvec.layer_capture import LayerCapture
 from lightning_semvec.metrics.similarity_sketch import SketchedSimilarity
 from lightning_semvec.neurons import NeuronReadout
 from lightning_semvec.validation_batches import labels_of_batch
@@ -66,7 +65,7 @@ class EmbeddingConfig:
 class EmbeddingModule(pl.LightningModule):
     """Runs ``model`` on each validation batch and streams the ``readouts``' layers.
 
-    The hooks that fill :attr:`capture` belong to the caller
+    The forward hooks that call :meth:`consume` belong to the caller
     (:func:`~lightning_semvec.embed_neurons` registers and removes them).
     """
 
@@ -79,7 +78,8 @@ class EmbeddingModule(pl.LightningModule):
         self.readouts = dict(readouts)
         self.config = config
         self.notify = notify
-        self.capture: LayerCapture | None = None
+        self.streaming = False  # the hooks stream only inside validation_step
+        self._labels: Tensor | None = None
         self.pass_index = 0
         self.batches_seen = 0
         self.analyses = nn.ModuleDict()  # the LayerAnalysis metrics, by escaped layer name
@@ -97,23 +97,27 @@ class EmbeddingModule(pl.LightningModule):
         return self.model(self.config.input_fn(batch))
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.capture = LayerCapture(list(self.readouts), warn_once=self.notify)
+        if self.pass_index == 0:
+            self._labels = labels_of_batch(batch, self.config.label_fn, self.config.num_classes,
+                                           self.notify)
+        self.streaming = True
         try:
             self(batch)
-            captured = self.capture.take()
         finally:
-            self.capture = None
+            self.streaming, self._labels = False, None
         self.batches_seen += 1
+
+    def consume(self, name: str, output: Any) -> None:
+        """Stream one call's output of layer ``name`` (from its forward hook, while
+        :attr:`streaming`). Read without a copy: the metrics are done with it before the
+        forward goes on, so a later in-place op cannot change what they saw."""
+        activations = self.readouts[name].read(output, name)
         if self.pass_index == 0:
-            self._create_layers(captured)
-            labels = labels_of_batch(batch, self.config.label_fn, self.config.num_classes,
-                                     self.notify)
-            for name, analysis in self._analysis.items():
-                for chunk in captured.get(name, []):
-                    analysis.update(chunk, labels, None, {})
-        for key, sketch in self.sketches.items():
-            for chunk in captured.get(_layer_name(key), []):
-                sketch.update(chunk)
+            analysis = self._analysis.get(name) or self._create_layer(name, activations.shape[1])
+            analysis.update(activations, self._labels, None, {})
+        sketch = self.sketches[_key(name)] if _key(name) in self.sketches else None
+        if sketch is not None:
+            sketch.update(activations)
 
     def on_validation_epoch_end(self) -> None:
         last = self.pass_index + 1 >= self.passes_needed
@@ -138,30 +142,27 @@ class EmbeddingModule(pl.LightningModule):
         self.pass_index += 1
 
     # ------------------------------------------------------------------ internals
-    def _create_layers(self, captured: Mapping[str, list[Tensor]]) -> None:
+    def _create_layer(self, name: str, width: int) -> LayerAnalysis:
         config = self.config
-        for name, chunks in captured.items():
-            if name in self._analysis or not chunks:
-                continue
-            width = chunks[0].shape[1]
-            if width < 3:
-                raise SemvecValueError(
-                    f"embed_neurons: layer {name!r} has {width} neurons; a similarity between "
-                    "neurons needs at least 3: choose a wider layer.")
-            exact = width <= config.exact_max_neurons
-            analysis = LayerAnalysis.create(
-                name, width, 0, self.device, num_classes=config.num_classes,
-                similarity=config.similarity,
-                fidelity_max_neurons=width if exact else min(width, FIDELITY_SUBSET),
-                fidelity_k=min(5, width - 1), seed=config.seed, thumbnail_size=32,
-            )
-            self._analysis[name] = analysis
-            self.analyses[_key(name)] = nn.ModuleList(
-                [m for m in (analysis.statistics, analysis.fidelity) if m is not None])
-            if not exact:
-                rank = min(width, config.dim + config.oversampling)
-                self.sketches[_key(name)] = SketchedSimilarity(
-                    width, rank, config.similarity, seed=config.seed).to(self.device)
+        if width < 3:
+            raise SemvecValueError(
+                f"embed_neurons: layer {name!r} has {width} neurons; a similarity between "
+                "neurons needs at least 3: choose a wider layer.")
+        exact = width <= config.exact_max_neurons
+        analysis = LayerAnalysis.create(
+            name, width, 0, self.device, num_classes=config.num_classes,
+            similarity=config.similarity,
+            fidelity_max_neurons=width if exact else min(width, FIDELITY_SUBSET),
+            fidelity_k=min(5, width - 1), seed=config.seed, thumbnail_size=32,
+        )
+        self._analysis[name] = analysis
+        self.analyses[_key(name)] = nn.ModuleList(
+            [m for m in (analysis.statistics, analysis.fidelity) if m is not None])
+        if not exact:
+            rank = min(width, config.dim + config.oversampling)
+            self.sketches[_key(name)] = SketchedSimilarity(
+                width, rank, config.similarity, seed=config.seed).to(self.device)
+        return analysis
 
     def _dim_for(self, name: str, alive: Tensor) -> int:
         count = int(alive.sum())

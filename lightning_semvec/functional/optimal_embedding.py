@@ -155,6 +155,8 @@ def refine_vectors(
         return start
     with torch.inference_mode(False), torch.enable_grad():  # also inside a Trainer's loop
         vectors = _lbfgs(start, alive.nonzero().squeeze(1), similarity, factor, steps)
+    if not bool(torch.isfinite(vectors).all()):  # never worse than the start
+        return start
     result = start.clone()
     result[alive.nonzero().squeeze(1)] = vectors
     return result
@@ -179,18 +181,25 @@ def _lbfgs(
 
     optimizer = torch.optim.LBFGS(  # a shorter history for wide (factorised) layers: memory
         [vectors], lr=1.0, max_iter=steps, history_size=10 if factor is None else 5,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-10, tolerance_change=1e-14,
+        line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12,
     )
+    best = [float("inf"), normalize_vectors(vectors.detach())]
 
     def closure() -> Tensor:
         optimizer.zero_grad()
-        loss = loss_of(normalize_vectors(vectors))
+        unit = normalize_vectors(vectors)
+        loss = loss_of(unit)
+        value = float(loss)
+        if value < best[0]:  # the best finite iterate: a line search can overshoot
+            best[0], best[1] = value, unit.detach().clone()
         loss.backward()
         return loss
 
-    optimizer.step(closure)
-    return normalize_vectors(vectors.detach())
+    try:
+        optimizer.step(closure)
+    except RuntimeError:  # a step of non-finite size at an exact optimum (zero curvature)
+        pass
+    return best[1]  # type: ignore[return-value]
 
 
 def optimal_vectors(

@@ -189,7 +189,7 @@ def _lbfgs(
         optimizer.zero_grad()
         unit = normalize_vectors(vectors)
         loss = loss_of(unit)
-        value = float(loss)
+        value = float(loss.detach())
         if value < best[0]:  # the best finite iterate: a line search can overshoot
             best[0], best[1] = value, unit.detach().clone()
         loss.backward()
@@ -236,7 +236,7 @@ def optimal_vectors(
     initial = torch.zeros(n, dim, dtype=torch.float32, device=similarity.device)
     best = best_rank_d_vectors(similarity[keep][:, keep], dim)
     scales = torch.linalg.vector_norm(best, dim=0)  # sqrt of the eigenvalues
-    unit_columns = best / scales.clamp_min(1e-300)
+    unit_columns = best / scales.clamp_min(torch.finfo(best.dtype).tiny)  # 0 columns stay 0
     initial[keep] = eigen_initial_vectors(scales.square(), unit_columns, dim).to(initial)
     return refine_vectors(initial, alive, similarity=similarity, steps=steps)
 

@@ -7,6 +7,7 @@ from lightning_semvec.distillation import (
     StudentModule,
     TeacherDistillationModule,
 )
+from lightning_semvec.embedding import embed_neurons
 from lightning_semvec.errors import SemvecError
 from lightning_semvec.knowledge import KnowledgeFileError, StaticKnowledge
 from lightning_semvec.layers import resolve_layers
@@ -31,6 +32,7 @@ __all__ = [
     "StudentModule",
     "TeacherDistillationModule",
     "__version__",
+    "embed_neurons",
     "resolve_layers",
     "write_embedding",
     "write_report",

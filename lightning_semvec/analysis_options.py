@@ -60,6 +60,11 @@ class AnalysisOptions:
         label_fn: takes a validation batch and returns its ``(B,)`` integer labels (or
             ``None``); by default ``batch[1]`` of a ``(x, y, ...)`` tuple or list with
             integer ``y``.
+        finish_vectors: at the end of ``fit``, refine the vectors to the best fit of the
+            activation similarity of the last analysed validation pass, when that pass saw the
+            final network (``docs/trained-model.md``): vectors learned in a few hundred steps
+            are far from it. Layers wider than ``fidelity_max_neurons`` keep theirs. The
+            fidelity logged at that pass was measured before.
 
     Example:
         >>> AnalysisOptions(projector_images="grid", figures=False).images_per_neuron
@@ -82,6 +87,7 @@ class AnalysisOptions:
     class_names: Sequence[str] | None = None
     num_classes: int | None = None
     label_fn: LabelFn | None = None
+    finish_vectors: bool = True
 
     def __post_init__(self) -> None:
         check_int("log_every_n_epochs", self.log_every_n_epochs, 1,

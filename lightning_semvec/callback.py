@@ -379,7 +379,7 @@ class SemanticVectorCallback(Callback):
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._analysis is not None and self.vectors.layer_names:
-            self._analysis.end_fit(trainer, self.semantic_vectors, self.class_names)
+            self._analysis.end_fit(trainer, self.vectors, self.class_names)  # may finish them
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

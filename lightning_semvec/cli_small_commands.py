@@ -1,10 +1,11 @@
-"""The small ``semvec`` commands (``demo``, ``report``, ``export``), parsed by jsonargparse.
+"""The small ``semvec`` commands (``demo``, ``report``, ``export``, ``embed``), parsed by jsonargparse.
 
 Each command's options come from one typed function, its signature and docstring, as
 ``semvec fit``'s come from the classes' ``__init__`` through LightningCLI: ``semvec demo`` from
 :func:`lightning_semvec.demo.main`, ``semvec report`` from
 :func:`lightning_semvec.report.write_report`, ``semvec export`` from
-:func:`lightning_semvec.checkpoint_export.knowledge_from_checkpoint`. A new command is one
+:func:`lightning_semvec.checkpoint_export.knowledge_from_checkpoint`, ``semvec embed`` from
+:func:`lightning_semvec.cli_embed.embed_model`. A new command is one
 :class:`SmallCommand` in :data:`SMALL_COMMANDS`.
 
 jsonargparse names options after parameters (``--student_epochs``). Every option is also
@@ -119,6 +120,14 @@ def _run_export(args: Sequence[str]) -> None:
     print(f"Knowledge file: {knowledge_from_checkpoint(**options).save(out)}")
 
 
+def _run_embed(args: Sequence[str]) -> None:
+    from lightning_semvec.cli_embed import embed_model
+
+    path = embed_model(**_parse(command_parser("embed", embed_model, {"out_dir": ["--out"]}), args))
+    print(f"Knowledge file: {path}\nReport: {path.parent / 'report' / 'index.html'}\n"
+          f"Projector: tensorboard --logdir {path.parent / 'projector'}")
+
+
 SMALL_COMMANDS: dict[str, SmallCommand] = {
     "demo": SmallCommand(
         "teacher, plain student and static student on the embedded digits (no download)",
@@ -136,6 +145,14 @@ SMALL_COMMANDS: dict[str, SmallCommand] = {
         "teacher.semvec.safetensors\n  (the checkpoint name semvec fit printed; given a folder, "
         "export lists the checkpoints in it)\n",
         _run_export,
+    ),
+    "embed": SmallCommand(
+        "semantic vectors of a model already trained (a checkpoint or torchvision weights)",
+        "examples:\n  semvec embed 'lightning_logs/version_0/checkpoints/epoch=9-step=200.ckpt' "
+        "digits 'net.features.*,net.classifier.1' out/ --trust-checkpoint\n"
+        "  semvec embed resnet18 photos/ layer4,avgpool out/ --weights resnet18.pt\n"
+        "  (photos/ holds one sub-folder of images per class)\n",
+        _run_embed,
     ),
 }
 

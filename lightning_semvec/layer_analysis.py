@@ -44,6 +44,8 @@ class LayerResult:
     similarity_ids: Tensor | None  # (n,) neurons shown in the heatmap
     activation_similarity: Tensor | None  # (n, n)
     thumbnails: Tensor | None  # (N, k, 3, t, t) uint8
+    # (S (N, N), alive (N,)) of every neuron, when asked for and the layer is fully tracked
+    full_similarity: tuple[Tensor, Tensor] | None = None
 
 
 class LayerAnalysis:
@@ -140,13 +142,15 @@ class LayerAnalysis:
             self.images_seen = True
 
     def compute(
-        self, vectors: Tensor, step: int, *, figures: bool, figure_max_neurons: int
+        self, vectors: Tensor, step: int, *, figures: bool, figure_max_neurons: int,
+        keep_similarity: bool = False,
     ) -> LayerResult:
         """Compute every metric; each gathers across processes, so every process calls this.
 
         ``vectors`` are the layer's ``(N, d)`` semantic vectors; with ``figures`` the result
         keeps the activation similarity of at most ``figure_max_neurons`` neurons for the
-        heatmap.
+        heatmap, and with ``keep_similarity`` the whole ``(N, N)`` similarity when every neuron
+        is tracked (to finish the vectors at the end of ``fit``).
         """
         with warnings.catch_warnings():
             # A process that saw no validation batch still joins the gathers.
@@ -154,8 +158,10 @@ class LayerAnalysis:
             statistics = {k: v.detach().cpu() for k, v in self.statistics.compute().items()}
             if not self.labelled:
                 statistics = {k: v for k, v in statistics.items() if k not in _CLASS_STATISTICS}
-            fidelity = ids = s_act = None
+            fidelity = ids = s_act = full = None
             if self.fidelity is not None:
+                if keep_similarity and self.fidelity.num_tracked == self.fidelity.num_neurons:
+                    full = tuple(t.cpu() for t in self.fidelity.compute_similarity())
                 self.fidelity.set_vectors(vectors.detach())
                 fidelity = {k: float(v) for k, v in self.fidelity.compute().items()}
                 if figures:
@@ -169,4 +175,5 @@ class LayerAnalysis:
             if self.top is not None:
                 top = self.top.compute()
                 thumbnails = top["thumbnails"].cpu() if self.images_seen else None
-        return LayerResult(self.name, step, statistics, fidelity, ids, s_act, thumbnails)
+        return LayerResult(self.name, step, statistics, fidelity, ids, s_act, thumbnails,
+                           full)  # type: ignore[arg-type]

@@ -19,6 +19,8 @@ from lightning_semvec.analysis_export import tensorboard_logger_of, write_projec
 from lightning_semvec.analysis_options import AnalysisOptions
 from lightning_semvec.functional.similarity import SimilarityKind
 from lightning_semvec.layer_analysis import LayerAnalysis, LayerResult
+from lightning_semvec.semantic_vectors import SemanticVectors
+from lightning_semvec.vector_finishing import finish_in_place
 from lightning_semvec.validation_batches import (
     analysis_due,
     find_num_classes,
@@ -117,7 +119,8 @@ class ValidationAnalysis:
         step = trainer.global_step
         results = {
             name: layer.compute(vectors[name], step, figures=self.options.figures,
-                                figure_max_neurons=self.options.figure_max_neurons)
+                                figure_max_neurons=self.options.figure_max_neurons,
+                                keep_similarity=self.options.finish_vectors)
             for name, layer in layers.items()
         }
         for result in results.values():
@@ -138,11 +141,20 @@ class ValidationAnalysis:
                         class_names)
 
     def end_fit(
-        self, trainer: pl.Trainer, vectors: Mapping[str, Tensor], class_names: Sequence[str] | None
+        self, trainer: pl.Trainer, vectors: SemanticVectors, class_names: Sequence[str] | None
     ) -> None:
-        """Export the final vectors too, unless this step was just exported (rank 0 only)."""
-        if vectors and trainer.is_global_zero and self.exported_step != trainer.global_step:
-            self.export(trainer, vectors, trainer.global_step, class_names)
+        """Finish the vectors (``options.finish_vectors``, on every process), then export the
+        final ones (rank 0 only): all files, unless this step was just exported; after
+        finishing, the projector's last point again (the pass's figures stay)."""
+        step = trainer.global_step
+        finished = self.options.finish_vectors and finish_in_place(
+            vectors, self.results, step, self.notify)
+        if not (vectors.layer_names and trainer.is_global_zero):
+            return
+        if self.exported_step != step:
+            self.export(trainer, vectors.vectors(), step, class_names)
+        elif finished:
+            self.export(trainer, vectors.vectors(), step, class_names, figures=False)
 
     def export(
         self,
@@ -150,10 +162,13 @@ class ValidationAnalysis:
         vectors: Mapping[str, Tensor],
         step: int,
         class_names: Sequence[str] | None,
+        figures: bool = True,
     ) -> None:
-        """Write the projector files and figures of every layer at ``step``."""
+        """Write the projector files and (unless ``figures=False``) figures of every layer at
+        ``step``."""
         options = self.options
-        if not (options.projector or options.figures):
+        figures = figures and options.figures
+        if not (options.projector or figures):
             return
         logger = tensorboard_logger_of(trainer, self.notify)
         if logger is None:
@@ -165,7 +180,7 @@ class ValidationAnalysis:
             step,
             class_names,
             projector=options.projector,
-            figures=options.figures,
+            figures=figures,
             figure_max_neurons=options.figure_max_neurons,
             notify=self.notify,
         )

@@ -69,3 +69,23 @@ def test_projector_benchmark_compares_the_png_encoder_with_pillow_on_digits_and_
     for sprite in ("noise", "digits"):  # both ratios in one run
         assert any(line.split()[:1] == [sprite] and line.endswith("x faster")
                    for line in completed.stdout.splitlines()), (sprite, completed.stdout)
+
+
+def test_embedding_benchmark_quick(tmp_path: Path) -> None:
+    output = tmp_path / "embedding.md"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "embedding_benchmark.py"), "--quick",
+         "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    table = output.read_text()
+    assert "Command: `python benchmarks/embedding_benchmark.py --quick`" in table
+    assert "| steps | layer | N | online | finished | post hoc | optimum (held out) |" in table
+    for step in (20, 40):
+        assert f"| {step} | `net.classifier.2` | 128 |" in table, step
+    for width in ("1,024", "4,096"):
+        assert f"| {width} |" in table, width

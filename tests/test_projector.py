@@ -262,7 +262,9 @@ class CompareWithWholeSet(pl.Callback):
 def test_ddp_statistics_images_and_fidelity_cover_the_whole_validation_set(tmp_path):
     from PIL import Image
 
-    semvec = SemanticVectorCallback(layers=LAYERS, dim=3, analysis=AnalysisOptions(figures=False, num_classes=3))
+    # Not finished: the fidelity compared is that of the vectors the pass saw.
+    semvec = SemanticVectorCallback(layers=LAYERS, dim=3, analysis=AnalysisOptions(
+        figures=False, num_classes=3, finish_vectors=False))
     pl.seed_everything(0, verbose=False)
     fit(tmp_path, [semvec, CompareWithWholeSet(semvec, tmp_path)], model=ShardedVal(batch_size=8),
         max_epochs=1, devices=2, strategy="ddp_spawn", use_distributed_sampler=False)

@@ -1,6 +1,6 @@
 """The documentation's code runs as written.
 
-- Every ```python block of README.md (and of docs/index.md), run in order in one namespace in a
+- Every ```python block of README.md (and of docs/index.md and docs/trained-model.md), run in order in one namespace in a
   fresh working directory, on the embedded digits: no substitution, the README itself uses
   tiny epochs.
 - Every ```yaml block of docs/quickstart.md whose first line is ``# semvec fit`` or
@@ -55,6 +55,17 @@ def test_docs_index_python_blocks_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_blocks(code_blocks(ROOT / "docs" / "index.md", "python"), "docs/index.md")
     assert (tmp_path / "teacher.semvec.safetensors").is_file()
+
+
+@pytest.mark.timeout(300)
+def test_trained_model_guide_python_blocks_run(tmp_path, monkeypatch):
+    """docs/trained-model.md: every ```python block, in order (the multi-GPU one is ```py)."""
+    monkeypatch.chdir(tmp_path)
+    namespace = run_blocks(code_blocks(ROOT / "docs" / "trained-model.md", "python"),
+                           "docs/trained-model.md")
+    assert (tmp_path / "posthoc.semvec.safetensors").is_file()
+    assert namespace["knowledge"]["net.classifier.1"].vectors.shape == (64, 16)
+    assert namespace["fidelity"] > namespace["best"] - 0.05
 
 
 # The layer error's example pattern fits the model at hand (it used to say 'features.*' for every

@@ -17,6 +17,12 @@ from lightning_semvec.functional.alignment_gradient import (
     plan_alignment_runs,
 )
 from lightning_semvec.functional.fidelity import fidelity_upper_bound, semantic_fidelity
+from lightning_semvec.functional.optimal_embedding import (
+    eigen_initial_vectors,
+    nystrom_eigenpairs,
+    optimal_vectors,
+    refine_vectors,
+)
 from lightning_semvec.functional.similarity import (
     activation_similarity,
     normalize_vectors,
@@ -33,10 +39,14 @@ __all__ = [
     "alignment_loss_dense",
     "alignment_loss_factorized",
     "choose_alignment_form",
+    "eigen_initial_vectors",
     "fidelity_upper_bound",
     "gram_frobenius_sq",
     "normalize_vectors",
+    "nystrom_eigenpairs",
+    "optimal_vectors",
     "plan_alignment_runs",
+    "refine_vectors",
     "semantic_fidelity",
     "semantic_similarity",
     "standardize_activations",

@@ -9,9 +9,11 @@ The measures are described in ``docs/method.md#do-the-vectors-mean-something``.
   neighbour agreement).
 - :class:`NeuronActivationStatistics`: per-neuron mean activation, class-conditional means,
   class selectivity, preferred class and dead neurons.
+- :class:`SketchedSimilarity`: streams a randomized sketch of a wide layer's activation
+  similarity, whose top eigenpairs :func:`~lightning_semvec.embed_neurons` starts from.
 - :class:`TopActivatingInputs`: the inputs (as thumbnails) that activate each neuron most.
 
-The first three keep only sums as state (``dist_reduce_fx="sum"`` or ``"max"``), the last the
+The first four keep only sums as state (``dist_reduce_fx="sum"`` or ``"max"``), the last the
 running top ``k`` per neuron; under DDP each process updates with its own share and
 ``compute()`` sees the whole set.
 """
@@ -19,11 +21,13 @@ running top ``k`` per neuron; under DDP each process updates with its own share 
 from lightning_semvec.metrics.activation_similarity import ActivationSimilarity
 from lightning_semvec.metrics.fidelity import SemanticFidelity
 from lightning_semvec.metrics.neuron_statistics import NeuronActivationStatistics
+from lightning_semvec.metrics.similarity_sketch import SketchedSimilarity
 from lightning_semvec.metrics.top_activating_inputs import TopActivatingInputs
 
 __all__ = [
     "ActivationSimilarity",
     "NeuronActivationStatistics",
     "SemanticFidelity",
+    "SketchedSimilarity",
     "TopActivatingInputs",
 ]

@@ -1,0 +1,106 @@
+"""`semvec embed`: a checkpoint or torchvision weights, and a data module or an image folder,
+give a knowledge file, a report and projector files (nothing downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from lightning_semvec import StaticKnowledge
+from lightning_semvec.cli import main
+from lightning_semvec.data import DigitsDataModule
+from lightning_semvec.models import ImageClassifier
+from tiny_models import trainer_kwargs
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint of a small CNN trained for 3 steps on the digits."""
+    pl.seed_everything(0, verbose=False)
+    trainer = pl.Trainer(**trainer_kwargs(max_steps=3, max_epochs=None))
+    trainer.fit(ImageClassifier("small_cnn_student"), DigitsDataModule(batch_size=32))
+    path = tmp_path_factory.mktemp("ckpt") / "epoch=0-step=3.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def photo_folder(root: Path) -> Path:
+    """An ImageFolder of 8 PNGs in two classes (bright and dark)."""
+    g = torch.Generator().manual_seed(0)
+    for index in range(8):
+        label = ("bright", "dark")[index % 2]
+        (root / label).mkdir(parents=True, exist_ok=True)
+        base = 180 if label == "bright" else 40
+        pixels = (base + 60 * torch.rand(40, 40, 3, generator=g)).clamp(0, 255).byte().numpy()
+        Image.fromarray(pixels).save(root / label / f"{index}.png")
+    return root
+
+
+def test_embed_a_checkpoint_on_a_data_module(checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["embed", str(checkpoint), "digits", "net.features.2, net.classifier.1", str(out),
+                 "--dim", "4", "--accelerator", "cpu", "--split", "val", "--trust-checkpoint"]) == 0
+    printed = capsys.readouterr().out
+    knowledge_path = out / "epoch=0-step=3.semvec.safetensors"
+    assert f"Knowledge file: {knowledge_path}" in printed
+    knowledge = StaticKnowledge.load(knowledge_path)
+    assert knowledge.layer_names == ["net.features.2", "net.classifier.1"]
+    assert knowledge["net.classifier.1"].vectors.shape == (32, 4)
+    assert knowledge.training_steps == 3
+    assert knowledge.class_names == [str(i) for i in range(10)]
+    assert knowledge["net.classifier.1"].statistics["class_means"].shape == (10, 32)
+    report = (out / "report" / "index.html").read_text()
+    assert "net.classifier.1" in report
+    config = (out / "projector" / "projector_config.pbtxt").read_text()
+    assert "net.features.2" in config and "net.classifier.1" in config
+
+
+def test_embed_torchvision_weights_on_an_image_folder(tmp_path):
+    photos = photo_folder(tmp_path / "photos")
+    weights = tmp_path / "squeezenet.pt"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.squeezenet1_1(num_classes=2).state_dict(), weights)
+    out = tmp_path / "out"
+    assert main(["embed", "squeezenet1_1", str(photos), "features.3,features.12", str(out),
+                 "--weights", str(weights), "--num-classes", "2", "--image-size", "32",
+                 "--dim", "3", "--batch-size", "4", "--accelerator", "cpu"]) == 0
+    knowledge = StaticKnowledge.load(out / "squeezenet1_1.semvec.safetensors")
+    assert knowledge.class_names == ["bright", "dark"]
+    assert knowledge["features.12"].vectors.shape == (512, 3)
+    assert knowledge["features.3"].statistics["class_counts"].tolist() == [4.0, 4.0]
+    assert (out / "report" / "index.html").is_file()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["no_such_net", "{photos}", "features.3", "{out}"],
+         "'no_such_net' is neither a checkpoint file nor a torchvision model name"),
+        (["squeezenet1_1", "{photos}", "features.3", "{out}"],
+         "--weights is needed with a torchvision model"),
+        (["squeezenet1_1", "{photos}", "features.3", "{out}", "--weights", "{weights}"],
+         "is not a state dict of squeezenet1_1 with 1000 classes"),
+        (["squeezenet1_1", "{tmp}/nowhere", "features.3", "{out}", "--weights", "{weights}",
+          "--num-classes", "2"], "No folder {tmp}/nowhere, and no data module of that name"),
+        (["squeezenet1_1", "{photos}", " , ", "{out}", "--weights", "{weights}",
+          "--num-classes", "2"], "--layers is empty"),
+        (["squeezenet1_1", "{photos}", "features.99", "{out}", "--weights", "{weights}",
+          "--num-classes", "2", "--image-size", "32"], "Layer 'features.99' matches no module"),
+        (["{tmp}/missing.ckpt", "digits", "net.features.2", "{out}"], "No checkpoint at"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, arguments, message):
+    photos = photo_folder(tmp_path / "photos")
+    weights = tmp_path / "squeezenet.pt"
+    torch.save(torchvision.models.squeezenet1_1(num_classes=2).state_dict(), weights)
+    values = {"photos": photos, "out": tmp_path / "out", "weights": weights, "tmp": tmp_path}
+    assert main(["embed", *(a.format(**values) for a in arguments)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("semvec embed: error: ") and len(error.splitlines()) == 1, error
+    assert message.format(**values) in error
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,63 @@
+"""embed_neurons under DDP (2 CPU processes, gloo): every process returns the vectors of a
+one-process run over the whole data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_semvec import embed_neurons
+from lightning_semvec.functional import semantic_similarity
+from tiny_models import TinyConvNet, make_data
+
+ROOT = Path(__file__).resolve().parents[1]
+# Two processes start through Lightning's subprocess launcher (tens of seconds on 2 cores).
+pytestmark = pytest.mark.slow
+
+SCRIPT = """
+import sys
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+sys.path.insert(0, {tests!r})
+from tiny_models import TinyConvNet, make_data
+from lightning_semvec import embed_neurons
+
+torch.manual_seed(0)
+model = TinyConvNet()
+knowledge = embed_neurons(
+    model, DataLoader(make_data(64), batch_size=8), ["features.*"], dim=3, exact_max_neurons=5,
+    trainer=dict(accelerator="cpu", devices=2, strategy="ddp", logger=False,
+                 enable_progress_bar=False, enable_model_summary=False),
+)
+rank = dist.get_rank()
+torch.save({{name: knowledge[name].vectors for name in knowledge}}, {out!r} + f"/rank{{rank}}.pt")
+"""
+
+
+def test_every_process_gets_the_vectors_of_one_process_on_all_the_data(tmp_path):
+    torch.manual_seed(0)
+    model = TinyConvNet()
+    single = embed_neurons(model, DataLoader(make_data(64), batch_size=16), ["features.*"],
+                           dim=3, exact_max_neurons=5)  # features.2 (6 neurons) is sketched
+    script = tmp_path / "embed_ddp.py"
+    script.write_text(textwrap.dedent(SCRIPT.format(tests=str(ROOT / "tests"), out=str(tmp_path))))
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert list(rank0) == single.layer_names
+    for name in single:
+        assert torch.equal(rank0[name], rank1[name]), name
+        # Equal up to float rounding of the sums: the same similarities (a rotation of the
+        # vectors within a near-degenerate eigenspace would leave them alike too).
+        torch.testing.assert_close(semantic_similarity(rank0[name]),
+                                   semantic_similarity(single[name].vectors), atol=1e-4, rtol=0)

@@ -36,7 +36,8 @@ def test_demo_runs_end_to_end_announces_each_stage_and_never_overwrites(tmp_path
     opened = projector_open_order(read_projector_config(log_dir))[0]
     assert opened.is_latest and opened.sprite_path
     columns = read_embedding_metadata(log_dir, opened)
-    assert all(columns["preferred_class"]) and all(columns["label"])
+    assert all(columns["label"])
+    assert all(c for c, d in zip(columns["preferred_class"], columns["dead"]) if d == "alive")
     first_run = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
 
     # A second run writes version_1 and leaves the first run's files as they were.

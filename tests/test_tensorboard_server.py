@@ -114,8 +114,11 @@ def test_tensorboard_projector_plugin_serves_every_layer_neuron_and_column(run_d
             assert col["layer"] == [entry.tag] * n
             assert all(label.startswith(f"{entry.tag} #{i}:") for i, label in
                        enumerate(col["label"]))
-            assert set(col["preferred_class"]) <= {"top-left", "top-right", "bottom-left"}
-            assert set(col["preferred_class_id"]) <= {"0", "1", "2"}
+            alive = [c for c, d in zip(col["preferred_class"], col["dead"]) if d == "alive"]
+            assert alive and set(alive) <= {"top-left", "top-right", "bottom-left"}
+            ids = dict(zip(col["preferred_class_id"], col["dead"]))
+            assert all(i in {"0", "1", "2"} if d == "alive" else i == "-1"
+                       for i, d in zip(col["preferred_class_id"], col["dead"])), ids
             assert all(col["selectivity"]) and all(col["mean_activation"])
             assert set(col["dead"]) <= {"alive", "dead"}
 

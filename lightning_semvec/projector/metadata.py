@@ -113,7 +113,7 @@ def neuron_metadata(
         >>> columns["label"]
         ['fc #0: "dog", selectivity 0.50', 'fc #1: dead']
         >>> columns["preferred_class"], columns["preferred_class_id"].tolist(), columns["dead"]
-        (['dog', 'cat'], [1, 0], ['alive', 'dead'])
+        (['dog', ''], [1, -1], ['alive', 'dead'])
         >>> neuron_metadata("fc", 2)["selectivity"]
         ['', '']
         >>> neuron_metadata("fc", 5, neuron_ids=[0, 4])["neuron"].tolist()
@@ -148,6 +148,11 @@ def neuron_metadata(
     dead = column("dead")
     dead_flags = [False] * len(ids) if dead is None else [bool(d) for d in dead.tolist()]
     selectivity_values = [None] * len(ids) if selectivity is None else selectivity.tolist()
+    # A dead neuron has no preferred class (its class means are all zero): empty, and -1 in
+    # the numeric column, so colouring by class does not paint the dead as class 0.
+    preferred_text = ["" if d else p for p, d in zip(preferred_text, dead_flags)]
+    preferred_id = None if preferred is None else preferred.long().masked_fill(
+        torch.tensor(dead_flags, dtype=torch.bool), -1)
     return {
         "label": [
             neuron_label(layer, i, p, s, d)
@@ -156,7 +161,7 @@ def neuron_metadata(
         "layer": [layer] * len(ids),
         "neuron": ids.numpy(),
         "preferred_class": preferred_text,
-        "preferred_class_id": blank if preferred is None else preferred.long().numpy(),
+        "preferred_class_id": blank if preferred_id is None else preferred_id.numpy(),
         "selectivity": blank if selectivity is None else selectivity.double().numpy(),
         "mean_activation": blank if mean is None else mean.double().numpy(),
         "dead": blank if dead is None else ["dead" if d else "alive" for d in dead_flags],

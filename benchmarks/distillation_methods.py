@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_semvec import StaticDistillationModule, StaticKnowledge, StudentModule, TeacherDistillationModule
+from lightning_semvec.distillation.soft_targets import plan_soft_targets
 from lightning_semvec.distillation.student import DistillationTerm
-from lightning_semvec.models import SmallCNN, cosine_schedule
+from lightning_semvec.models import cosine_schedule
 
 TEACHER_LOGITS = "net.classifier.3"
 TEACHER_PENULTIMATE = "net.classifier.2"
@@ -127,9 +128,10 @@ def matched_smoothing(knowledge: StaticKnowledge, options: dict[str, Any]) -> fl
     ``(onehot + w q) / (1 + w)``, whose mass off the true class is ``w (1 - q_yy) / (1 + w)``
     (averaged over classes); ``label_smoothing=eps`` leaves ``eps * 9 / 10`` off it.
     """
-    probe = StaticDistillationModule(SmallCNN(1, 10, width=2, hidden=2), knowledge, {}, **options)
-    q: Tensor = probe.soft_target_probs  # type: ignore[assignment]
     weight = options["soft_targets"]
+    q = plan_soft_targets(knowledge, {}, None, 10, weight, options["soft_target_source"],
+                          options["soft_target_temperature"]).probs
+    assert q is not None, "the knowledge gives no soft targets"
     off = weight * (1.0 - float(q.diagonal().mean())) / (1.0 + weight)
     return off * 10 / 9
 

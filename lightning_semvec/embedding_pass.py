@@ -31,6 +31,7 @@ from lightning_semvec.functional.optimal_embedding import (
 )
 from lightning_semvec.functional.similarity import SimilarityKind
 from lightning_semvec.layer_analysis import LayerAnalysis, LayerResult
+from lightning_semvec.layers import layer_name_of_key, module_dict_key
 from lightning_semvec.metrics.similarity_sketch import SketchedSimilarity
 from lightning_semvec.neurons import NeuronReadout
 from lightning_semvec.validation_batches import labels_of_batch
@@ -118,9 +119,9 @@ class EmbeddingModule(pl.LightningModule):
             analysis = self._analysis.get(name) or self._create_layer(name, activations.shape[1])
             for rows, labels in _row_chunks(activations, self._labels):
                 analysis.update(rows, labels, None, {})
-        sketch = self.sketches[_key(name)] if _key(name) in self.sketches else None
-        if sketch is not None:
-            sketch.update(activations)
+        key = module_dict_key(name)
+        if key in self.sketches:
+            self.sketches[key].update(activations)
 
     def on_validation_epoch_end(self) -> None:
         last = self.pass_index + 1 >= self.passes_needed
@@ -129,11 +130,11 @@ class EmbeddingModule(pl.LightningModule):
             warnings.filterwarnings("ignore", message=".*was called before the ``update``.*")
             if self.pass_index == 0:
                 for name, analysis in self._analysis.items():
-                    if _key(name) not in self.sketches:
+                    if module_dict_key(name) not in self.sketches:
                         self.vectors[name] = self._exact_vectors(name, analysis)
             for key, sketch in self.sketches.items():
                 if last:
-                    self.vectors[_layer_name(key)] = self._sketched_vectors(key, sketch)
+                    self.vectors[layer_name_of_key(key)] = self._sketched_vectors(key, sketch)
                 else:
                     test_matrix = sketch.power_test_matrix()
                     sketch.reset()
@@ -159,11 +160,11 @@ class EmbeddingModule(pl.LightningModule):
             fidelity_k=min(5, width - 1), seed=config.seed, thumbnail_size=32,
         )
         self._analysis[name] = analysis
-        self.analyses[_key(name)] = nn.ModuleList(
+        self.analyses[module_dict_key(name)] = nn.ModuleList(
             [m for m in (analysis.statistics, analysis.fidelity) if m is not None])
         if not exact:
             rank = min(width, config.dim + config.oversampling)
-            self.sketches[_key(name)] = SketchedSimilarity(
+            self.sketches[module_dict_key(name)] = SketchedSimilarity(
                 width, rank, config.similarity, seed=config.seed).to(self.device)
         return analysis
 
@@ -187,7 +188,7 @@ class EmbeddingModule(pl.LightningModule):
 
     def _sketched_vectors(self, key: str, sketch: SketchedSimilarity) -> Tensor:
         values, eigenvectors, alive = sketch.compute()
-        name = _layer_name(key)
+        name = layer_name_of_key(key)
         if int(alive.sum()) < 2:
             return self._no_vectors(name, sketch.num_neurons)
         dim = self._dim_for(name, alive)
@@ -226,11 +227,3 @@ def _padded(vectors: Tensor, dim: int) -> Tensor:
         return vectors
     return torch.cat([vectors, vectors.new_zeros(vectors.shape[0], dim - vectors.shape[1])], dim=1)
 
-
-def _key(name: str) -> str:
-    # ModuleDict keys cannot hold dots, and layer names are dotted paths.
-    return name.replace("%", "%25").replace(".", "%2E")
-
-
-def _layer_name(key: str) -> str:
-    return key.replace("%2E", ".").replace("%25", "%")

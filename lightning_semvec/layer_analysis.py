@@ -160,14 +160,17 @@ class LayerAnalysis:
                 statistics = {k: v for k, v in statistics.items() if k not in _CLASS_STATISTICS}
             fidelity = ids = s_act = full = None
             if self.fidelity is not None:
-                if keep_similarity and self.fidelity.num_tracked == self.fidelity.num_neurons:
-                    full = tuple(t.cpu() for t in self.fidelity.compute_similarity())
+                keep = keep_similarity and self.fidelity.num_tracked == self.fidelity.num_neurons
+                # One gather of the similarity serves both the finishing and the heatmap.
+                similarity, alive = (self.fidelity.compute_similarity() if keep or figures
+                                     else (None, None))
+                if keep:
+                    full = (similarity.cpu(), alive.cpu())
                 self.fidelity.set_vectors(vectors.detach())
                 fidelity = {k: float(v) for k, v in self.fidelity.compute().items()}
                 if figures:
                     from lightning_semvec.figures import evenly_spaced
 
-                    similarity, _ = self.fidelity.compute_similarity()
                     tracked = self.fidelity.neuron_indices.cpu()
                     pick = evenly_spaced(tracked.numel(), figure_max_neurons)
                     ids, s_act = tracked[pick], similarity.cpu()[pick][:, pick]

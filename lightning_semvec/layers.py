@@ -109,3 +109,18 @@ def resolve_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec]) ->
                 f"{type(spec).__name__}: {spec!r}."
             )
     return {name: module for name, module in named if name in chosen}
+
+
+def module_dict_key(name: str) -> str:
+    """A dotted layer name as an ``nn.ModuleDict`` key (keys cannot hold dots); reversible.
+
+    Example:
+        >>> module_dict_key("net.fc%1"), layer_name_of_key(module_dict_key("net.fc%1"))
+        ('net%2Efc%251', 'net.fc%1')
+    """
+    return name.replace("%", "%25").replace(".", "%2E")
+
+
+def layer_name_of_key(key: str) -> str:
+    """The layer name :func:`module_dict_key` made ``key`` from."""
+    return key.replace("%2E", ".").replace("%25", "%")

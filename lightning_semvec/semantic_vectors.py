@@ -24,6 +24,7 @@ from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.functional.alignment import ALIGNMENT_FORMS, DENSE_MAX_NEURONS, AlignmentForm
 from lightning_semvec.functional.alignment_gradient import alignment_gradients, plan_alignment_runs
 from lightning_semvec.functional.similarity import SIMILARITY_KINDS, SimilarityKind
+from lightning_semvec.layers import module_dict_key
 
 __all__ = ["NAMED_OPTIMIZERS", "OptimizerCallable", "SemanticVectors", "StepResult", "group_key", "state_key",
            "step_skipping_bad_layers"]
@@ -70,15 +71,10 @@ class _Layer(nn.Module):
         self.register_buffer("last_loss", torch.zeros((), device=vectors.device))
 
 
-def _module_key(name: str) -> str:
-    # ModuleDict keys cannot hold dots, and layer names are dotted paths.
-    return name.replace("%", "%25").replace(".", "%2E")
-
-
 def state_key(name: str, entry: str = "vectors") -> str:
     """The :meth:`SemanticVectors.state_dict` key of one layer's ``entry`` (``"vectors"``,
     ``"skipped_steps"`` or ``"last_loss"``)."""
-    return f"layers.{_module_key(name)}.{entry}"
+    return f"layers.{module_dict_key(name)}.{entry}"
 
 
 class SemanticVectors(nn.Module):
@@ -216,7 +212,7 @@ class SemanticVectors(nn.Module):
             self._add_layer(name, values)
 
     def _add_layer(self, name: str, values: Tensor) -> None:
-        key = _module_key(name)
+        key = module_dict_key(name)
         self.layers[key] = _Layer(values)
         self._names[name] = key
         if self._optimizer is not None:

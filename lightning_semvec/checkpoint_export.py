@@ -14,6 +14,7 @@ a state edited by hand, an output path that is a folder) is a one-line
 from __future__ import annotations
 
 import itertools
+import os
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -26,7 +27,7 @@ from lightning_semvec.callback_state import is_callback_state, knowledge_of_stat
 from lightning_semvec.errors import SemvecFileNotFoundError, SemvecValueError
 from lightning_semvec.knowledge import KNOWLEDGE_SUFFIX, StaticKnowledge
 
-__all__ = ["check_output_path", "knowledge_from_checkpoint", "semantic_vector_states"]
+__all__ = ["check_output_path", "knowledge_from_checkpoint", "load_checkpoint", "semantic_vector_states"]
 
 #: The file of a sharded checkpoint folder that holds everything but the sharded tensors
 #: (Lightning's ``lightning.fabric.utilities.load._METADATA_FILENAME``).
@@ -138,6 +139,12 @@ def knowledge_from_checkpoint(
     knowledge = knowledge_of_state(states[key], source=f"{file} ({key})")
     knowledge.extra.update({"exported_from": path.name, "state_key": key})
     return knowledge
+
+
+def load_checkpoint(path: str | os.PathLike[str], trust_checkpoint: bool = False) -> Any:
+    """The contents of a Lightning checkpoint file or sharded folder, with the same checks and
+    one-line errors as :func:`knowledge_from_checkpoint` (used by ``semvec embed`` too)."""
+    return _load(_checkpoint_file(Path(path)), trust_checkpoint)
 
 
 def _checkpoint_file(path: Path) -> Path:

@@ -20,7 +20,7 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lightning_semvec.checkpoint_export import _checkpoint_file, _load
+from lightning_semvec.checkpoint_export import load_checkpoint
 from lightning_semvec.checks import check_int
 from lightning_semvec.embedding import embed_neurons
 from lightning_semvec.errors import SemvecFileNotFoundError, SemvecValueError
@@ -131,7 +131,7 @@ def _model(
         if weights is not None:
             raise SemvecValueError("--weights is for a torchvision model name; a checkpoint "
                                    "holds its own weights.")
-        checkpoint = _load(_checkpoint_file(path), trust)
+        checkpoint = load_checkpoint(path, trust)
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
             raise SemvecValueError(f"{path} is not a Lightning checkpoint (no 'state_dict').")
         cls = _imported(model_class, "--model_class")

@@ -42,8 +42,8 @@ DISTILL_MAX_EPOCHS = 30
 """``--trainer.max_epochs`` of ``semvec distill``: the student is small and fast (as in the demo)."""
 
 DEFAULT_LOG_EVERY_N_EPOCHS = 5
-"""``--semvec.analysis.log_every_n_epochs`` of ``semvec fit``: projector and figures every 5
-epochs and once more at the end, not every epoch."""
+"""``--semvec.analysis.log_every_n_epochs`` of ``semvec fit``: analysis and projector every 5
+epochs and once more at the end (figures: at the end), not every epoch."""
 
 FIT_START = f"""Train a LightningModule with the semantic vector callback (default: the demo CNN on the
 digits, {DEFAULT_MAX_EPOCHS} epochs, about a minute on 2 CPU cores). Start here:

@@ -87,7 +87,7 @@ def run_demo(
     data = DigitsDataModule(batch_size=64, seed=seed)
     model = ImageClassifier(SmallCNN(in_channels=1, num_classes=10, width=16, hidden=64),
                             optimizer=functools.partial(torch.optim.Adam, lr=1e-2))
-    # Projector, figures and fidelity every 5 epochs and at the end: enough for a short run.
+    # Projector and fidelity every 5 epochs and at the end (figures: at the end) suffice.
     # A run shorter than that is analysed at its last epoch, so the projector shows classes.
     semvec = SemanticVectorCallback(layers=DEMO_LAYERS, dim=dim, lr=0.05, seed=seed,
                                     analysis=AnalysisOptions(log_every_n_epochs=min(5, epochs)))

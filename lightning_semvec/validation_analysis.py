@@ -117,8 +117,11 @@ class ValidationAnalysis:
         if layers is None:
             return
         step = trainer.global_step
+        schedule = self.options.figure_schedule
         results = {
-            name: layer.compute(vectors[name], step, figures=self.options.figures,
+            # The heatmaps' similarity is kept whenever figures are drawn: "end" draws them
+            # from the last analysed epoch.
+            name: layer.compute(vectors[name], step, figures=schedule is not None,
                                 figure_max_neurons=self.options.figure_max_neurons,
                                 keep_similarity=self.options.finish_vectors)
             for name, layer in layers.items()
@@ -138,23 +141,26 @@ class ValidationAnalysis:
         self.results.update(results)
         if trainer.is_global_zero:
             self.export(trainer, {n: v.detach().cpu() for n, v in vectors.items()}, step,
-                        class_names)
+                        class_names, figures=schedule == "epoch")
 
     def end_fit(
         self, trainer: pl.Trainer, vectors: SemanticVectors, class_names: Sequence[str] | None
     ) -> None:
         """Finish the vectors (``options.finish_vectors``, on every process), then export the
-        final ones (rank 0 only): all files, unless this step was just exported; after
-        finishing, the projector's last point again (the pass's figures stay)."""
+        final ones (rank 0 only): the projector's last point, unless this step was just
+        exported with these vectors; the figures with ``figures="end"`` (with ``"epoch"``,
+        when this step has none yet)."""
         step = trainer.global_step
         finished = self.options.finish_vectors and finish_in_place(
             vectors, self.results, step, self.notify)
         if not (vectors.layer_names and trainer.is_global_zero):
             return
-        if self.exported_step != step:
-            self.export(trainer, vectors.vectors(), step, class_names)
-        elif finished:
-            self.export(trainer, vectors.vectors(), step, class_names, figures=False)
+        fresh = self.exported_step != step
+        schedule = self.options.figure_schedule
+        figures = schedule == "end" or (schedule == "epoch" and fresh)
+        if fresh or finished or figures:
+            self.export(trainer, vectors.vectors(), step, class_names,
+                        projector=fresh or bool(finished), figures=figures)
 
     def export(
         self,
@@ -162,13 +168,16 @@ class ValidationAnalysis:
         vectors: Mapping[str, Tensor],
         step: int,
         class_names: Sequence[str] | None,
+        *,
+        projector: bool = True,
         figures: bool = True,
     ) -> None:
-        """Write the projector files and (unless ``figures=False``) figures of every layer at
-        ``step``."""
+        """Write the projector files (unless ``projector=False``) and figures (unless
+        ``figures=False``) of every layer at ``step``, as far as the options allow."""
         options = self.options
-        figures = figures and options.figures
-        if not (options.projector or figures):
+        projector = projector and options.projector
+        figures = figures and options.figure_schedule is not None
+        if not (projector or figures):
             return
         logger = tensorboard_logger_of(trainer, self.notify)
         if logger is None:
@@ -179,7 +188,7 @@ class ValidationAnalysis:
             self.results,
             step,
             class_names,
-            projector=options.projector,
+            projector=projector,
             figures=figures,
             figure_max_neurons=options.figure_max_neurons,
             notify=self.notify,

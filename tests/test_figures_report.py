@@ -98,19 +98,44 @@ def test_pca_2d_matches_sklearn_up_to_sign():
     assert evenly_spaced(1000, 10).tolist()[-1] == 999
 
 
-def test_callback_logs_figures_to_tensorboard(run):
+def _figure_steps(log_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    _, log_dir, _, _ = run
     events = EventAccumulator(log_dir, size_guidance={"images": 0})
     events.Reload()
-    images = events.Tags()["images"]
-    for layer in ("features.3", "classifier.2"):
-        for kind in ("similarity", "pca"):
-            steps = [e.step for e in events.Images(f"semvec/{layer}/{kind}")]
-            assert steps == [6, 12], (layer, kind, images)
+    return events, {tag: [e.step for e in events.Images(tag)] for tag in events.Tags()["images"]}
+
+
+def test_callback_logs_figures_to_tensorboard_once_at_the_end(run):
+    _, log_dir, _, _ = run
+    events, steps = _figure_steps(log_dir)
+    # Default figures="end": drawn once, at the end of fit (step 12), not at epoch 1 (step 6).
+    assert steps == {f"semvec/{layer}/{kind}": [12] for layer in ("features.3", "classifier.2")
+                     for kind in ("similarity", "pca")}
     first = events.Images("semvec/classifier.2/similarity")[0]
-    assert first.width > 400 and first.encoded_image_string.startswith(b"\x89PNG")
+    # Two panels: the activation similarity of the last analysed epoch is beside the vectors'.
+    assert first.width > 700 and first.encoded_image_string.startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(("figures", "expected"), [("epoch", [6, 12]), (False, None)])
+def test_figures_at_every_analysed_epoch_or_none(tmp_path, figures, expected):
+    semvec = SemanticVectorCallback(layers=["classifier.2"], dim=3, analysis=AnalysisOptions(
+        figures=figures, projector=False))
+    pl.seed_everything(0, verbose=False)
+    logger = TensorBoardLogger(tmp_path, name="run")
+    trainer = pl.Trainer(callbacks=[semvec], **trainer_kwargs(
+        logger=logger, limit_val_batches=None, max_epochs=2))
+    trainer.fit(TinyConvNet())
+    _, steps = _figure_steps(logger.log_dir)
+    if expected is None:
+        assert steps == {}
+    else:
+        assert steps == {"semvec/classifier.2/similarity": expected, "semvec/classifier.2/pca": expected}
+
+
+def test_figures_option_rejects_an_unknown_schedule():
+    with pytest.raises(ValueError, match=r"Unknown figures 'always': use one of 'end', 'epoch'"):
+        AnalysisOptions(figures="always")
 
 
 def test_report_shows_the_statistics_the_knowledge_file_carries(run, tmp_path):

@@ -79,6 +79,12 @@ class SemanticVectorCallback(Callback):
             memory fall by ``N / K``. Default 4096; ``None`` uses every neuron of every layer.
         analysis: the validation-time analysis (statistics, fidelity, projector, figures):
             an :class:`~lightning_semvec.AnalysisOptions`, or ``None`` for none at all.
+        defer_update: run each update's arithmetic and optimizer step on a worker thread,
+            overlapping the next training step (the layers are still read inside the step).
+            It is joined before the next update, before anything reads the vectors and
+            before the checkpoint's state is taken, and on the steps that log, so the
+            vectors are bit-identical to the synchronous path's. Pays where a core is idle
+            while the model trains (``docs/performance.md``).
 
     Example:
         >>> import lightning.pytorch as pl
@@ -111,6 +117,7 @@ class SemanticVectorCallback(Callback):
         seed: int = 0,
         max_neurons_per_step: int | None = DENSE_MAX_NEURONS,
         analysis: AnalysisOptions | None = AnalysisOptions(),  # noqa: B008 (frozen)
+        defer_update: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(layers, (str, nn.Module)):
@@ -137,6 +144,9 @@ class SemanticVectorCallback(Callback):
             max_neurons_per_step=max_neurons_per_step,
         )
         self.analysis_options = analysis
+        if not isinstance(defer_update, bool):
+            raise SemvecTypeError(f"defer_update must be True or False, got {defer_update!r}.")
+        self.defer_update = defer_update
         self.readouts: dict[str, NeuronReadout] = {}
         self.source_model: str | None = None
         self.training_steps = 0
@@ -386,6 +396,7 @@ class SemanticVectorCallback(Callback):
         if stage == "fit":
             self._remove_hooks()
             self._capture = None
+            self.vectors.wait()  # a deferred update's error surfaces here at the latest
             if self._analysis is not None:
                 self._analysis.layers = None
 
@@ -488,9 +499,10 @@ class SemanticVectorCallback(Callback):
         result = self.vectors.step(
             gathered.activations, gathered.weights, subsets=gathered.subsets,
             num_neurons=gathered.widths, with_losses=logging,
+            defer=self.defer_update and not logging,  # logging reads the losses at once
         )
         self.training_steps = trainer.global_step
-        if logging:
+        if result is not None and logging:
             losses, skipped = self.vectors.last_losses(), self.vectors.skipped_counts()
             for name in result.names:
                 pl_module.log(f"semvec/{name}/align_loss", losses[name], on_step=True,

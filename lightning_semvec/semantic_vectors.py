@@ -11,9 +11,11 @@ vectors, their seeded initialisation, the neuron subsets of wide layers, their o
 from __future__ import annotations
 
 import copy
+import threading
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import torch
@@ -143,6 +145,47 @@ class SemanticVectors(nn.Module):
         self._names: dict[str, str] = {}  # layer name -> ModuleDict key
         self._optimizer: torch.optim.Optimizer | None = None
         self._pending_optimizer_state: dict[str, Any] | None = None
+        self._executor: ThreadPoolExecutor | None = None  # the deferred steps' one thread
+        self._deferred: Future[StepResult] | None = None  # the step in flight, if any
+
+    # ------------------------------------------------------------------ deferred steps
+    def wait(self) -> None:
+        """Join the deferred step in flight, if any (:meth:`step` with ``defer=True``); an
+        error it raised is raised here. Every method that reads or changes the vectors or
+        their optimizer calls it first, so what anyone sees equals the synchronous path."""
+        deferred = self._deferred
+        if deferred is not None and threading.current_thread() is not self._worker_thread:
+            self._deferred = None
+            deferred.result()
+
+    _worker_thread: threading.Thread | None = None
+
+    def _submit(self, *args: Any) -> None:
+        if self._executor is None:
+            threads = torch.get_num_threads()
+
+            def start() -> None:  # the same intra-op threads as the caller's: the same kernels
+                torch.set_num_threads(threads)
+                self._worker_thread = threading.current_thread()
+
+            self._executor = ThreadPoolExecutor(1, "semvec-update", initializer=start)
+        self._deferred = self._executor.submit(self._step_now, *args)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled for spawned processes and deep copies: the step in flight is joined, the
+        # thread is not carried over (each copy starts its own when it defers a step).
+        self.wait()
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        return {**state, "_executor": None, "_deferred": None, "_worker_thread": None}
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        self.wait()
+        return super()._apply(fn, recurse)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`torch.nn.Module.state_dict`, after joining a deferred step."""
+        self.wait()
+        return super().state_dict(*args, **kwargs)
 
     # ------------------------------------------------------------------ views
     @property
@@ -155,29 +198,38 @@ class SemanticVectors(nn.Module):
 
     def __getitem__(self, name: str) -> nn.Parameter:
         """The ``(N, d)`` parameter of one layer (the live tensor, not a copy)."""
+        self.wait()
+        return self._parameter(name)
+
+    def _parameter(self, name: str) -> nn.Parameter:
         if name not in self._names:
             raise KeyError(f"No vectors for layer {name!r}; layers: {self.layer_names}.")
         return self.layers[self._names[name]].vectors  # type: ignore[return-value]
 
     def vectors(self) -> dict[str, Tensor]:
         """``{layer: (N, d) float32}``: detached CPU copies of every layer's vectors."""
+        self.wait()
         return {name: self[name].detach().cpu().clone() for name in self._names}
 
     def skipped_steps(self) -> dict[str, int]:
         """How many steps each layer skipped (non-finite activations, < 2 alive neurons)."""
+        self.wait()
         return {n: int(self.layers[k].skipped_steps) for n, k in self._names.items()}
 
     def skipped_counts(self) -> dict[str, Tensor]:
         """:meth:`skipped_steps` as 0-d int64 tensors on the vectors' device (no host sync)."""
+        self.wait()
         return {n: self.layers[k].skipped_steps for n, k in self._names.items()}
 
     def last_losses(self) -> dict[str, Tensor]:
         """Each layer's alignment loss at its last good step that computed losses (0-d)."""
+        self.wait()
         return {n: self.layers[k].last_loss for n, k in self._names.items()}
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None:
         """The vectors' optimizer (``None`` before the first step)."""
+        self.wait()
         return self._optimizer
 
     # ------------------------------------------------------------------ creation
@@ -199,6 +251,7 @@ class SemanticVectors(nn.Module):
         Raises:
             ValueError: a known layer now has another number of neurons.
         """
+        self.wait()
         for name, width in num_neurons.items():
             if name in self._names:
                 if self[name].shape[0] != width:
@@ -262,7 +315,8 @@ class SemanticVectors(nn.Module):
         subsets: Mapping[str, Tensor] | None = None,
         num_neurons: Mapping[str, int] | None = None,
         with_losses: bool = False,
-    ) -> StepResult:
+        defer: bool = False,
+    ) -> StepResult | None:
         """One optimizer step of every given layer's vectors on its alignment loss.
 
         Args:
@@ -276,22 +330,42 @@ class SemanticVectors(nn.Module):
             num_neurons: ``{layer: N}``, the full width of subsetted layers (needed to create
                 their vectors on first sight).
             with_losses: also compute the loss values (kept as :meth:`last_losses`).
+            defer: run the step on a worker thread and return at once (``None``). The tensors
+                passed must not change until it is joined (:meth:`wait`: the next step and
+                every read of the vectors join it), and the result equals the synchronous
+                step's, bit for bit. New layers, and their shape errors, are handled here,
+                before returning.
 
         Returns:
-            A :class:`StepResult`. A layer whose ``ok`` flag is False (non-finite values, fewer
-            than two alive neurons) kept its vectors and optimizer state; its
-            :meth:`skipped_steps` count went up.
+            A :class:`StepResult` (``None`` when deferred). A layer whose ``ok`` flag is False
+            (non-finite values, fewer than two alive neurons) kept its vectors and optimizer
+            state; its :meth:`skipped_steps` count went up.
         """
+        self.wait()  # one step in flight at most, and in order
         subsets = subsets or {}
         if not activations:
-            return StepResult([], torch.zeros(0, dtype=torch.bool), None)
+            return None if defer else StepResult([], torch.zeros(0, dtype=torch.bool), None)
         device = next(iter(activations.values())).device
         widths = {
             name: (num_neurons or {}).get(name, acts.shape[1]) if name in subsets else acts.shape[1]
             for name, acts in activations.items()
         }
-        self.materialize(widths, self[next(iter(self._names))].device if self._names else device)
-        device = self[next(iter(activations))].device
+        self.materialize(widths, self._parameter(next(iter(self._names))).device if self._names else device)
+        self._ensure_optimizer()
+        if defer:
+            self._submit(activations, weights, subsets, with_losses)
+            return None
+        return self._step_now(activations, weights, subsets, with_losses)
+
+    @torch.no_grad()
+    def _step_now(
+        self,
+        activations: Mapping[str, Tensor],
+        weights: Tensor | Mapping[str, Tensor | None] | None,
+        subsets: Mapping[str, Tensor],
+        with_losses: bool,
+    ) -> StepResult:
+        device = self._parameter(next(iter(activations))).device
         groups: dict[tuple[Any, ...], list[str]] = {}
         for name, acts in activations.items():
             layer_weights = weights.get(name) if isinstance(weights, Mapping) else weights
@@ -301,12 +375,13 @@ class SemanticVectors(nn.Module):
         losses: list[Tensor] = []
         ok_flags: list[Tensor] = []
         for members in groups.values():
-            parts = [activations[n].to(device) for n in members]
+            parts = [a if (a := activations[n]).device == device else a.to(device) for n in members]
             acts = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
             group_weights = weights.get(members[0]) if isinstance(weights, Mapping) else weights
+            # Under no_grad: the parameters themselves, no detached aliases to make.
             vectors = [
-                self[n].detach() if n not in subsets else self[n].detach().index_select(0, subsets[n])
-                for n in members
+                self._parameter(n) if n not in subsets
+                else self._parameter(n).index_select(0, subsets[n]) for n in members
             ]
             for form, columns, layers in _split_by_form(self.form, acts, vectors, self.dim):
                 out = alignment_gradients(
@@ -318,14 +393,15 @@ class SemanticVectors(nn.Module):
                 ok_flags.append(out.ok)
                 if out.losses is not None:
                     losses.append(out.losses)
-        params = [self[n] for n in names]
+        params = [self._parameter(n) for n in names]
         gradients = [
             g if n not in subsets else torch.zeros_like(p).index_copy_(0, subsets[n], g)
             for n, p, g in zip(names, params, gradients)
         ]
         ok = torch.cat(ok_flags) if len(ok_flags) > 1 else ok_flags[0]
+        assert self._optimizer is not None  # step() made it
         flags = step_skipping_bad_layers(
-            self._ensure_optimizer(), params, gradients, ok, sync_free=device.type != "cpu"
+            self._optimizer, params, gradients, ok, sync_free=device.type != "cpu"
         )
         counters = [self.layers[self._names[n]] for n in names]
         if flags is not None:  # host flags: touch the counters only when a layer was bad

@@ -18,24 +18,32 @@ class SaveVectors(pl.Callback):
         torch.save(self.semvec.semantic_vectors, self.directory / f"rank{trainer.global_rank}.pt")
 
 
+def fit_ddp(layers, directory, defer_update=False):
+    pl.seed_everything(0, verbose=False)
+    semvec = SemanticVectorCallback(layers=layers, dim=3, defer_update=defer_update)
+    directory.mkdir()
+    trainer = pl.Trainer(
+        callbacks=[semvec, SaveVectors(semvec, directory)],
+        **trainer_kwargs(max_epochs=2, devices=2, strategy="ddp_spawn", use_distributed_sampler=False),
+    )
+    trainer.fit(TinyConvNet(batch_size=8))  # 2 x 8 = the one-process batch of 16
+    return torch.load(directory / "rank0.pt"), torch.load(directory / "rank1.pt")
+
+
 def test_ddp_two_processes_match_one_process_on_the_global_batch(tmp_path):
     layers = ["features.*", "classifier.2"]
     pl.seed_everything(0, verbose=False)
     single = SemanticVectorCallback(layers=layers, dim=3)
     pl.Trainer(callbacks=[single], **trainer_kwargs(max_epochs=2)).fit(TinyConvNet(batch_size=16))
 
-    pl.seed_everything(0, verbose=False)
-    semvec = SemanticVectorCallback(layers=layers, dim=3)
-    trainer = pl.Trainer(
-        callbacks=[semvec, SaveVectors(semvec, tmp_path)],
-        **trainer_kwargs(max_epochs=2, devices=2, strategy="ddp_spawn", use_distributed_sampler=False),
-    )
-    trainer.fit(TinyConvNet(batch_size=8))  # 2 x 8 = the one-process batch of 16
-
-    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    rank0, rank1 = fit_ddp(layers, tmp_path / "synchronous")
     for name, expected in single.semantic_vectors.items():
         assert torch.equal(rank0[name], rank1[name]), name
         torch.testing.assert_close(rank0[name], expected, rtol=1e-5, atol=1e-5)
+    # Deferred updates (the gather stays on the main thread, in order) give the same bits.
+    deferred = fit_ddp(layers, tmp_path / "deferred", defer_update=True)
+    for name in single.semantic_vectors:
+        assert torch.equal(deferred[0][name], rank0[name]) and torch.equal(deferred[1][name], rank1[name])
 
 
 # Rows per process on each step: (rank 0, rank 1). Unequal counts make the gather pad the shorter

@@ -39,12 +39,12 @@ class CrashingNet(WideLinearNet):
         return super().training_step(self.data[rows], batch_idx)
 
 
-def semvec():
+def semvec(defer_update=False):
     # A wide layer (300 neurons, subsets of 100: the subset of a step must survive the resume),
     # a narrow one, Adam (its moments must survive too) and updates every 3rd step (9, 12, ...
     # after the step-8 checkpoint).
     return SemanticVectorCallback(layers=["wide", "head"], dim=3, every_n_steps=3,
-                                  max_neurons_per_step=100)
+                                  max_neurons_per_step=100, defer_update=defer_update)
 
 
 def fit(model, callback, tmp_path, ckpt_path=None, **overrides):
@@ -59,13 +59,16 @@ def fit(model, callback, tmp_path, ckpt_path=None, **overrides):
 
 
 @pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch")
-def test_resume_after_a_crash_mid_epoch_matches_the_uninterrupted_run(tmp_path: Path):
+@pytest.mark.parametrize("defer", [False, True], ids=["synchronous", "deferred"])
+def test_resume_after_a_crash_mid_epoch_matches_the_uninterrupted_run(tmp_path: Path, defer):
+    # The uninterrupted run is synchronous; the crashed and resumed ones defer their updates
+    # or not (a deferred update is in flight at the checkpoints and at the crash).
     pl.seed_everything(0, verbose=False)
     full_model, full = CrashingNet(), semvec()
     fit(full_model, full, tmp_path / "full")
 
     pl.seed_everything(0, verbose=False)
-    crashed = semvec()
+    crashed = semvec(defer)
     with pytest.raises(RuntimeError, match="CRASH"):
         fit(CrashingNet(crash_at=CRASH_AT), crashed, tmp_path / "crash")
     (ckpt_path,) = (tmp_path / "crash" / "ckpts").glob("*.ckpt")
@@ -73,7 +76,7 @@ def test_resume_after_a_crash_mid_epoch_matches_the_uninterrupted_run(tmp_path: 
     assert ckpt["global_step"] == 8 and ckpt["global_step"] % STEPS_PER_EPOCH != 0  # mid-epoch
 
     pl.seed_everything(1, verbose=False)  # the resume must not depend on the global RNG
-    resumed_model, resumed = CrashingNet(), semvec()
+    resumed_model, resumed = CrashingNet(), semvec(defer)
     trainer = fit(resumed_model, resumed, tmp_path / "resumed", ckpt_path=ckpt_path)
 
     assert trainer.global_step == 3 * STEPS_PER_EPOCH

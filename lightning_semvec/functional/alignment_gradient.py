@@ -104,8 +104,9 @@ def alignment_gradients(
         )
     z, alive, column_finite = standardize_columns(activations, kind, sample_weights)
     z = z.nan_to_num_(0.0, 0.0, 0.0)  # a non-finite column's layer is flagged, not propagated
-    all_vectors = torch.cat([v.detach().float() for v in vectors]) if len(vectors) > 1 else (
-        vectors[0].detach().float())
+    # One cast per non-float32 layer and one detach in all: each op costs microseconds here.
+    as_float = [v if v.dtype == torch.float32 else v.float() for v in vectors]
+    all_vectors = (torch.cat(as_float) if len(as_float) > 1 else as_float[0]).detach()
     norms = torch.linalg.vector_norm(all_vectors, dim=1, keepdim=True).clamp_min(NORM_EPS)
     unit = all_vectors / norms
     alive_f = alive.to(torch.float32)

@@ -1,0 +1,123 @@
+"""``defer_update=True``: the update runs on a worker thread and gives the synchronous vectors,
+bit for bit (resume and DDP: tests/test_callback_resume.py, tests/test_callback_ddp.py)."""
+
+import copy
+import pickle
+import time
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from lightning_semvec import AnalysisOptions, SemanticVectorCallback, SemanticVectors
+from tiny_models import TinyConvNet, trainer_kwargs
+
+
+def fit(defer, **overrides):
+    pl.seed_everything(0, verbose=False)
+    model = TinyConvNet()
+    # The validation analysis reads the vectors mid-fit (it must join), and logging every
+    # 4th step makes those steps synchronous: both paths mix in one run.
+    semvec = SemanticVectorCallback(layers=["features.*", "classifier.2"], dim=3,
+                                    defer_update=defer, analysis=AnalysisOptions(
+                                        projector=False, figures=False, finish_vectors=False))
+    trainer = pl.Trainer(callbacks=[semvec], **trainer_kwargs(
+        max_epochs=3, limit_val_batches=None, log_every_n_steps=4, **overrides))
+    trainer.fit(model)
+    return model, semvec
+
+
+def test_deferred_updates_equal_the_synchronous_ones_bit_for_bit():
+    sync_model, sync = fit(False)
+    model, deferred = fit(True)
+    assert deferred.training_steps == sync.training_steps == 18
+    for name, expected in sync.semantic_vectors.items():
+        assert torch.equal(deferred.semantic_vectors[name], expected), name
+    assert deferred.skipped_steps() == sync.skipped_steps()
+    for name, loss in sync.vectors.last_losses().items():
+        assert torch.equal(deferred.vectors.last_losses()[name], loss), name
+    expected_state = sync.vectors.optimizer.state_dict()["state"]
+    for key, state in deferred.vectors.optimizer.state_dict()["state"].items():
+        for entry, value in state.items():
+            assert torch.equal(value, expected_state[key][entry]), (key, entry)
+    assert deferred.fidelity == sync.fidelity  # the analysis read the same vectors
+    for (name, expected), actual in zip(sync_model.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(actual, expected), name  # the model never sees the callback
+
+
+def acts(seed):
+    g = torch.Generator().manual_seed(seed)
+    return {"a": torch.randn(32, 5, generator=g), "b": torch.randn(32, 7, generator=g).relu()}
+
+
+def slowed(vectors):
+    """A deferred step that takes 0.2 s: a read that did not join would see the step before."""
+    step_now = vectors._step_now
+
+    def slow(*args):
+        time.sleep(0.2)
+        return step_now(*args)
+
+    vectors._step_now = slow
+    return vectors
+
+
+def test_every_read_joins_the_step_in_flight():
+    sync, deferred = SemanticVectors(dim=4), slowed(SemanticVectors(dim=4))
+    for seed in range(3):
+        sync.step(acts(seed))
+        assert deferred.step(acts(seed), defer=True) is None
+    # Each of these joins first: they see the third step, not the second.
+    assert torch.equal(deferred["b"], sync["b"])
+    deferred.step(acts(3), defer=True)
+    sync.step(acts(3))
+    assert all(torch.equal(deferred.state_dict()[k], v) for k, v in sync.state_dict().items()
+               if isinstance(v, torch.Tensor))
+    deferred.step(acts(4), defer=True)
+    sync.step(acts(4))
+    del deferred._step_now  # (the slow wrapper cannot be pickled)
+    copied = copy.deepcopy(deferred)  # a spawned process gets a pickled copy, without the thread
+    restored = pickle.loads(pickle.dumps(deferred))
+    for other in (copied, restored):
+        assert other._deferred is None and other._executor is None
+        assert all(torch.equal(v, sync.vectors()[k]) for k, v in other.vectors().items())
+    # The copy defers steps on a thread of its own; the other reads join as well.
+    bad = {**acts(5), "a": torch.full((32, 5), float("nan"))}
+    assert slowed(copied).step(bad, defer=True) is None
+    sync.step(bad)
+    assert copied.skipped_steps() == sync.skipped_steps() == {"a": 1, "b": 0}
+    copied.step(acts(6), defer=True)
+    sync.step(acts(6))
+    assert torch.equal(copied.vectors()["a"], sync.vectors()["a"])
+    copied.step(acts(7), defer=True, with_losses=True)
+    sync.step(acts(7), with_losses=True)
+    assert all(torch.equal(v, sync.last_losses()[k]) for k, v in copied.last_losses().items())
+
+
+def test_an_error_of_a_deferred_step_is_raised_at_the_next_join(monkeypatch):
+    vectors = SemanticVectors(dim=4)
+    vectors.step(acts(0))
+    before = vectors.vectors()
+
+    def broken(*args):
+        raise RuntimeError("boom in the worker")
+
+    monkeypatch.setattr(vectors, "_step_now", broken)
+    vectors.step(acts(1), defer=True)
+    with pytest.raises(RuntimeError, match="boom in the worker"):
+        vectors.vectors()
+    monkeypatch.undo()
+    # The failed step changed nothing, and the next read does not raise it again.
+    assert all(torch.equal(v, before[k]) for k, v in vectors.vectors().items())
+
+
+def test_a_new_layers_shape_error_is_raised_by_the_deferring_call_itself():
+    vectors = SemanticVectors(dim=4)
+    vectors.step(acts(0), defer=True)
+    with pytest.raises(ValueError, match="now has 9 neurons"):
+        vectors.step({"a": torch.randn(32, 9)}, defer=True)
+
+
+def test_defer_update_must_be_a_bool():
+    with pytest.raises(TypeError, match="defer_update must be True or False"):
+        SemanticVectorCallback(layers="fc", defer_update="yes")

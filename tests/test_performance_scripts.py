@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=900,
                           cwd=cwd, env={"SEMVEC_BENCH_DIR": str(cwd), "PATH": "/usr/bin:/bin"})
 
 
@@ -24,6 +25,17 @@ def test_gpu_check_refuses_without_cuda(tmp_path):
     done = run(str(ROOT / "benchmarks" / "gpu_check.py"), cwd=tmp_path)
     assert done.returncode == 2
     assert "no CUDA device is visible" in done.stderr
+
+
+def test_gpu_check_runs_its_cpu_smoke_path(tmp_path):
+    out = tmp_path / "gpu.json"
+    done = run(str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu-smoke", "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert results["device"].startswith("cpu") and results["precision"]["bf16-mixed"]["finite_vectors"]
+    resnet = results["resnet50_callback"]
+    assert {"ratio_on", "ratio_deferred", "ratio_on_throughput", "host_syncs_in_update"} <= set(resnet)
+    assert set(results["distillation"]) == {"plain_step_ms", "static_over_plain", "kd_over_plain"}
 
 
 def test_performance_quick_writes_a_table(tmp_path):

@@ -85,9 +85,11 @@ def embed_models(
             (or the same rows: ``"positions"`` only for layers of one spatial size).
         layer_options: per-layer readout options keyed by joint layer name or pattern
             (``{"student/net.features.*": {"reduction": "mean"}}``).
-        refine_steps, exact_max_neurons, oversampling, passes, seed, num_classes, class_names,
-            label_fn, input_fn, trainer: as for :func:`~lightning_semvec.embed_neurons`;
-            ``exact_max_neurons`` counts the neurons of all the models together.
+        exact_max_neurons: as for :func:`~lightning_semvec.embed_neurons`, counting the
+            neurons of all the models together.
+        refine_steps, oversampling, passes, seed: as for :func:`~lightning_semvec.embed_neurons`.
+        num_classes, class_names, label_fn, input_fn, trainer: as for
+            :func:`~lightning_semvec.embed_neurons`.
 
     Returns:
         :class:`~lightning_semvec.StaticKnowledge` with layers named ``"<model>/<layer>"``,

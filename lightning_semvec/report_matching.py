@@ -16,7 +16,12 @@ import math
 import torch
 
 from lightning_semvec.functional.neuron_matching import match_neurons
-from lightning_semvec.joint_space import joint_models, model_vectors, neuron_names, stored_correlation
+from lightning_semvec.joint_space import (
+    joint_models,
+    model_vectors,
+    neuron_names,
+    stored_correlation,
+)
 from lightning_semvec.knowledge import StaticKnowledge
 
 __all__ = ["matching_sections"]
@@ -77,7 +82,8 @@ def _section(
         summary += f"; median correlation {float(correlation[best >= 0].nanmedian()):.3f}"
     notes = []
     if n > len(matched):
-        notes.append(f"{n - len(matched)} neurons of {a} are dead (zero vectors) and have no match.")
+        notes.append(f"{n - len(matched)} neurons of {a} are dead (zero vectors) and have no "
+                     "match.")
     if correlation is None:
         notes.append("This file stores no correlations (the joint similarity was sketched, "
                      "not exact): sorted by cosine.")

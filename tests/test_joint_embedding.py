@@ -191,7 +191,8 @@ class SkipsALayer(nn.Module):
 @pytest.mark.parametrize(
     ("models", "layers", "options", "error", "message"),
     [
-        ([mlp(0), mlp(1)], ["1"], {}, SemvecTypeError, r"models must be a dict \{name: nn.Module\}"),
+        ([mlp(0), mlp(1)], ["1"], {}, SemvecTypeError,
+         r"models must be a dict \{name: nn.Module\}"),
         ({"a": mlp(0)}, ["1"], {}, SemvecValueError, "at least two models.*use embed_neurons"),
         ({"a": mlp(0), "b/c": mlp(1)}, ["1"], {}, SemvecValueError,
          "Model name 'b/c' cannot prefix layer names.*without '/'"),

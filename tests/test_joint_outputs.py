@@ -78,9 +78,10 @@ def test_sketched_joint_space_report_sorts_by_cosine_and_says_why(tmp_path):
     page = write_report(knowledge.save(tmp_path / "k.semvec.safetensors"), tmp_path / "r")
     section = page.read_text().split('<section id="matching-1">')[1]
     assert "stores no correlations (the joint similarity was sketched" in section
-    cosines = [float(row[2]) for row in table_rows(section.split("</section>")[0])]
-    assert cosines == sorted(cosines, reverse=True) and all(r[3] == "" for r in
-                                                            table_rows(section.split("</section>")[0]))
+    rows = table_rows(section.split("</section>")[0])
+    cosines = [float(row[2]) for row in rows]
+    assert cosines == sorted(cosines, reverse=True)
+    assert all(row[3] == "" for row in rows)  # no correlation column values
 
 
 def test_one_projector_entry_holds_both_models_with_a_model_column(joint_file, tmp_path):
@@ -95,14 +96,16 @@ def test_one_projector_entry_holds_both_models_with_a_model_column(joint_file, t
     assert set(metadata["preferred_class"]) <= {"x", "y", "z", ""}
     layers = joint_models(knowledge)
     vectors = torch.cat([model_vectors(knowledge, layers[m]) for m in layers])
-    assert torch.allclose(torch.as_tensor(read_embedding_tensor(tmp_path, entry)), vectors, atol=1e-6)
+    written = torch.as_tensor(read_embedding_tensor(tmp_path, entry))
+    assert torch.allclose(written, vectors, atol=1e-6)
     # Other knowledge: nothing written.
     assert write_joint_projector(tmp_path / "plain", StaticKnowledge.from_vectors(
         {"fc": torch.randn(4, 2)})) is None
     assert not (tmp_path / "plain").exists()
 
 
-def test_semvec_embed_compare_puts_two_checkpoints_in_one_space(checkpoint, tmp_path, capsys):  # noqa: F811
+def test_semvec_embed_compare_puts_two_checkpoints_in_one_space(  # noqa: F811
+        checkpoint, tmp_path, capsys):
     other = shutil.copy(checkpoint, tmp_path / "student.ckpt")  # the same weights: a sanity check
     out = tmp_path / "out"
     assert main(["embed", str(checkpoint), "digits", "net.classifier.1", str(out), "--dim", "8",
@@ -118,7 +121,8 @@ def test_semvec_embed_compare_puts_two_checkpoints_in_one_space(checkpoint, tmp_
     assert alive.sum() > 16
     assert torch.equal(matching.indices[alive, 0], torch.arange(32)[alive])  # itself
     assert "Matching: epoch=0-step=3 → student" in (out / "report" / "index.html").read_text()
-    assert "tensor_name: \"joint:00000\"" in (out / "projector" / "projector_config.pbtxt").read_text()
+    config = (out / "projector" / "projector_config.pbtxt").read_text()
+    assert 'tensor_name: "joint:00000"' in config
 
 
 def test_semvec_embed_compare_options_need_compare(checkpoint, tmp_path, capsys):  # noqa: F811

@@ -66,8 +66,8 @@ def match_neurons(
         :class:`NeuronMatching`.
 
     Raises:
-        SemvecValueError: vectors that are not 2-D of one dimension ``d`` (or have no rows), a similarity that
-            is not ``(N_A, N_B)``, ``k < 1`` or ``chunk < 1``.
+        SemvecValueError: vectors that are not 2-D of one dimension ``d`` (or have no rows),
+            a similarity that is not ``(N_A, N_B)``, ``k < 1`` or ``chunk < 1``.
 
     Example:
         >>> a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])

@@ -9,6 +9,7 @@ from lightning_semvec.distillation import (
 )
 from lightning_semvec.embedding import embed_neurons
 from lightning_semvec.errors import SemvecError
+from lightning_semvec.joint_embedding import embed_models
 from lightning_semvec.knowledge import KnowledgeFileError, StaticKnowledge
 from lightning_semvec.layers import resolve_layers
 from lightning_semvec.metrics import SemanticFidelity
@@ -32,6 +33,7 @@ __all__ = [
     "StudentModule",
     "TeacherDistillationModule",
     "__version__",
+    "embed_models",
     "embed_neurons",
     "resolve_layers",
     "write_embedding",

@@ -2,7 +2,8 @@
 
 The model is a Lightning checkpoint (rebuilt from its saved hyperparameters by its class,
 :class:`~lightning_semvec.models.ImageClassifier` unless ``--model_class`` names another) or a
-torchvision model name with a state-dict file of the user's. The data is an image folder
+torchvision model name with a state-dict file of the user's; ``--compare`` names a second one,
+embedded with the first in one space. The data is an image folder
 (``torchvision.datasets.ImageFolder``: one sub-folder per class) or a ``LightningDataModule``,
 by short name (``digits``, ``mnist``, ``cifar10``, ``cifar100``) or import path. Nothing is
 downloaded unless a data module is told to.
@@ -24,8 +25,10 @@ from lightning_semvec.checkpoint_export import load_checkpoint
 from lightning_semvec.checks import check_int
 from lightning_semvec.embedding import embed_neurons
 from lightning_semvec.errors import SemvecFileNotFoundError, SemvecValueError
+from lightning_semvec.joint_embedding import embed_models
 from lightning_semvec.knowledge import KNOWLEDGE_SUFFIX, StaticKnowledge
 from lightning_semvec.projector import neuron_metadata, write_embedding
+from lightning_semvec.projector_joint import write_joint_projector
 from lightning_semvec.report import write_report
 
 __all__ = ["DATA_MODULES", "embed_model"]
@@ -57,6 +60,9 @@ def embed_model(
     accelerator: str = "auto",
     precision: str = "32-true",
     trust_checkpoint: bool = False,
+    compare: str | None = None,
+    compare_weights: str | None = None,
+    compare_layers: str | None = None,
 ) -> Path:
     """Embed a trained model's neurons; write a knowledge file, a report and projector files.
 
@@ -85,26 +91,44 @@ def embed_model(
         precision: Lightning's precision (``32-true``, ``16-mixed``, ``bf16-mixed``).
         trust_checkpoint: unpickle objects other than tensors in the checkpoint (only for a
             checkpoint you trust).
+        compare: a second model (a checkpoint, or a torchvision name with
+            ``--compare_weights``) to embed with the first in one space
+            (:func:`~lightning_semvec.embed_models`): the same inputs, the same
+            ``--model_class`` and ``--num_classes``; the report gets a Matching section and the
+            projector a ``joint`` entry with a ``model`` column.
+        compare_weights: the state-dict file of a torchvision ``--compare`` model.
+        compare_layers: the second model's layers (default: ``layers``).
 
     Returns:
-        The knowledge file's path.
+        The knowledge file's path (``<name>-vs-<other>.semvec.safetensors`` with ``--compare``).
     """
     check_int("batch_size", batch_size, 1)
     check_int("image_size", image_size, 1)
-    names = [name.strip() for name in layers.split(",") if name.strip()]
-    if not names:
-        raise SemvecValueError("--layers is empty: give layer names or patterns, comma-separated.")
+    names = _layer_names(layers)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SemvecValueError(f"The output {out} is a file: give a folder to write into.")
+    if compare is None and (compare_weights is not None or compare_layers is not None):
+        raise SemvecValueError("--compare_weights and --compare_layers go with --compare (the "
+                               "second model).")
     network, stem, steps = _model(model, weights, model_class, num_classes, trust_checkpoint)
     torchvision_model = stem == model  # a name, not a checkpoint file
     imagenet = normalize == "imagenet" or (normalize == "auto" and torchvision_model)
     loader, class_names = _data(data, split, image_size, channels, imagenet, batch_size)
-    knowledge = embed_neurons(
-        network, loader, names, dim, class_names=class_names,
-        trainer={"accelerator": accelerator, "precision": precision}, training_steps=steps,
-    )
+    runner = {"accelerator": accelerator, "precision": precision}
+    if compare is None:
+        knowledge = embed_neurons(network, loader, names, dim, class_names=class_names,
+                                  trainer=runner, training_steps=steps)
+    else:
+        other, other_stem, _ = _model(compare, compare_weights, model_class, num_classes,
+                                      trust_checkpoint)
+        other_stem = other_stem if other_stem != stem else f"{other_stem}-2"
+        other_names = names if compare_layers is None else _layer_names(compare_layers)
+        knowledge = embed_models({stem: network, other_stem: other}, loader,
+                                 {stem: names, other_stem: other_names}, dim,
+                                 class_names=class_names, trainer=runner)
+        knowledge.extra["compared_with"] = Path(compare).name
+        stem = f"{stem}-vs-{other_stem}"
     knowledge.extra.update({"embedded_from": Path(model).name, "data": str(data)})
     out.mkdir(parents=True, exist_ok=True)
     path = knowledge.save(out / f"{stem}{KNOWLEDGE_SUFFIX}")
@@ -113,12 +137,20 @@ def embed_model(
     return path
 
 
+def _layer_names(layers: str) -> list[str]:
+    names = [name.strip() for name in layers.split(",") if name.strip()]
+    if not names:
+        raise SemvecValueError("--layers is empty: give layer names or patterns, comma-separated.")
+    return names
+
+
 def _write_projector(knowledge: StaticKnowledge, log_dir: Path) -> None:
     for name in knowledge:
         layer = knowledge[name]
         metadata = neuron_metadata(name, layer.num_neurons, layer.statistics or None,
                                    knowledge.class_names)
         write_embedding(log_dir, name, layer.vectors, 0, metadata)
+    write_joint_projector(log_dir, knowledge)  # models embedded together: one more entry
 
 
 def _model(

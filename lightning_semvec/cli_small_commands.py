@@ -151,7 +151,10 @@ SMALL_COMMANDS: dict[str, SmallCommand] = {
         "examples:\n  semvec embed 'lightning_logs/version_0/checkpoints/epoch=9-step=200.ckpt' "
         "digits 'net.features.*,net.classifier.1' out/ --trust-checkpoint\n"
         "  semvec embed resnet18 photos/ layer4,avgpool out/ --weights resnet18.pt\n"
-        "  (photos/ holds one sub-folder of images per class)\n",
+        "  (photos/ holds one sub-folder of images per class)\n"
+        "  semvec embed teacher.ckpt digits net.classifier.1 out/ --compare student.ckpt "
+        "--trust-checkpoint\n  (both models' neurons in one space: a Matching section in the "
+        "report)\n",
         _run_embed,
     ),
 }

@@ -22,7 +22,7 @@ from lightning_semvec.layers import LayerSpec, resolve_layers
 from lightning_semvec.model_guard import preserved_model
 from lightning_semvec.neurons import NeuronReadout, OutputSelector, Reduction, layer_readout
 
-__all__ = ["embed_neurons"]
+__all__ = ["embed_neurons", "embedding_config", "run_passes", "trainer_of", "warn_once"]
 
 #: Trainer options of the passes unless the caller sets them: no logs, files or bars.
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -109,48 +109,21 @@ def embed_neurons(
     """
     if not isinstance(model, nn.Module):
         raise SemvecTypeError(f"model must be an nn.Module, got {type(model).__name__}.")
-    config = EmbeddingConfig(
-        dim=check_int("dim", dim, 1, hint="(2 to 64 is typical)"),
-        similarity=check_choice("similarity", similarity, SIMILARITY_KINDS),
-        exact_max_neurons=check_int("exact_max_neurons", exact_max_neurons, 3),
-        oversampling=check_int("oversampling", dim + 8 if oversampling is None else oversampling, 0),
-        passes=check_int("passes", passes, 1),
-        refine_steps=check_int("refine_steps", refine_steps, 0),
-        seed=check_int("seed", seed),
-        num_classes=len(class_names) if num_classes is None and class_names else num_classes,
-        label_fn=label_fn and check_callable(
-            "label_fn", label_fn, "a callable taking a batch and returning its (B,) labels"),
-        input_fn=input_fn and check_callable(
-            "input_fn", input_fn, "a callable taking a batch and returning the model's input") or default_input,
-    )
+    config = embedding_config(
+        dim=dim, similarity=similarity, exact_max_neurons=exact_max_neurons,
+        oversampling=oversampling, passes=passes, refine_steps=refine_steps, seed=seed,
+        num_classes=num_classes, class_names=class_names, label_fn=label_fn, input_fn=input_fn)
     check_int("training_steps", training_steps, 0)
     modules = resolve_layers(model, layers)
     default = NeuronReadout(reduction, neuron_dim, select_output)
     readouts = {name: layer_readout(name, default, layer_options or {}) for name in modules}
-    runner = _trainer_of(trainer)
-    warned: set[str] = set()
-
-    def notify(key: str, message: str) -> None:
-        if key not in warned and not key.startswith("no-labels"):
-            warned.add(key)
-            rank_zero_warn(message.replace("SemanticVectorCallback", "embed_neurons"))
-
-    wrapper = EmbeddingModule(model, readouts, config, notify)
+    runner = trainer_of(trainer, "embed_neurons")
+    wrapper = EmbeddingModule(model, readouts, config, warn_once("embed_neurons"))
     with preserved_model(model):
         for name, module in modules.items():
             module.register_forward_hook(_hook(wrapper, name))
-        datamodule = dataloader if isinstance(dataloader, pl.LightningDataModule) else None
-        while wrapper.pass_index < wrapper.passes_needed:
-            before = wrapper.batches_seen
-            if datamodule is not None:
-                runner.validate(wrapper, datamodule=datamodule, verbose=False)
-            else:
-                runner.validate(wrapper, dataloaders=dataloader, verbose=False)
-            if wrapper.batches_seen == before:
-                raise SemvecValueError(
-                    "embed_neurons: the dataloader gave no batches (is it empty, or "
-                    "limit_val_batches=0?): pass data with at least one batch.")
-            _check_widths(wrapper, modules)
+        run_passes(wrapper, runner, dataloader, "embed_neurons",
+                   lambda: _check_widths(wrapper, modules))
         wrapper.model = nn.Identity()  # the wrapper must not keep the model alive
     for name, result in wrapper.results.items():
         if result.fidelity is not None:
@@ -171,6 +144,76 @@ def embed_neurons(
     )
 
 
+def embedding_config(
+    *,
+    dim: int,
+    similarity: SimilarityKind,
+    exact_max_neurons: int,
+    oversampling: int | None,
+    passes: int,
+    refine_steps: int,
+    seed: int,
+    num_classes: int | None,
+    class_names: Sequence[str] | None,
+    label_fn: LabelFn | None,
+    input_fn: Callable[[Any], Any] | None,
+) -> EmbeddingConfig:
+    """The checked :class:`EmbeddingConfig` of ``embed_neurons``-style arguments."""
+    return EmbeddingConfig(
+        dim=check_int("dim", dim, 1, hint="(2 to 64 is typical)"),
+        similarity=check_choice("similarity", similarity, SIMILARITY_KINDS),
+        exact_max_neurons=check_int("exact_max_neurons", exact_max_neurons, 3),
+        oversampling=check_int("oversampling", dim + 8 if oversampling is None else oversampling, 0),
+        passes=check_int("passes", passes, 1),
+        refine_steps=check_int("refine_steps", refine_steps, 0),
+        seed=check_int("seed", seed),
+        num_classes=len(class_names) if num_classes is None and class_names else num_classes,
+        label_fn=label_fn and check_callable(
+            "label_fn", label_fn, "a callable taking a batch and returning its (B,) labels"),
+        input_fn=input_fn and check_callable(
+            "input_fn", input_fn, "a callable taking a batch and returning the model's input") or default_input,
+    )
+
+
+def warn_once(who: str) -> Callable[[str, str], None]:
+    """The ``notify`` of an :class:`EmbeddingModule`: each message once, on rank 0, naming
+    ``who`` instead of the callback (whose helpers it shares)."""
+    warned: set[str] = set()
+
+    def notify(key: str, message: str) -> None:
+        if key not in warned and not key.startswith("no-labels"):
+            warned.add(key)
+            rank_zero_warn(message.replace("SemanticVectorCallback", who))
+
+    return notify
+
+
+def run_passes(
+    wrapper: EmbeddingModule,
+    runner: pl.Trainer,
+    dataloader: Iterable[Any] | pl.LightningDataModule,
+    who: str,
+    after_pass: Callable[[], None],
+) -> None:
+    """The ``trainer.validate`` passes ``wrapper`` needs over the data, ``after_pass`` after each.
+
+    Raises:
+        SemvecValueError: a pass that gave no batch.
+    """
+    datamodule = dataloader if isinstance(dataloader, pl.LightningDataModule) else None
+    while wrapper.pass_index < wrapper.passes_needed:
+        before = wrapper.batches_seen
+        if datamodule is not None:
+            runner.validate(wrapper, datamodule=datamodule, verbose=False)
+        else:
+            runner.validate(wrapper, dataloaders=dataloader, verbose=False)
+        if wrapper.batches_seen == before:
+            raise SemvecValueError(
+                f"{who}: the dataloader gave no batches (is it empty, or "
+                "limit_val_batches=0?): pass data with at least one batch.")
+        after_pass()
+
+
 def _hook(wrapper: EmbeddingModule, name: str) -> Callable[[nn.Module, Any, Any], None]:
     def hook(module: nn.Module, inputs: Any, output: Any) -> None:
         if wrapper.streaming:
@@ -188,7 +231,9 @@ def _check_widths(wrapper: EmbeddingModule, modules: Mapping[str, nn.Module]) ->
             "layers the forward runs (see model.named_modules()).")
 
 
-def _trainer_of(trainer: pl.Trainer | Mapping[str, Any] | None) -> pl.Trainer:
+def trainer_of(trainer: pl.Trainer | Mapping[str, Any] | None, who: str) -> pl.Trainer:
+    """The ``pl.Trainer`` of the passes: ``trainer`` itself, or one built from its arguments
+    over :data:`TRAINER_DEFAULTS`; spawning strategies and ``"*-true"`` precisions refused."""
     if isinstance(trainer, pl.Trainer):
         runner = trainer
     elif trainer is None or isinstance(trainer, Mapping):
@@ -199,7 +244,7 @@ def _trainer_of(trainer: pl.Trainer | Mapping[str, Any] | None) -> pl.Trainer:
             f"{type(trainer).__name__}.")
     if isinstance(runner.strategy.launcher, _MultiProcessingLauncher):
         raise SemvecValueError(
-            f"embed_neurons cannot use the spawning strategy {type(runner.strategy).__name__} "
+            f"{who} cannot use the spawning strategy {type(runner.strategy).__name__} "
             "(its processes cannot return the vectors): use strategy='ddp' in a script, or one "
             "device.")
     precision = str(runner.precision)

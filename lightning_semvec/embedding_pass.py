@@ -72,6 +72,9 @@ class EmbeddingModule(pl.LightningModule):
     (:func:`~lightning_semvec.embed_neurons` registers and removes them).
     """
 
+    #: The function named in messages.
+    who = "embed_neurons"
+
     def __init__(
         self, model: nn.Module, readouts: Mapping[str, NeuronReadout], config: EmbeddingConfig,
         notify: Callable[[str, str], None],
@@ -114,7 +117,10 @@ class EmbeddingModule(pl.LightningModule):
         """Stream one call's output of layer ``name`` (from its forward hook, while
         :attr:`streaming`). Read without a copy: the metrics are done with it before the
         forward goes on, so a later in-place op cannot change what they saw."""
-        activations = self.readouts[name].read(output, name)
+        self.stream(name, self.readouts[name].read(output, name))
+
+    def stream(self, name: str, activations: Tensor) -> None:
+        """Stream one batch's ``(M, N)`` activations of layer ``name`` into its metrics."""
         if self.pass_index == 0:
             analysis = self._analysis.get(name) or self._create_layer(name, activations.shape[1])
             for rows, labels in _row_chunks(activations, self._labels):
@@ -150,7 +156,7 @@ class EmbeddingModule(pl.LightningModule):
         config = self.config
         if width < 3:
             raise SemvecValueError(
-                f"embed_neurons: layer {name!r} has {width} neurons; a similarity between "
+                f"{self.who}: layer {name!r} has {width} neurons; a similarity between "
                 "neurons needs at least 3: choose a wider layer.")
         exact = width <= config.exact_max_neurons
         analysis = LayerAnalysis.create(
@@ -172,14 +178,17 @@ class EmbeddingModule(pl.LightningModule):
         count = int(alive.sum())
         if count < self.config.dim:
             rank_zero_warn(
-                f"embed_neurons: layer {name!r} has {count} neurons that vary on the data, "
+                f"{self.who}: layer {name!r} has {count} neurons that vary on the data, "
                 f"fewer than dim={self.config.dim}; its vectors span {max(count, 1)} "
                 "dimensions (the others are zero).")
         return max(1, min(self.config.dim, count))
 
     def _exact_vectors(self, name: str, analysis: LayerAnalysis) -> Tensor:
         assert analysis.fidelity is not None
-        similarity, alive = analysis.fidelity.compute_similarity()
+        return self._fit_similarity(name, *analysis.fidelity.compute_similarity())
+
+    def _fit_similarity(self, name: str, similarity: Tensor, alive: Tensor) -> Tensor:
+        """The ``(N, d)`` vectors of layer ``name`` from its exact ``(N, N)`` similarity."""
         if int(alive.sum()) < 2:
             return self._no_vectors(name, similarity.shape[0])
         dim = self._dim_for(name, alive)
@@ -198,7 +207,7 @@ class EmbeddingModule(pl.LightningModule):
         return _padded(vectors, self.config.dim)
 
     def _no_vectors(self, name: str, width: int) -> Tensor:
-        rank_zero_warn(f"embed_neurons: fewer than 2 neurons of layer {name!r} vary on the data; "
+        rank_zero_warn(f"{self.who}: fewer than 2 neurons of layer {name!r} vary on the data; "
                        "its vectors are all zero.")
         return torch.zeros(width, self.config.dim, device=self.device)
 

@@ -15,7 +15,9 @@ neighbours by semantic similarity and, when the knowledge file carries them, wha
 validation data said about each neuron (preferred class, class selectivity, mean activation,
 dead), rounded. Dead neurons have no preferred class or selectivity (empty cells), and
 selectivity values outside ``[0, 1]`` (files exported before the index was defined for signed
-activations) are left empty with a note.
+activations) are left empty with a note. A knowledge file of
+:func:`~lightning_semvec.embed_models` (models in one space) also gets a "Matching" section per
+model after the first (:mod:`lightning_semvec.report_matching`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from lightning_semvec.errors import SemvecFileNotFoundError
 from lightning_semvec.figures import evenly_spaced, pca_map, similarity_heatmaps
 from lightning_semvec.functional.similarity import normalize_vectors, semantic_similarity
 from lightning_semvec.knowledge import StaticKnowledge
+from lightning_semvec.report_matching import matching_sections
 
 __all__ = [
     "main",
@@ -94,6 +97,7 @@ def write_report(
     max_heatmap_neurons: int = 128,
     neighbours: int = 3,
     max_table_rows: int = 2000,
+    max_matching_rows: int = 50,
 ) -> Path:
     """Write the report folder of a knowledge file; returns the path of its ``index.html``.
 
@@ -110,6 +114,8 @@ def write_report(
         neighbours: nearest neighbours listed per neuron.
         max_table_rows: neurons listed per layer (the first ones); the report says how many
             were left out.
+        max_matching_rows: matched neurons listed in each "Matching" section of a joint
+            knowledge file (:func:`~lightning_semvec.embed_models`), best correlation first.
 
     Returns:
         ``<out_dir>/index.html``.
@@ -118,7 +124,7 @@ def write_report(
         KnowledgeFileError: if ``knowledge_path`` is not a valid knowledge file.
         SemvecFileNotFoundError: if ``knowledge_path`` does not exist.
         SemvecValueError: if ``max_heatmap_neurons`` is not an integer >= 1, or
-            ``neighbours`` or ``max_table_rows`` not one >= 0.
+            ``neighbours``, ``max_table_rows`` or ``max_matching_rows`` not one >= 0.
 
     Example:
         >>> import tempfile, os, torch
@@ -133,6 +139,7 @@ def write_report(
     check_int("max_heatmap_neurons", max_heatmap_neurons, 1)
     check_int("neighbours", neighbours, 0)
     check_int("max_table_rows", max_table_rows, 0)
+    check_int("max_matching_rows", max_matching_rows, 0)
     if log_dir is not None:
         warnings.warn(
             "write_report(log_dir=...) is deprecated and ignored: the per-neuron statistics "
@@ -166,6 +173,9 @@ def write_report(
         )
         dead = int(stats["dead"].sum()) if "dead" in stats else None
         contents.append((name, slug, n, dead))
+    for title, anchor, n, section in matching_sections(knowledge, max_matching_rows):
+        sections.append(section)
+        contents.append((title, anchor, n, None))
     with_selectivity = any("selectivity" in knowledge.statistics(n) for n in knowledge.layer_names)
     page = _page(knowledge, knowledge_path, _contents(contents, with_selectivity), sections)
     (out / "index.html").write_text(page, "utf-8")

@@ -32,6 +32,9 @@ PUBLIC_MODULES = [
     "lightning_semvec.projector",
     "lightning_semvec.figures",
     "lightning_semvec.report",
+    "lightning_semvec.joint_space",
+    "lightning_semvec.report_matching",
+    "lightning_semvec.projector_joint",
 ]
 
 

@@ -66,6 +66,10 @@ def test_trained_model_guide_python_blocks_run(tmp_path, monkeypatch):
     assert (tmp_path / "posthoc.semvec.safetensors").is_file()
     assert namespace["knowledge"]["net.classifier.1"].vectors.shape == (64, 16)
     assert namespace["fidelity"] > namespace["best"] - 0.05
+    # "Two models in one space"
+    assert namespace["joint"].layer_names == ["teacher/net.classifier.1", "student/net.classifier.1"]
+    assert "Matching: teacher → student" in (tmp_path / "joint_report" / "index.html").read_text()
+    assert "joint:00000" in (tmp_path / "joint_projector" / "projector_config.pbtxt").read_text()
 
 
 # The layer error's example pattern fits the model at hand (it used to say 'features.*' for every

@@ -17,6 +17,7 @@ from lightning_semvec.functional.alignment_gradient import (
     plan_alignment_runs,
 )
 from lightning_semvec.functional.fidelity import fidelity_upper_bound, semantic_fidelity
+from lightning_semvec.functional.neuron_matching import NeuronMatching, match_neurons
 from lightning_semvec.functional.optimal_embedding import (
     eigen_initial_vectors,
     nystrom_eigenpairs,
@@ -33,6 +34,7 @@ from lightning_semvec.functional.similarity import (
 
 __all__ = [
     "AlignmentGradients",
+    "NeuronMatching",
     "activation_similarity",
     "alignment_gradients",
     "alignment_loss",
@@ -42,6 +44,7 @@ __all__ = [
     "eigen_initial_vectors",
     "fidelity_upper_bound",
     "gram_frobenius_sq",
+    "match_neurons",
     "normalize_vectors",
     "nystrom_eigenpairs",
     "optimal_vectors",

@@ -17,6 +17,7 @@ from lightning_semvec.activation_gather import gather_activations
 from lightning_semvec.analysis_options import AnalysisOptions
 from lightning_semvec.callback_state import (
     CHECKPOINT_STATE_VERSION,
+    knowledge_of_parts,
     matching_state,
     vector_state_of,
 )
@@ -26,7 +27,6 @@ from lightning_semvec.functional.alignment import DENSE_MAX_NEURONS, AlignmentFo
 from lightning_semvec.functional.similarity import SimilarityKind
 from lightning_semvec.functional.similarity import semantic_similarity as _semantic_similarity
 from lightning_semvec.knowledge import StaticKnowledge
-from lightning_semvec.knowledge.document_checks import class_counts_of
 from lightning_semvec.layer_capture import LayerCapture
 from lightning_semvec.layers import LayerSpec, resolve_layers
 from lightning_semvec.logging_steps import logs_this_step
@@ -79,12 +79,10 @@ class SemanticVectorCallback(Callback):
             memory fall by ``N / K``. Default 4096; ``None`` uses every neuron of every layer.
         analysis: the validation-time analysis (statistics, fidelity, projector, figures):
             an :class:`~lightning_semvec.AnalysisOptions`, or ``None`` for none at all.
-        defer_update: run each update's arithmetic and optimizer step on a worker thread,
-            overlapping the next training step (the layers are still read inside the step).
-            It is joined before the next update, before anything reads the vectors and
-            before the checkpoint's state is taken, and on the steps that log, so the
-            vectors are bit-identical to the synchronous path's. Pays where a core is idle
-            while the model trains (``docs/performance.md``).
+        defer_update: run each update's arithmetic and optimizer step on a worker thread during
+            the next training step; joined before the next update, any read of the vectors,
+            the checkpoint and the steps that log, so the vectors are bit-identical to the
+            synchronous path's. Off by default: see ``docs/performance.md``.
 
     Example:
         >>> import lightning.pytorch as pl
@@ -251,22 +249,11 @@ class SemanticVectorCallback(Callback):
                 if loaded is not None and name in loaded else self._readout_for(name))
             for name in vectors
         }
-        statistics = {n: st for n, st in self.neuron_statistics.items() if n in vectors}
-        class_names = self.class_names
-        counts = class_counts_of(statistics)
-        if class_names is not None and counts and counts != {len(class_names)}:
-            self._warn_once("class-names", f"SemanticVectorCallback: {len(class_names)} class "
-                            f"names but {sorted(counts)} classes: the knowledge has no names.")
-            class_names = None
-        return StaticKnowledge.from_vectors(
-            vectors,
-            similarity=self.similarity,
-            reduction={name: r.reduction for name, r in readouts.items()},
-            neuron_dim={name: r.neuron_dim for name, r in readouts.items()},
-            statistics=statistics,
+        return knowledge_of_parts(
+            vectors, readouts, {n: st for n, st in self.neuron_statistics.items() if n in vectors},
+            self.class_names, similarity=self.similarity, training_steps=self.training_steps,
             source_model=self.source_model or (loaded.source_model if loaded else None),
-            training_steps=self.training_steps,
-            class_names=class_names,
+            warn_once=self._warn_once,
         )
 
     def export_knowledge(self, path: str | Path) -> Path:

@@ -11,18 +11,21 @@ read as well.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from lightning_semvec.knowledge import KNOWLEDGE_MARKER, KnowledgeFileError, StaticKnowledge
+from lightning_semvec.knowledge.document_checks import class_counts_of
+from lightning_semvec.neurons import NeuronReadout
 from lightning_semvec.semantic_vectors import state_key
 
 __all__ = [
     "CHECKPOINT_STATE_VERSION",
     "is_callback_state",
+    "knowledge_of_parts",
     "knowledge_of_state",
     "matching_state",
     "vector_state_of",
@@ -30,6 +33,36 @@ __all__ = [
 
 #: 2: the knowledge document inside; 1 (lightning_semvec 0.1): vectors and metadata apart.
 CHECKPOINT_STATE_VERSION = 2
+
+
+def knowledge_of_parts(
+    vectors: Mapping[str, Tensor],
+    readouts: Mapping[str, NeuronReadout],
+    statistics: Mapping[str, Mapping[str, Tensor]],
+    class_names: Sequence[str] | None,
+    *,
+    similarity: str,
+    training_steps: int,
+    source_model: str | None,
+    warn_once: Callable[[str, str], None],
+) -> StaticKnowledge:
+    """The callback's knowledge from its parts: ``(N, d)`` vectors, readouts and statistics per
+    layer. Class names that do not match the statistics' classes are dropped, with a warning."""
+    counts = class_counts_of(statistics)
+    if class_names is not None and counts and counts != {len(class_names)}:
+        warn_once("class-names", f"SemanticVectorCallback: {len(class_names)} class names but "
+                  f"{sorted(counts)} classes: the knowledge has no names.")
+        class_names = None
+    return StaticKnowledge.from_vectors(
+        dict(vectors),
+        similarity=similarity,  # type: ignore[arg-type]
+        reduction={name: r.reduction for name, r in readouts.items()},
+        neuron_dim={name: r.neuron_dim for name, r in readouts.items()},
+        statistics={name: dict(values) for name, values in statistics.items()},
+        source_model=source_model,
+        training_steps=training_steps,
+        class_names=list(class_names) if class_names is not None else None,
+    )
 
 
 def _is_legacy(state: Mapping[str, Any]) -> bool:

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from lightning_semvec.checks import check_choice, check_int, check_number
 from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.functional.alignment import ALIGNMENT_FORMS, DENSE_MAX_NEURONS, AlignmentForm
-from lightning_semvec.functional.alignment_gradient import alignment_gradients, plan_alignment_runs
+from lightning_semvec.bad_layer_step import step_skipping_bad_layers
+from lightning_semvec.functional.alignment_gradient import alignment_gradients, split_alignment_runs
 from lightning_semvec.functional.similarity import SIMILARITY_KINDS, SimilarityKind
 from lightning_semvec.layers import module_dict_key
 
@@ -383,7 +384,7 @@ class SemanticVectors(nn.Module):
                 self._parameter(n) if n not in subsets
                 else self._parameter(n).index_select(0, subsets[n]) for n in members
             ]
-            for form, columns, layers in _split_by_form(self.form, acts, vectors, self.dim):
+            for form, columns, layers in split_alignment_runs(self.form, acts, vectors, self.dim):
                 out = alignment_gradients(
                     columns, [vectors[i] for i in layers], self.similarity, form,
                     group_weights, with_losses,
@@ -463,69 +464,3 @@ class SemanticVectors(nn.Module):
             else:
                 self._add_layer(name, torch.zeros(saved.shape, device=saved.device))
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-
-def step_skipping_bad_layers(
-    optimizer: torch.optim.Optimizer,
-    params: list[nn.Parameter],
-    gradients: list[Tensor],
-    ok: Tensor,
-    sync_free: bool,
-) -> list[bool] | None:
-    """One optimizer step; a layer whose ``ok`` flag is False keeps its vectors and state.
-
-    On the CPU the ``(L,)`` flags are read on the host (free there): a bad layer simply gets
-    no gradient, which every optimizer skips. On an accelerator (``sync_free``) that read
-    would stall the pipeline, so every layer is snapshotted and a bad one restored with
-    ``torch.where``. Returns the host flags, or ``None`` on the sync-free path.
-    """
-    if not sync_free:
-        flags = [bool(f) for f in ok.tolist()]
-        for param, grad, good in zip(params, gradients, flags):
-            param.grad = grad if good else None
-        optimizer.step()
-        for param in params:
-            param.grad = None
-        return flags
-    snapshot = [(p.detach().clone(), _state_tensors(optimizer, p)) for p in params]
-    for param, grad in zip(params, gradients):
-        param.grad = grad
-    optimizer.step()
-    with torch.no_grad():
-        for i, (param, (old_param, old_state)) in enumerate(zip(params, snapshot)):
-            param.grad = None
-            good = ok[i]
-            param.copy_(torch.where(good, param, old_param))
-            for key, value in optimizer.state[param].items():
-                # A step counter kept on the host (non-fused optimizers on a GPU run) is
-                # left as is: moving the flag there would cost a sync for a detail.
-                if isinstance(value, Tensor) and value.device == good.device:
-                    before = old_state.get(key, torch.zeros_like(value))
-                    value.copy_(torch.where(good, value, before))
-    return None
-
-
-def _split_by_form(
-    form: str, activations: Tensor, vectors: list[Tensor], dim: int
-) -> list[tuple[str, Tensor, list[int]]]:
-    """``(form, activation columns, layer indices)`` for each call (see ``plan_alignment_runs``)."""
-    sizes = [v.shape[0] for v in vectors]
-    runs = plan_alignment_runs(activations.shape[0], sizes, dim, form)
-    if len(runs) == 1:
-        return [(runs[0][0], activations, runs[0][1])]
-    starts = [0]
-    for size in sizes:
-        starts.append(starts[-1] + size)
-    pieces = [[activations[:, starts[i] : starts[i + 1]] for i in layers] for _, layers in runs]
-    return [
-        (kind, columns[0] if len(columns) == 1 else torch.cat(columns, dim=1), layers)
-        for (kind, layers), columns in zip(runs, pieces)
-    ]
-
-
-def _state_tensors(optimizer: torch.optim.Optimizer, param: nn.Parameter) -> dict[str, Tensor]:
-    return {
-        key: value.detach().clone()
-        for key, value in optimizer.state.get(param, {}).items()
-        if isinstance(value, Tensor)
-    }

@@ -158,6 +158,26 @@ def plan_alignment_runs(
     return runs
 
 
+def split_alignment_runs(
+    form: str, activations: Tensor, vectors: list[Tensor], dim: int
+) -> list[tuple[str, Tensor, list[int]]]:
+    """``(form, activation columns, layer indices)`` of each :func:`alignment_gradients` call that
+    :func:`plan_alignment_runs` plans for layers whose ``vectors`` sit side by side in
+    ``activations`` (``(M, sum N_l)``); one run gets ``activations`` itself, not a copy."""
+    sizes = [v.shape[0] for v in vectors]
+    runs = plan_alignment_runs(activations.shape[0], sizes, dim, form)
+    if len(runs) == 1:
+        return [(runs[0][0], activations, runs[0][1])]
+    starts = [0]
+    for size in sizes:
+        starts.append(starts[-1] + size)
+    pieces = [[activations[:, starts[i] : starts[i + 1]] for i in layers] for _, layers in runs]
+    return [
+        (kind, columns[0] if len(columns) == 1 else torch.cat(columns, dim=1), layers)
+        for (kind, layers), columns in zip(runs, pieces)
+    ]
+
+
 @functools.lru_cache(maxsize=16)
 def _layout(sizes: tuple[int, ...], device: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:
     """For layers of ``sizes`` side by side: each column's layer ``(T,)``, the ``(L, T)``

@@ -61,3 +61,54 @@ def test_every_process_gets_the_vectors_of_one_process_on_all_the_data(tmp_path)
         # vectors within a near-degenerate eigenspace would leave them alike too).
         torch.testing.assert_close(semantic_similarity(rank0[name]),
                                    semantic_similarity(single[name].vectors), atol=1e-4, rtol=0)
+
+
+JOINT_SCRIPT = """
+import json
+import sys
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+sys.path.insert(0, {tests!r})
+from tiny_models import TinyConvNet, make_data
+from lightning_semvec import embed_models
+
+torch.manual_seed(0)
+a = TinyConvNet()
+torch.manual_seed(1)
+b = TinyConvNet()
+knowledge = embed_models(
+    {{"a": a, "b": b}}, DataLoader(make_data(64), batch_size=8), ["features.2", "classifier.2"],
+    dim=3, trainer=dict(accelerator="cpu", devices=2, strategy="ddp", logger=False,
+                        enable_progress_bar=False, enable_model_summary=False),
+)
+rank = dist.get_rank()
+torch.save({{"vectors": {{name: knowledge[name].vectors for name in knowledge}},
+             "extra": dict(knowledge.extra)}}, {out!r} + f"/joint{{rank}}.pt")
+"""
+
+
+def test_embed_models_under_ddp_gives_every_process_the_one_process_space(tmp_path):
+    from lightning_semvec import embed_models
+
+    torch.manual_seed(0)
+    a = TinyConvNet()
+    torch.manual_seed(1)
+    b = TinyConvNet()
+    single = embed_models({"a": a, "b": b}, DataLoader(make_data(64), batch_size=16),
+                          ["features.2", "classifier.2"], dim=3)
+    script = tmp_path / "joint_ddp.py"
+    script.write_text(textwrap.dedent(JOINT_SCRIPT.format(tests=str(ROOT / "tests"), out=str(tmp_path))))
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = torch.load(tmp_path / "joint0.pt"), torch.load(tmp_path / "joint1.pt")
+    assert list(rank0["vectors"]) == single.layer_names == [
+        "a/features.2", "a/classifier.2", "b/features.2", "b/classifier.2"]
+    assert rank0["extra"] == rank1["extra"]  # the same matching on every process
+    joint = {rank: torch.cat(list(r["vectors"].values())) for rank, r in enumerate((rank0, rank1))}
+    assert torch.equal(joint[0], joint[1])
+    expected = torch.cat([single[name].vectors for name in single])
+    torch.testing.assert_close(semantic_similarity(joint[0]), semantic_similarity(expected),
+                               atol=1e-4, rtol=0)

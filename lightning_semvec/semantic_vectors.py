@@ -255,10 +255,11 @@ class SemanticVectors(nn.Module):
         self.wait()
         for name, width in num_neurons.items():
             if name in self._names:
-                if self[name].shape[0] != width:
+                known = self._parameter(name).shape[0]
+                if known != width:
                     raise SemvecValueError(
                         f"Layer {name!r} now has {width} neurons but its semantic vectors have "
-                        f"{self[name].shape[0]} (from a checkpoint or an earlier step)."
+                        f"{known} (from a checkpoint or an earlier step)."
                     )
                 continue
             generator = torch.Generator().manual_seed(self.seed + zlib.crc32(name.encode()))
@@ -366,7 +367,8 @@ class SemanticVectors(nn.Module):
         subsets: Mapping[str, Tensor],
         with_losses: bool,
     ) -> StepResult:
-        device = self._parameter(next(iter(activations))).device
+        layers = {n: self.layers[self._names[n]] for n in activations}  # each looked up once
+        device = next(iter(layers.values())).vectors.device
         groups: dict[tuple[Any, ...], list[str]] = {}
         for name, acts in activations.items():
             layer_weights = weights.get(name) if isinstance(weights, Mapping) else weights
@@ -381,20 +383,21 @@ class SemanticVectors(nn.Module):
             group_weights = weights.get(members[0]) if isinstance(weights, Mapping) else weights
             # Under no_grad: the parameters themselves, no detached aliases to make.
             vectors = [
-                self._parameter(n) if n not in subsets
-                else self._parameter(n).index_select(0, subsets[n]) for n in members
+                layers[n].vectors if n not in subsets
+                else layers[n].vectors.index_select(0, subsets[n]) for n in members
             ]
-            for form, columns, layers in split_alignment_runs(self.form, acts, vectors, self.dim):
+            for form, columns, run in split_alignment_runs(self.form, acts, vectors, self.dim):
                 out = alignment_gradients(
-                    columns, [vectors[i] for i in layers], self.similarity, form,
+                    columns, [vectors[i] for i in run], self.similarity, form,
                     group_weights, with_losses,
                 )
-                names.extend(members[i] for i in layers)
+                names.extend(members[i] for i in run)
                 gradients.extend(out.gradients)
                 ok_flags.append(out.ok)
                 if out.losses is not None:
                     losses.append(out.losses)
-        params = [self._parameter(n) for n in names]
+        counters = [layers[n] for n in names]
+        params = [layer.vectors for layer in counters]
         gradients = [
             g if n not in subsets else torch.zeros_like(p).index_copy_(0, subsets[n], g)
             for n, p, g in zip(names, params, gradients)
@@ -404,7 +407,6 @@ class SemanticVectors(nn.Module):
         flags = step_skipping_bad_layers(
             self._optimizer, params, gradients, ok, sync_free=device.type != "cpu"
         )
-        counters = [self.layers[self._names[n]] for n in names]
         if flags is not None:  # host flags: touch the counters only when a layer was bad
             for layer, good in zip(counters, flags):
                 if not good:

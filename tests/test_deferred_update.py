@@ -2,8 +2,11 @@
 bit for bit (resume and DDP: tests/test_callback_resume.py, tests/test_callback_ddp.py)."""
 
 import copy
+import gc
 import pickle
+import threading
 import time
+import weakref
 
 import lightning.pytorch as pl
 import pytest
@@ -121,3 +124,18 @@ def test_a_new_layers_shape_error_is_raised_by_the_deferring_call_itself():
 def test_defer_update_must_be_a_bool():
     with pytest.raises(TypeError, match="defer_update must be True or False"):
         SemanticVectorCallback(layers="fc", defer_update="yes")
+
+
+def test_vectors_that_deferred_a_step_are_freed_with_their_thread():
+    # The worker thread must not keep the vectors (and their optimizer, on the GPU maybe)
+    # alive once nothing else refers to them, nor keep running itself.
+    vectors = SemanticVectors(dim=4)
+    vectors.step(acts(0), defer=True)
+    vectors.wait()
+    worker, alive = vectors._worker_thread, weakref.ref(vectors)
+    assert worker is not None and worker.is_alive()
+    del vectors
+    gc.collect()
+    assert alive() is None
+    worker.join(timeout=5)
+    assert not worker.is_alive() and worker not in threading.enumerate()

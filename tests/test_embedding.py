@@ -173,6 +173,8 @@ def test_model_is_left_exactly_as_it_was_also_after_an_exception():
         ({"trainer": "gpu"}, "trainer must be a lightning.pytorch.Trainer"),
         ({"passes": 0}, "passes must be an integer >= 1"),
         ({"input_fn": 3}, "input_fn must be a callable"),
+        # A bare TypeError from list() before.
+        ({"layers": None}, "layers must be a module name, a glob pattern"),
     ],
 )
 def test_bad_input_is_one_clear_error_and_changes_nothing(kwargs, message):

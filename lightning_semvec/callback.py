@@ -28,7 +28,7 @@ from lightning_semvec.functional.similarity import SimilarityKind
 from lightning_semvec.functional.similarity import semantic_similarity as _semantic_similarity
 from lightning_semvec.knowledge import StaticKnowledge
 from lightning_semvec.layer_capture import LayerCapture
-from lightning_semvec.layers import LayerSpec, resolve_layers
+from lightning_semvec.layers import LayerSpec, layer_spec_list, resolve_layers
 from lightning_semvec.logging_steps import logs_this_step
 from lightning_semvec.neurons import NeuronReadout, OutputSelector, Reduction, layer_readout
 from lightning_semvec.semantic_vectors import OptimizerCallable, SemanticVectors
@@ -118,9 +118,7 @@ class SemanticVectorCallback(Callback):
         defer_update: bool = False,
     ) -> None:
         super().__init__()
-        if isinstance(layers, (str, nn.Module)):
-            layers = [layers]
-        layers = list(layers)
+        layers = layer_spec_list(layers, "net.features.*")
         if not layers:
             raise SemvecValueError(
                 "SemanticVectorCallback needs at least one layer: pass module names, glob "

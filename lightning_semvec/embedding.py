@@ -159,6 +159,18 @@ def embedding_config(
     input_fn: Callable[[Any], Any] | None,
 ) -> EmbeddingConfig:
     """The checked :class:`EmbeddingConfig` of ``embed_neurons``-style arguments."""
+    # Checked here, before any pass: a bad number of classes or names would otherwise fail
+    # only after the whole data had gone through the model, in a message naming the callback.
+    if num_classes is not None:
+        check_int("num_classes", num_classes, 1, hint="(the number of label values), or None.")
+    if class_names is not None:
+        if isinstance(class_names, str) or not all(isinstance(c, str) for c in class_names):
+            raise SemvecTypeError(
+                f"class_names must be a list of strings, one per class, got {class_names!r}.")
+        if num_classes is not None and len(class_names) != num_classes:
+            raise SemvecValueError(
+                f"class_names has {len(class_names)} names but num_classes={num_classes}: give "
+                "one name per class (or only one of the two).")
     return EmbeddingConfig(
         dim=check_int("dim", dim, 1, hint="(2 to 64 is typical)"),
         similarity=check_choice("similarity", similarity, SIMILARITY_KINDS),

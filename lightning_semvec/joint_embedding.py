@@ -182,8 +182,8 @@ def _chosen_layers(
     for model_name, model in models.items():
         try:
             modules = resolve_layers(model, per_model[model_name])
-        except SemvecValueError as err:
-            raise SemvecValueError(f"embed_models, model {model_name!r}: {err}") from err
+        except (SemvecValueError, SemvecTypeError) as err:
+            raise type(err)(f"embed_models, model {model_name!r}: {err}") from err
         for layer, module in modules.items():
             chosen[joint_layer_name(model_name, layer)] = (model_name, module)
     return chosen

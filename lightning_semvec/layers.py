@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from torch import nn
 
-from lightning_semvec.errors import SemvecValueError
+from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 
 LayerSpec = str | nn.Module
 
@@ -53,6 +54,18 @@ def example_pattern(model: nn.Module) -> str:
     return "*"
 
 
+def layer_spec_list(layers: Any, example: str = "*") -> list[LayerSpec]:
+    """``layers`` (one spec or an iterable of them) as a list; a clear error for anything else
+    (``None``, a number), which ``list()`` would meet with a bare ``TypeError``."""
+    if isinstance(layers, (str, nn.Module)):
+        return [layers]
+    if not isinstance(layers, Iterable):
+        raise SemvecTypeError(
+            "layers must be a module name, a glob pattern, a module or a list of them, e.g. "
+            f"layers=[{example!r}], got {type(layers).__name__}: {layers!r}.")
+    return list(layers)
+
+
 def resolve_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec]) -> dict[str, nn.Module]:
     """Resolve layer specifications to ``{dotted name: module}``, in the model's module order.
 
@@ -71,7 +84,7 @@ def resolve_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec]) ->
         >>> list(resolve_layers(net, ["0", "*"]))
         ['0', '1', '2']
     """
-    specs: list[LayerSpec] = [layers] if isinstance(layers, (str, nn.Module)) else list(layers)
+    specs = layer_spec_list(layers, example_pattern(model))
     if not specs:
         raise SemvecValueError(
             "No layers given: pass at least one module name, glob pattern or module, "

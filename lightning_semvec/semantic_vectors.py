@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import threading
 import warnings
+import weakref
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -164,10 +165,16 @@ class SemanticVectors(nn.Module):
     def _submit(self, *args: Any) -> None:
         if self._executor is None:
             threads = torch.get_num_threads()
+            # The worker thread holds its initializer for its whole life: a strong reference
+            # to self there would keep these vectors, their optimizer and the thread alive
+            # forever. Through a weak one, dropping the vectors ends the thread as well.
+            owner = weakref.ref(self)
 
             def start() -> None:  # the same intra-op threads as the caller's: the same kernels
                 torch.set_num_threads(threads)
-                self._worker_thread = threading.current_thread()
+                vectors = owner()
+                if vectors is not None:
+                    vectors._worker_thread = threading.current_thread()
 
             self._executor = ThreadPoolExecutor(1, "semvec-update", initializer=start)
         self._deferred = self._executor.submit(self._step_now, *args)

@@ -2,8 +2,11 @@
 bit for bit (resume and DDP: tests/test_callback_resume.py, tests/test_callback_ddp.py)."""
 
 import copy
+import gc
 import pickle
+import threading
 import time
+import weakref
 
 import lightning.pytorch as pl
 import pytest
@@ -27,9 +30,16 @@ def fit(defer, **overrides):
     return model, semvec
 
 
-def test_deferred_updates_equal_the_synchronous_ones_bit_for_bit():
+def test_deferred_updates_equal_the_synchronous_ones_bit_for_bit(monkeypatch):
     sync_model, sync = fit(False)
+    submitted = []
+    submit = SemanticVectors._submit
+    monkeypatch.setattr(SemanticVectors, "_submit",
+                        lambda self, *args: (submitted.append(1), submit(self, *args))[1])
     model, deferred = fit(True)
+    # The equality means something only if the callback deferred: 18 updates, of which the
+    # 4 logging ones (steps 4, 8, 12, 16) run at once.
+    assert len(submitted) == 14
     assert deferred.training_steps == sync.training_steps == 18
     for name, expected in sync.semantic_vectors.items():
         assert torch.equal(deferred.semantic_vectors[name], expected), name
@@ -121,3 +131,18 @@ def test_a_new_layers_shape_error_is_raised_by_the_deferring_call_itself():
 def test_defer_update_must_be_a_bool():
     with pytest.raises(TypeError, match="defer_update must be True or False"):
         SemanticVectorCallback(layers="fc", defer_update="yes")
+
+
+def test_vectors_that_deferred_a_step_are_freed_with_their_thread():
+    # The worker thread must not keep the vectors (and their optimizer, on the GPU maybe)
+    # alive once nothing else refers to them, nor keep running itself.
+    vectors = SemanticVectors(dim=4)
+    vectors.step(acts(0), defer=True)
+    vectors.wait()
+    worker, alive = vectors._worker_thread, weakref.ref(vectors)
+    assert worker is not None and worker.is_alive()
+    del vectors
+    gc.collect()
+    assert alive() is None
+    worker.join(timeout=5)
+    assert not worker.is_alive() and worker not in threading.enumerate()

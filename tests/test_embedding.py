@@ -173,6 +173,12 @@ def test_model_is_left_exactly_as_it_was_also_after_an_exception():
         ({"trainer": "gpu"}, "trainer must be a lightning.pytorch.Trainer"),
         ({"passes": 0}, "passes must be an integer >= 1"),
         ({"input_fn": 3}, "input_fn must be a callable"),
+        # Checked before any pass (these failed only after it, or with a bare TypeError).
+        ({"num_classes": "3"}, "num_classes must be an integer >= 1"),
+        ({"num_classes": 0}, "num_classes must be an integer >= 1"),
+        ({"num_classes": 3, "class_names": ["x", "y"]}, "class_names has 2 names but num_classes=3"),
+        ({"class_names": "xyz"}, "class_names must be a list of strings"),
+        ({"layers": None}, "layers must be a module name, a glob pattern"),
     ],
 )
 def test_bad_input_is_one_clear_error_and_changes_nothing(kwargs, message):

@@ -207,6 +207,10 @@ class SkipsALayer(nn.Module):
          "embed_models, model 'b': .*'fc'"),
         ({"a": mlp(0), "b": mlp(1)}, 3, {}, SemvecTypeError,
          "layers must be {model name: layer names or patterns}"),
+        ({"a": mlp(0), "b": mlp(1)}, {"a": "1", "b": None}, {}, SemvecTypeError,
+         "embed_models, model 'b': layers must be a module name"),
+        ({"a": mlp(0), "b": mlp(1)}, ["1"], {"num_classes": 3, "class_names": ["x", "y"]},
+         SemvecValueError, "class_names has 2 names but num_classes=3"),
         ({"a": mlp(0), "b": mlp(1)}, ["1"], {"dim": 0}, SemvecValueError, "dim"),
         ({"a": mlp(0), "b": SkipsALayer()}, {"a": ["1"], "b": ["unused"]}, {}, SemvecValueError,
          r"layers \['b/unused'\] were never called in their model's forward"),
@@ -216,7 +220,7 @@ class SkipsALayer(nn.Module):
     ],
     ids=["not-a-dict", "one-model", "slash-in-name", "empty-name", "not-a-module",
          "layers-miss-a-model", "layers-name-another-model", "unknown-layer", "layers-type",
-         "dim", "layer-never-called", "rows-differ"],
+         "layers-none-for-a-model", "class-names-vs-num-classes", "dim", "layer-never-called", "rows-differ"],
 )
 def test_bad_input_is_one_clear_error(models, layers, options, error, message):
     images = isinstance(next(iter(models.values()), None), TwoResolutions) if isinstance(

@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_semvec import NeuronReadout, resolve_layers
+from lightning_semvec import NeuronReadout, SemanticVectorCallback, resolve_layers
+from lightning_semvec.errors import SemvecTypeError
 from lightning_semvec.layers import matches_pattern
 
 
@@ -49,6 +50,13 @@ def test_empty_foreign_and_wrong_type_specs():
         resolve_layers(Net(), nn.Linear(2, 2))
     with pytest.raises(ValueError, match="module name, a glob pattern or an nn.Module"):
         resolve_layers(Net(), [3])
+    # Not a spec nor a list of them: one clear error, not list()'s bare TypeError, in every
+    # entry point that takes layers.
+    for layers in (None, 3):
+        with pytest.raises(SemvecTypeError, match="layers must be a module name, a glob pattern"):
+            resolve_layers(Net(), layers)
+        with pytest.raises(SemvecTypeError, match="layers must be a module name, a glob pattern"):
+            SemanticVectorCallback(layers=layers)
 
 
 @pytest.mark.parametrize(

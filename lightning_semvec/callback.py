@@ -13,7 +13,6 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
-from lightning_semvec.activation_gather import gather_activations
 from lightning_semvec.analysis_options import AnalysisOptions
 from lightning_semvec.callback_state import (
     CHECKPOINT_STATE_VERSION,
@@ -29,9 +28,9 @@ from lightning_semvec.functional.similarity import semantic_similarity as _seman
 from lightning_semvec.knowledge import StaticKnowledge
 from lightning_semvec.layer_capture import LayerCapture
 from lightning_semvec.layers import LayerSpec, layer_spec_list, resolve_layers
-from lightning_semvec.logging_steps import logs_this_step
 from lightning_semvec.neurons import NeuronReadout, OutputSelector, Reduction, layer_readout
 from lightning_semvec.semantic_vectors import OptimizerCallable, SemanticVectors
+from lightning_semvec.training_update import update_vectors
 from lightning_semvec.validation_analysis import ValidationAnalysis
 
 __all__ = ["SemanticVectorCallback"]
@@ -386,6 +385,15 @@ class SemanticVectorCallback(Callback):
                 self._analysis.layers = None
 
     @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # Lightning skips teardown after an exception: join a deferred update here, without
+        # letting its own error (if any) replace the one fit is raising.
+        try:
+            self.vectors.wait()
+        except Exception as error:
+            rank_zero_warn(f"SemanticVectorCallback: the deferred update also failed: {error!r}")
+
+    @override
     def state_dict(self) -> dict[str, Any]:
         if not self.vectors.layer_names:
             return {}
@@ -467,30 +475,7 @@ class SemanticVectorCallback(Callback):
         activations: dict[str, Tensor],
         capture: LayerCapture,
     ) -> None:
-        """Gather this step's activations (``{layer: (M, K)}`` of the layers this process ran)
-        from every process and step the vectors; runs on every process at every update."""
-        logging = logs_this_step(trainer, after_optimizer_step=True)
-        gathered = gather_activations(
-            pl_module, trainer.world_size, list(self._modules), activations,
-            subsets=capture.subsets, widths=capture.widths,
-            neuron_subset=lambda n: self.vectors.neuron_subset(n, capture.step, pl_module.device),
-            warn_once=self._warn_once,
-        )
-        for name in gathered.not_called:  # on no process: the gather said so on every one
-            self._warn_once(f"missing:{name}", f"SemanticVectorCallback: layer {name!r} was not "
-                            "called in this training step, so its vectors were not updated.")
-        if not gathered.activations:
-            return
-        result = self.vectors.step(
-            gathered.activations, gathered.weights, subsets=gathered.subsets,
-            num_neurons=gathered.widths, with_losses=logging,
-            defer=self.defer_update and not logging,  # logging reads the losses at once
-        )
-        self.training_steps = trainer.global_step
-        if result is not None and logging:
-            losses, skipped = self.vectors.last_losses(), self.vectors.skipped_counts()
-            for name in result.names:
-                pl_module.log(f"semvec/{name}/align_loss", losses[name], on_step=True,
-                              on_epoch=False, batch_size=1)
-                pl_module.log(f"semvec/{name}/skipped_steps", skipped[name].float(),
-                              on_step=True, on_epoch=False, batch_size=1)
+        """Gather this step's activations from every process and step the vectors."""
+        if update_vectors(trainer, pl_module, self.vectors, list(self._modules), activations,
+                          capture, defer=self.defer_update, warn_once=self._warn_once):
+            self.training_steps = trainer.global_step

@@ -93,7 +93,7 @@ def embed_model(
             checkpoint you trust).
         compare: a second model (a checkpoint, or a torchvision name with
             ``--compare_weights``) to embed with the first in one space
-            (:func:`~lightning_semvec.embed_models`): the same inputs, the same
+            (``lightning_semvec.embed_models``): the same inputs, the same
             ``--model_class`` and ``--num_classes``; the report gets a Matching section and the
             projector a ``joint`` entry with a ``model`` column.
         compare_weights: the state-dict file of a torchvision ``--compare`` model.
@@ -122,7 +122,9 @@ def embed_model(
     else:
         other, other_stem, _ = _model(compare, compare_weights, model_class, num_classes,
                                       trust_checkpoint)
-        other_stem = other_stem if other_stem != stem else f"{other_stem}-2"
+        if other_stem == stem:  # two runs' "epoch=9-step=200": name them by their run folders
+            stem, other_stem = _run_name(Path(model), stem), _run_name(Path(compare), other_stem)
+            other_stem = other_stem if other_stem != stem else f"{other_stem}-2"
         other_names = names if compare_layers is None else _layer_names(compare_layers)
         knowledge = embed_models({stem: network, other_stem: other}, loader,
                                  {stem: names, other_stem: other_names}, dim,
@@ -135,6 +137,12 @@ def embed_model(
     write_report(path, out / "report")
     _write_projector(knowledge, out / "projector")
     return path
+
+
+def _run_name(path: Path, stem: str) -> str:
+    """``version_3`` for ``lightning_logs/version_3/checkpoints/x.ckpt``; else ``stem``."""
+    parents = path.resolve().parents
+    return parents[1].name if path.parent.name == "checkpoints" and len(parents) > 1 else stem
 
 
 def _layer_names(layers: str) -> list[str]:
@@ -170,14 +178,18 @@ def _model(
         if not (isinstance(cls, type) and issubclass(cls, pl.LightningModule)):
             raise SemvecValueError(f"--model_class {model_class} is not a LightningModule class.")
         try:
-            module = cls(**dict(checkpoint.get("hyper_parameters") or {}))
-            module.on_load_checkpoint(checkpoint)
-            module.load_state_dict(checkpoint["state_dict"])
+            # Lightning's own loader: it rebuilds what `semvec fit` (LightningCLI) saved, the
+            # optimizer as {class_path, init_args} included, through its allow-listed
+            # instantiator; the file was read above with the same trust, so this read is too.
+            module = cls.load_from_checkpoint(path, map_location="cpu", weights_only=not trust)
         except (TypeError, RuntimeError, KeyError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            written_by = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+            hint = (f"it was written by {written_by}: pass --model_class {written_by}"
+                    if written_by and written_by != f"{cls.__module__}.{cls.__qualname__}"
+                    else "pass the LightningModule class that wrote it with --model_class")
             raise SemvecValueError(
-                f"{path} does not rebuild as a {cls.__name__} ({first}): pass the class that "
-                "wrote it with --model_class.") from err
+                f"{path} does not rebuild as {cls.__name__} ({first}): {hint}.") from err
         return module, path.name.removesuffix(".ckpt"), int(checkpoint.get("global_step", 0))
     if source not in torchvision.models.list_models():
         raise SemvecValueError(
@@ -232,6 +244,9 @@ def _data(
     module.prepare_data()
     module.setup("fit" if split != "test" else "test")
     loader = getattr(module, f"{split}_dataloader")()
+    if isinstance(loader, DataLoader):  # in order: every pass sees the same batches
+        loader = DataLoader(loader.dataset, batch_size=loader.batch_size or batch_size,
+                            num_workers=loader.num_workers, collate_fn=loader.collate_fn)
     names = getattr(module, "class_names", None)
     return loader, list(names) if names is not None else None
 

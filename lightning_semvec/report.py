@@ -169,7 +169,7 @@ def write_report(
         figure.savefig(out / f"{slug}_pca.png", dpi=100)
         sections.append(
             _layer_section(name, slug, vectors, stats, class_names, neighbours, max_table_rows,
-                           shown=ids.numel())
+                           shown=ids.numel(), embedded="embedded" in knowledge.extra)
         )
         dead = int(stats["dead"].sum()) if "dead" in stats else None
         contents.append((name, slug, n, dead))
@@ -249,6 +249,7 @@ def _layer_section(
     neighbours: int,
     max_rows: int,
     shown: int,
+    embedded: bool = False,
 ) -> str:
     n, d = vectors.shape
     norms = vectors.norm(dim=1)
@@ -271,10 +272,14 @@ def _layer_section(
         )
         body.append(f'<tr class="dead">{tds}</tr>' if dead[i] else f"<tr>{tds}</tr>")
     if stat_cells:
-        source = "Validation statistics: from the knowledge file (the last analysed validation epoch)."
+        # embed_neurons / embed_models measure on the data they stream, not a validation epoch.
+        data = "the data it was embedded on" if embedded else "the validation data"
+        source = ("Statistics: from the knowledge file, measured on the data it was embedded on."
+                  if embedded else "Validation statistics: from the knowledge file (the last "
+                  "analysed validation epoch).")
         dead_count = int(stats["dead"].sum()) if "dead" in stats else 0
         if "dead" in stats:
-            source += f" {dead_count} of {n} neurons dead (constant on the validation data)."
+            source += f" {dead_count} of {n} neurons dead (constant on {data})."
     else:
         source = ("No validation statistics in this knowledge file (export it after an analysed "
                   "validation epoch to add them).")
@@ -331,10 +336,16 @@ def _contents(rows: list[tuple[str, str, int, int | None]], selectivity_note: bo
 def _page(
     knowledge: StaticKnowledge, knowledge_path: Path, contents: str, sections: list[str]
 ) -> str:
+    extra = knowledge.extra
+    embedded = extra.get("embedded")
     facts = [
         ("knowledge file", str(knowledge_path)),
-        ("teacher model", knowledge.source_model or "unknown"),
-        ("training steps", str(knowledge.training_steps)),
+        ("models" if "; " in (knowledge.source_model or "") else "teacher model" if not embedded
+         else "model", knowledge.source_model or "unknown"),
+        ("training steps", str(knowledge.training_steps) if knowledge.training_steps or not embedded
+         else "not recorded"),
+        *([("vectors", f"{embedded}, in-sample fidelity {float(extra['fidelity/joint']):.4f}"
+            if "fidelity/joint" in extra else str(embedded))] if embedded else []),
         ("classes", ", ".join(knowledge.class_names) if knowledge.class_names else "unknown"),
         ("lightning_semvec", knowledge.package_version),
     ]

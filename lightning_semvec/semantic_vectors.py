@@ -153,8 +153,11 @@ class SemanticVectors(nn.Module):
     # ------------------------------------------------------------------ deferred steps
     def wait(self) -> None:
         """Join the deferred step in flight, if any (:meth:`step` with ``defer=True``); an
-        error it raised is raised here. Every method that reads or changes the vectors or
-        their optimizer calls it first, so what anyone sees equals the synchronous path."""
+        error it raised is raised here. Every method of this class that reads or changes the
+        vectors or their optimizer calls it first (indexing, :meth:`vectors`, the counters,
+        :attr:`optimizer`, :meth:`state_dict`, :meth:`load_state_dict`, ``.to()``), so what they
+        show equals the synchronous path; ``nn.Module``'s own ``parameters()`` and ``buffers()``
+        do not: call it before reading through them."""
         deferred = self._deferred
         if deferred is not None and threading.current_thread() is not self._worker_thread:
             self._deferred = None
@@ -177,7 +180,15 @@ class SemanticVectors(nn.Module):
                     vectors._worker_thread = threading.current_thread()
 
             self._executor = ThreadPoolExecutor(1, "semvec-update", initializer=start)
-        self._deferred = self._executor.submit(self._step_now, *args)
+        device = self._parameter(next(iter(args[0]))).device
+        if device.type == "cuda":  # the thread's current device is 0: make it the vectors'
+            self._deferred = self._executor.submit(self._step_on_device, device, *args)
+        else:
+            self._deferred = self._executor.submit(self._step_now, *args)
+
+    def _step_on_device(self, device: torch.device, *args: Any) -> StepResult:
+        with torch.cuda.device(device):
+            return self._step_now(*args)
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled for spawned processes and deep copies: the step in flight is joined, the
@@ -455,6 +466,7 @@ class SemanticVectors(nn.Module):
             ValueError: the saved vectors have another ``dim``, or a known layer another
                 number of neurons.
         """
+        self.wait()
         extra = state_dict.get("_extra_state") or {}
         for name in extra.get("layers", []):
             saved = state_dict[state_key(name)]

@@ -81,6 +81,7 @@ def test_resume_after_a_crash_mid_epoch_matches_the_uninterrupted_run(tmp_path: 
 
     assert trainer.global_step == 3 * STEPS_PER_EPOCH
     assert resumed.training_steps == full.training_steps == 18
+    assert (resumed.vectors._executor is not None) == defer  # the deferred runs did defer
     assert resumed.skipped_steps() == full.skipped_steps() == {"wide": 0, "head": 0}
     # Bit-identical: the same CPU operations on the same numbers, in the same order.
     for name, expected in full.semantic_vectors.items():

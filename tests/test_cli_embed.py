@@ -104,3 +104,33 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, arguments, m
     assert error.startswith("semvec embed: error: ") and len(error.splitlines()) == 1, error
     assert message.format(**values) in error
     assert not (tmp_path / "out").exists()
+
+
+def test_embed_reads_what_semvec_fit_wrote(tmp_path, monkeypatch, capsys):
+    # LightningCLI saves `_class_path`, `_instantiator` and the optimizer as {class_path,
+    # init_args} among the hyperparameters: the model must rebuild as `semvec fit` built it.
+    monkeypatch.chdir(tmp_path)
+    for seed in ("0", "1"):  # two runs: version_0 and version_1, the same checkpoint name
+        assert main(["fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                     "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+                     "--semvec.dim", "4", "--semvec.analysis", "null", "--seed_everything", seed]) == 0
+    checkpoint, other = (next(tmp_path.glob(f"lightning_logs/version_{v}/checkpoints/*.ckpt"))
+                         for v in (0, 1))
+    assert checkpoint.name == other.name
+    assert "_instantiator" in torch.load(checkpoint, weights_only=True)["hyper_parameters"]
+    capsys.readouterr()
+    assert main(["embed", str(checkpoint), "digits", "net.classifier.1", "one", "--dim", "4"]) == 0, (
+        capsys.readouterr().err)
+    (single,) = (tmp_path / "one").glob("*.semvec.safetensors")
+    assert StaticKnowledge.load(single).training_steps == 2
+    assert main(["embed", str(checkpoint), "digits", "net.classifier.1", "two", "--dim", "4",
+                 "--compare", str(other)]) == 0, capsys.readouterr().err
+    (joint,) = (tmp_path / "two").glob("*.semvec.safetensors")
+    assert joint.name == "version_0-vs-version_1.semvec.safetensors"
+    assert StaticKnowledge.load(joint).layer_names == ["version_0/net.classifier.1",
+                                                       "version_1/net.classifier.1"]
+    # The report says where the statistics come from, and names what it compares.
+    for folder, model_row in (("one", "<th>model</th>"), ("two", "<th>models</th>")):
+        page = (tmp_path / folder / "report" / "index.html").read_text()
+        assert "measured on the data it was embedded on" in page and model_row in page
+        assert "last analysed validation epoch" not in page and "teacher model" not in page

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lightning_semvec import AnalysisOptions, SemanticVectorCallback, SemanticVectors
+from lightning_semvec.semantic_vectors import state_key
 from tiny_models import TinyConvNet, trainer_kwargs
 
 
@@ -146,3 +147,53 @@ def test_vectors_that_deferred_a_step_are_freed_with_their_thread():
     assert alive() is None
     worker.join(timeout=5)
     assert not worker.is_alive() and worker not in threading.enumerate()
+
+
+@pytest.mark.parametrize("read", [
+    lambda v: v.skipped_counts()["a"].clone(),
+    lambda v: v.optimizer.state_dict()["state"][0]["exp_avg"].clone(),
+    lambda v: v.to("cpu") and v.layers[v._names["a"]].vectors.detach().clone(),
+], ids=["skipped_counts", "optimizer", "to"])
+def test_the_other_reads_join_as_well(read):
+    sync, deferred = SemanticVectors(dim=4), slowed(SemanticVectors(dim=4))
+    bad = {**acts(2), "a": torch.full((32, 5), float("nan"))}  # skipped: the counter moves
+    for batch in (acts(0), acts(1), bad):
+        sync.step(batch)
+        deferred.step(batch, defer=True)
+    assert torch.equal(read(deferred), read(sync))
+
+
+def test_loading_a_state_joins_first_so_the_loaded_state_wins():
+    source = SemanticVectors(dim=4)
+    source.step(acts(0))
+    saved = copy.deepcopy(source.state_dict())
+    deferred = slowed(SemanticVectors(dim=4))
+    deferred.step(acts(1))
+    deferred.step(acts(2), defer=True)  # in flight while the state is loaded
+    deferred.load_state_dict(saved)
+    assert torch.equal(deferred["a"].detach(), saved[state_key("a")])
+
+
+class Crashing(TinyConvNet):
+    def training_step(self, batch, batch_idx):
+        if self.global_step == 1:  # right after the first (deferred) update, before a join
+            raise RuntimeError("the model's own error")
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_crashed_fit_keeps_its_own_error_when_the_deferred_update_fails_too(monkeypatch):
+    semvec = SemanticVectorCallback(layers=["classifier.2"], dim=3, defer_update=True, analysis=None)
+
+    def broken(*args):
+        raise ValueError("the worker's error")
+
+    monkeypatch.setattr(semvec.vectors, "_step_now", broken)
+    trainer = pl.Trainer(callbacks=[semvec], **trainer_kwargs(max_epochs=1))
+    with pytest.warns(UserWarning, match="the deferred update also failed"):
+        with pytest.raises(RuntimeError, match="the model's own error"):
+            trainer.fit(Crashing())
+    # Without a crash, the worker's error is raised by teardown at the latest.
+    semvec = SemanticVectorCallback(layers=["classifier.2"], dim=3, defer_update=True, analysis=None)
+    monkeypatch.setattr(semvec.vectors, "_step_now", broken)
+    with pytest.raises(ValueError, match="the worker's error"):
+        pl.Trainer(callbacks=[semvec], **trainer_kwargs(max_steps=1)).fit(TinyConvNet())

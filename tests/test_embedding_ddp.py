@@ -58,9 +58,12 @@ def test_every_process_gets_the_vectors_of_one_process_on_all_the_data(tmp_path)
     for name in single:
         assert torch.equal(rank0[name], rank1[name]), name
         # Equal up to float rounding of the sums: the same similarities (a rotation of the
-        # vectors within a near-degenerate eigenspace would leave them alike too).
+        # vectors within a near-degenerate eigenspace would leave them alike too). The sketched
+        # layer's refinement (L-BFGS from the sketch's eigen start) carries that rounding
+        # further: up to 4.3e-4 measured on features.2, where the exact layer stays under 1e-4.
+        tolerance = 1e-4 if single[name].num_neurons <= 5 else 1e-3
         torch.testing.assert_close(semantic_similarity(rank0[name]),
-                                   semantic_similarity(single[name].vectors), atol=1e-4, rtol=0)
+                                   semantic_similarity(single[name].vectors), atol=tolerance, rtol=0)
 
 
 JOINT_SCRIPT = """

@@ -42,7 +42,11 @@ class SmallCommand:
 
 
 class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """jsonargparse's help (types and defaults) that keeps the examples' line breaks."""
+    """jsonargparse's help (types and defaults) that keeps the examples' line breaks, with the
+    docstrings' reStructuredText literals (````digits````) shown as plain ```digits```."""
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        return super()._expand_help(action).replace("``", "`")
 
 
 def command_parser(

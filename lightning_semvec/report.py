@@ -115,7 +115,7 @@ def write_report(
         max_table_rows: neurons listed per layer (the first ones); the report says how many
             were left out.
         max_matching_rows: matched neurons listed in each "Matching" section of a joint
-            knowledge file (:func:`~lightning_semvec.embed_models`), best correlation first.
+            knowledge file (``lightning_semvec.embed_models``), best correlation first.
 
     Returns:
         ``<out_dir>/index.html``.

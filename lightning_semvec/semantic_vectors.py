@@ -11,9 +11,7 @@ vectors, their seeded initialisation, the neuron subsets of wide layers, their o
 from __future__ import annotations
 
 import copy
-import threading
 import warnings
-import weakref
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -158,28 +156,17 @@ class SemanticVectors(nn.Module):
         :attr:`optimizer`, :meth:`state_dict`, :meth:`load_state_dict`, ``.to()``), so what they
         show equals the synchronous path; ``nn.Module``'s own ``parameters()`` and ``buffers()``
         do not: call it before reading through them."""
-        deferred = self._deferred
-        if deferred is not None and threading.current_thread() is not self._worker_thread:
-            self._deferred = None
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:
             deferred.result()
-
-    _worker_thread: threading.Thread | None = None
 
     def _submit(self, *args: Any) -> None:
         if self._executor is None:
-            threads = torch.get_num_threads()
-            # The worker thread holds its initializer for its whole life: a strong reference
-            # to self there would keep these vectors, their optimizer and the thread alive
-            # forever. Through a weak one, dropping the vectors ends the thread as well.
-            owner = weakref.ref(self)
-
-            def start() -> None:  # the same intra-op threads as the caller's: the same kernels
-                torch.set_num_threads(threads)
-                vectors = owner()
-                if vectors is not None:
-                    vectors._worker_thread = threading.current_thread()
-
-            self._executor = ThreadPoolExecutor(1, "semvec-update", initializer=start)
+            # The same intra-op threads as the caller's (the same kernels). Nothing of self in
+            # the initializer, which the thread holds for its whole life: dropping the vectors
+            # ends the thread. The step itself never calls wait() (it reads _parameter).
+            self._executor = ThreadPoolExecutor(1, "semvec-update", initializer=torch.set_num_threads,
+                                                initargs=(torch.get_num_threads(),))
         device = self._parameter(next(iter(args[0]))).device
         if device.type == "cuda":  # the thread's current device is 0: make it the vectors'
             self._deferred = self._executor.submit(self._step_on_device, device, *args)
@@ -194,8 +181,7 @@ class SemanticVectors(nn.Module):
         # Pickled for spawned processes and deep copies: the step in flight is joined, the
         # thread is not carried over (each copy starts its own when it defers a step).
         self.wait()
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        return {**state, "_executor": None, "_deferred": None, "_worker_thread": None}
+        return {**self.__dict__, "_executor": None, "_deferred": None}
 
     def _apply(self, fn: Any, recurse: bool = True) -> Any:
         self.wait()

@@ -138,9 +138,10 @@ def test_vectors_that_deferred_a_step_are_freed_with_their_thread():
     # The worker thread must not keep the vectors (and their optimizer, on the GPU maybe)
     # alive once nothing else refers to them, nor keep running itself.
     vectors = SemanticVectors(dim=4)
+    before = set(threading.enumerate())
     vectors.step(acts(0), defer=True)
     vectors.wait()
-    worker, alive = vectors._worker_thread, weakref.ref(vectors)
+    (worker,), alive = set(threading.enumerate()) - before, weakref.ref(vectors)
     assert worker is not None and worker.is_alive()
     del vectors
     gc.collect()

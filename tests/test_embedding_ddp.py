@@ -42,17 +42,23 @@ torch.save({{name: knowledge[name].vectors for name in knowledge}}, {out!r} + f"
 """
 
 
+def run_two_processes(script: str, tmp_path: Path) -> None:
+    """Run ``script`` (a template of ``tests`` and ``out``) as a file; its Trainer launches the
+    second process (Lightning's subprocess launcher needs a script, not pytest's process)."""
+    path = tmp_path / "ddp_script.py"
+    path.write_text(textwrap.dedent(script.format(tests=str(ROOT / "tests"), out=str(tmp_path))))
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_every_process_gets_the_vectors_of_one_process_on_all_the_data(tmp_path):
     torch.manual_seed(0)
     model = TinyConvNet()
     single = embed_neurons(model, DataLoader(make_data(64), batch_size=16), ["features.*"],
                            dim=3, exact_max_neurons=5)  # features.2 (6 neurons) is sketched
-    script = tmp_path / "embed_ddp.py"
-    script.write_text(textwrap.dedent(SCRIPT.format(tests=str(ROOT / "tests"), out=str(tmp_path))))
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_two_processes(SCRIPT, tmp_path)
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert list(rank0) == single.layer_names
     for name in single:
@@ -100,12 +106,7 @@ def test_embed_models_under_ddp_gives_every_process_the_one_process_space(tmp_pa
     b = TinyConvNet()
     single = embed_models({"a": a, "b": b}, DataLoader(make_data(64), batch_size=16),
                           ["features.2", "classifier.2"], dim=3)
-    script = tmp_path / "joint_ddp.py"
-    script.write_text(textwrap.dedent(JOINT_SCRIPT.format(tests=str(ROOT / "tests"), out=str(tmp_path))))
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_two_processes(JOINT_SCRIPT, tmp_path)
     rank0, rank1 = torch.load(tmp_path / "joint0.pt"), torch.load(tmp_path / "joint1.pt")
     assert list(rank0["vectors"]) == single.layer_names == [
         "a/features.2", "a/classifier.2", "b/features.2", "b/classifier.2"]

@@ -23,7 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_semvec import StaticDistillationModule, StaticKnowledge, StudentModule, TeacherDistillationModule
+from lightning_semvec import (
+    StaticDistillationModule,
+    StaticKnowledge,
+    StudentModule,
+    TeacherDistillationModule,
+)
 from lightning_semvec.distillation.soft_targets import plan_soft_targets
 from lightning_semvec.distillation.student import DistillationTerm
 from lightning_semvec.models import cosine_schedule

@@ -40,11 +40,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lightning_semvec import SemanticVectorCallback, StaticDistillationModule, StaticKnowledge
+from lightning_semvec import (
+    SemanticVectorCallback,
+    StaticDistillationModule,
+    StaticKnowledge,
+)
 from lightning_semvec.distillation import TeacherDistillationModule
 from lightning_semvec.functional import semantic_similarity
 from lightning_semvec.models import ImageClassifier, SmallCNN, resnet8x4, resnet32x4
-
 
 #: "cuda", or "cpu" under --cpu-smoke.
 DEVICE = "cuda"

@@ -65,7 +65,11 @@ def _build(case: str, variant: str) -> tuple[Any, Any, list[Any], dict[str, Any]
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    from lightning_semvec import SemanticVectorCallback, StaticDistillationModule, StaticKnowledge
+    from lightning_semvec import (
+        SemanticVectorCallback,
+        StaticDistillationModule,
+        StaticKnowledge,
+    )
     from lightning_semvec.distillation import TeacherDistillationModule
     from lightning_semvec.models import ImageClassifier, SmallCNN, resnet20
 

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    import lightning_semvec.semantic_vectors as vectors_module
+    import lightning_semvec.vectors.semantic_vectors as vectors_module
 
     if args.case == "distill":
         return _profile_static_distillation(args.steps)

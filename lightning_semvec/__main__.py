@@ -2,6 +2,6 @@
 
 import sys
 
-from lightning_semvec.cli import main
+from lightning_semvec.cli._main import main
 
 sys.exit(main())

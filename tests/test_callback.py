@@ -4,13 +4,17 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from tiny_models import TinyConvNet, make_data, trainer_kwargs
 from torch import nn
 
 from lightning_semvec import SemanticVectorCallback, SemanticVectors
-from lightning_semvec.layer_capture import LayerCapture
-from lightning_semvec.semantic_vectors import step_skipping_bad_layers
-from lightning_semvec.functional import activation_similarity, alignment_loss, semantic_similarity
-from tiny_models import TinyConvNet, make_data, trainer_kwargs
+from lightning_semvec.callback._capture import LayerCapture
+from lightning_semvec.functional import (
+    activation_similarity,
+    alignment_loss,
+    semantic_similarity,
+)
+from lightning_semvec.vectors.semantic_vectors import step_skipping_bad_layers
 
 
 def fit(model=None, callbacks=(), seed=0, **overrides):

@@ -3,9 +3,9 @@
 import lightning.pytorch as pl
 import pytest
 import torch
+from tiny_models import TinyConvNet, trainer_kwargs
 
 from lightning_semvec import SemanticVectorCallback
-from tiny_models import TinyConvNet, trainer_kwargs
 
 
 @pytest.mark.parametrize("backend", ["aot_eager"])  # dynamo tracing + AOT autograd, no codegen

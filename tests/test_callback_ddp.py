@@ -2,10 +2,10 @@
 
 import lightning.pytorch as pl
 import torch
+from tiny_models import TinyConvNet, make_data, trainer_kwargs
 from torch.utils.data import DataLoader
 
 from lightning_semvec import SemanticVectorCallback
-from tiny_models import TinyConvNet, make_data, trainer_kwargs
 
 
 class SaveVectors(pl.Callback):

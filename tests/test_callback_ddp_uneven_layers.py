@@ -17,13 +17,13 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
+from tiny_models import trainer_kwargs
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from lightning_semvec import SemanticVectorCallback
-from lightning_semvec.activation_gather import gather_activations
+from lightning_semvec.callback._gather import gather_activations
 from lightning_semvec.errors import SemvecValueError
-from tiny_models import trainer_kwargs
 
 DDP = dict(devices=2, strategy="ddp_spawn", use_distributed_sampler=False)
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 import torch
+from tiny_models import TinyConvNet, make_data, trainer_kwargs
 
 from lightning_semvec import AnalysisOptions, SemanticVectorCallback
-from lightning_semvec.functional.optimal_embedding import dense_alignment_loss, optimal_vectors
+from lightning_semvec.functional.optimal_embedding import (
+    dense_alignment_loss,
+    optimal_vectors,
+)
 from lightning_semvec.metrics import ActivationSimilarity
-from tiny_models import TinyConvNet, make_data, trainer_kwargs
 
 LAYERS = ["features.0", "features.2"]
 

@@ -7,12 +7,12 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from tiny_models import TinyConvNet, trainer_kwargs
 
 from lightning_semvec import AnalysisOptions, SemanticVectorCallback, StaticKnowledge
-from lightning_semvec.checkpoint_export import knowledge_from_checkpoint
-from lightning_semvec.cli import main
+from lightning_semvec.callback.checkpoint import knowledge_from_checkpoint
+from lightning_semvec.cli._main import main
 from lightning_semvec.knowledge import KNOWLEDGE_MARKER
-from tiny_models import TinyConvNet, trainer_kwargs
 
 NO_FILES = AnalysisOptions(projector=False, figures=False)
 

@@ -6,10 +6,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from tiny_models import WideLinearNet, make_data, trainer_kwargs
 from torch.utils.data import DataLoader
 
 from lightning_semvec import SemanticVectorCallback
-from tiny_models import WideLinearNet, make_data, trainer_kwargs
 
 STEPS_PER_EPOCH = 6  # 96 samples, 16 per batch
 CHECKPOINT_EVERY = 4  # checkpoints at steps 4 and 8 (mid-epoch: 4 and 2 batches into epochs 0 and 1)

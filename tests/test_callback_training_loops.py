@@ -10,9 +10,9 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from tiny_models import TinyConvNet, trainer_kwargs
 
 from lightning_semvec import SemanticVectorCallback
-from tiny_models import TinyConvNet, trainer_kwargs
 
 
 def fit(callbacks, model=None, ckpt_path=None, **overrides):

@@ -8,11 +8,10 @@ learning rate of 0 (the same seed gives the same initialisation), the per-step v
 import lightning.pytorch as pl
 import pytest
 import torch
+from tiny_models import WideLinearNet, trainer_kwargs
 
 from lightning_semvec import SemanticVectorCallback
 from lightning_semvec.functional import alignment_loss
-from tiny_models import WideLinearNet, trainer_kwargs
-
 
 
 def fit(semvec, width, *extra_callbacks, **overrides):

@@ -10,12 +10,12 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
+from tiny_models import trainer_kwargs
 
 from lightning_semvec import StaticKnowledge
-from lightning_semvec.cli import main
+from lightning_semvec.cli._main import main
 from lightning_semvec.data import DigitsDataModule
 from lightning_semvec.models import ImageClassifier
-from tiny_models import trainer_kwargs
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ import re
 
 import pytest
 
-from lightning_semvec.cli import main
-from lightning_semvec.cli_lightning import (
+from lightning_semvec.cli._lightning import (
     DEFAULT_LOG_EVERY_N_EPOCHS,
     DEFAULT_MAX_EPOCHS,
     DISTILL_MAX_EPOCHS,
 )
+from lightning_semvec.cli._main import main
 
 TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
         "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]

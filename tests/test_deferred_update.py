@@ -11,10 +11,10 @@ import weakref
 import lightning.pytorch as pl
 import pytest
 import torch
+from tiny_models import TinyConvNet, trainer_kwargs
 
 from lightning_semvec import AnalysisOptions, SemanticVectorCallback, SemanticVectors
-from lightning_semvec.semantic_vectors import state_key
-from tiny_models import TinyConvNet, trainer_kwargs
+from lightning_semvec.vectors.semantic_vectors import state_key
 
 
 def fit(defer, **overrides):

@@ -5,8 +5,11 @@ import functools
 import pytest
 import torch
 
-from lightning_semvec import StaticKnowledge, checkpoint_export, demo, report
-from lightning_semvec.cli import main
+from lightning_semvec import StaticKnowledge
+from lightning_semvec.callback import checkpoint as checkpoint_export
+from lightning_semvec.cli import demo
+from lightning_semvec.cli._main import main
+from lightning_semvec.report import html as report
 
 TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
         "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]

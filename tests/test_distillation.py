@@ -12,6 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
+from tiny_models import trainer_kwargs
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -23,7 +24,6 @@ from lightning_semvec import (
     TeacherDistillationModule,
 )
 from lightning_semvec.data import DigitsDataModule
-from tiny_models import trainer_kwargs
 
 
 class Teacher(pl.LightningModule):

@@ -30,11 +30,11 @@ PUBLIC_MODULES = [
     "lightning_semvec.data",
     "lightning_semvec.models",
     "lightning_semvec.projector",
-    "lightning_semvec.figures",
-    "lightning_semvec.report",
-    "lightning_semvec.joint_space",
-    "lightning_semvec.report_matching",
-    "lightning_semvec.projector_joint",
+    "lightning_semvec.analysis.figures",
+    "lightning_semvec.report.html",
+    "lightning_semvec.knowledge.joint_space",
+    "lightning_semvec.report._matching",
+    "lightning_semvec.projector.joint",
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
+from tiny_models import TinyConvNet, make_data, trainer_kwargs
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -12,9 +13,11 @@ from lightning_semvec import SemvecError, embed_neurons
 from lightning_semvec.data import DigitsDataModule
 from lightning_semvec.functional import alignment_loss, semantic_fidelity
 from lightning_semvec.functional.neuron_statistics import spearman_upper_triangle
-from lightning_semvec.functional.similarity import activation_similarity, normalize_vectors
+from lightning_semvec.functional.similarity import (
+    activation_similarity,
+    normalize_vectors,
+)
 from lightning_semvec.models import ImageClassifier
-from tiny_models import TinyConvNet, make_data, trainer_kwargs
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import TinyConvNet, make_data
 from torch.utils.data import DataLoader
 
 from lightning_semvec import embed_neurons
 from lightning_semvec.functional import semantic_similarity
-from tiny_models import TinyConvNet, make_data
 
 ROOT = Path(__file__).resolve().parents[1]
 # Two processes start through Lightning's subprocess launcher (tens of seconds on 2 cores).

@@ -1,6 +1,6 @@
 """`semvec export` on bad input: each case is one line `semvec export: error: ...`, exit 2.
 
-Run in-process through `lightning_semvec.cli.main`, as a user would type the command. The
+Run in-process through `lightning_semvec.cli._main.main`, as a user would type the command. The
 checkpoint is a real one, written by a Trainer with ModelCheckpoint; the sharded one is laid out
 as Lightning's ModelParallelStrategy / FSDPStrategy write it (see `_save_sharded`).
 """
@@ -17,10 +17,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from tiny_models import TinyConvNet, trainer_kwargs
 
 from lightning_semvec import AnalysisOptions, SemanticVectorCallback, StaticKnowledge
-from lightning_semvec.cli import main
-from tiny_models import TinyConvNet, trainer_kwargs
+from lightning_semvec.cli._main import main
 
 OUT = "k.semvec.safetensors"
 

@@ -10,7 +10,10 @@ from lightning_semvec.functional.neuron_statistics import (
     best_rank_d_vectors,
     spearman_upper_triangle,
 )
-from lightning_semvec.functional.similarity import activation_similarity, semantic_similarity
+from lightning_semvec.functional.similarity import (
+    activation_similarity,
+    semantic_similarity,
+)
 from lightning_semvec.metrics import (
     ActivationSimilarity,
     NeuronActivationStatistics,

@@ -7,19 +7,20 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from tiny_models import TinyConvNet, trainer_kwargs
 
 from lightning_semvec import AnalysisOptions, SemanticVectorCallback
-from lightning_semvec.figures import (
+from lightning_semvec._utils.indices import evenly_spaced
+from lightning_semvec.analysis.figures import (
     cluster_order,
-    evenly_spaced,
     pca_2d,
     pca_map,
     similarity_heatmaps,
 )
+from lightning_semvec.cli import main as semvec
 from lightning_semvec.functional import semantic_similarity
 from lightning_semvec.knowledge import StaticKnowledge
-from lightning_semvec.report import main, nearest_neighbours, write_report
-from tiny_models import TinyConvNet, trainer_kwargs
+from lightning_semvec.report import nearest_neighbours, write_report
 
 CLASSES = ["top-left", "top-right", "bottom-left"]
 
@@ -197,6 +198,9 @@ def test_report_rounds_blanks_what_is_undefined_and_has_contents(tmp_path):
 
 
 def test_report_main(tmp_path, capsys):
+    def main(argv):
+        return semvec(["report", *argv])
+
     knowledge = StaticKnowledge.from_vectors({"fc": torch.eye(3)})
     path = knowledge.save(tmp_path / "k.semvec.safetensors")
     assert main([str(path), str(tmp_path / "out")]) == 0

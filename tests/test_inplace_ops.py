@@ -9,10 +9,15 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
+from tiny_models import TinyConvNet, trainer_kwargs
 from torch import Tensor, nn
 
-from lightning_semvec import AnalysisOptions, SemanticVectorCallback, StaticDistillationModule, StaticKnowledge
-from tiny_models import TinyConvNet, trainer_kwargs
+from lightning_semvec import (
+    AnalysisOptions,
+    SemanticVectorCallback,
+    StaticDistillationModule,
+    StaticKnowledge,
+)
 
 
 class Block(nn.Module):

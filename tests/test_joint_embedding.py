@@ -14,8 +14,15 @@ from lightning_semvec import SemvecError, StaticKnowledge, embed_models, embed_n
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 from lightning_semvec.functional import match_neurons, semantic_fidelity
 from lightning_semvec.functional.optimal_embedding import dense_alignment_loss
-from lightning_semvec.functional.similarity import activation_similarity, normalize_vectors
-from lightning_semvec.joint_space import joint_models, matching_key, stored_correlation
+from lightning_semvec.functional.similarity import (
+    activation_similarity,
+    normalize_vectors,
+)
+from lightning_semvec.knowledge.joint_space import (
+    joint_models,
+    matching_key,
+    stored_correlation,
+)
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "logger": False}
 

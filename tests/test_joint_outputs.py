@@ -8,15 +8,22 @@ import shutil
 
 import pytest
 import torch
-
-from lightning_semvec import StaticKnowledge, embed_models, write_report
-from lightning_semvec.cli import main
-from lightning_semvec.functional import match_neurons
-from lightning_semvec.joint_space import MODELS_KEY, joint_models, model_vectors
-from lightning_semvec.projector import read_embedding_metadata, read_embedding_tensor
-from lightning_semvec.projector_joint import JOINT_METADATA_COLUMNS, write_joint_projector
 from test_cli_embed import checkpoint  # noqa: F401 (a fixture)
 from test_joint_embedding import QUIET, data, mlp, permuted
+
+from lightning_semvec import StaticKnowledge, embed_models, write_report
+from lightning_semvec.cli._main import main
+from lightning_semvec.functional import match_neurons
+from lightning_semvec.knowledge.joint_space import (
+    MODELS_KEY,
+    joint_models,
+    model_vectors,
+)
+from lightning_semvec.projector import read_embedding_metadata, read_embedding_tensor
+from lightning_semvec.projector.joint import (
+    JOINT_METADATA_COLUMNS,
+    write_joint_projector,
+)
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lightning_semvec
-from lightning_semvec.knowledge import FORMAT_VERSION, METADATA_KEY, KnowledgeFileError, StaticKnowledge
-from lightning_semvec.knowledge import header_checks
+from lightning_semvec.knowledge import (
+    FORMAT_VERSION,
+    METADATA_KEY,
+    KnowledgeFileError,
+    StaticKnowledge,
+    header_checks,
+)
 
 
 def base_knowledge() -> StaticKnowledge:

@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from lightning_semvec import NeuronReadout, SemanticVectorCallback, resolve_layers
+from lightning_semvec.capture.layers import matches_pattern
 from lightning_semvec.errors import SemvecTypeError
-from lightning_semvec.layers import matches_pattern
 
 
 class Net(nn.Module):

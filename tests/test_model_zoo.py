@@ -27,14 +27,18 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torchvision.models as tvm
+from tiny_models import trainer_kwargs
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.models import convnext, efficientnet, mobilenetv3, resnet
 
-from lightning_semvec import SemanticVectorCallback, StaticDistillationModule, StaticKnowledge
-from lightning_semvec.layers import resolve_layers
-from tiny_models import trainer_kwargs
+from lightning_semvec import (
+    SemanticVectorCallback,
+    StaticDistillationModule,
+    StaticKnowledge,
+)
+from lightning_semvec.capture.layers import resolve_layers
 
 NUM_CLASSES = 3
 HOOKED_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm,

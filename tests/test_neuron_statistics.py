@@ -15,7 +15,10 @@ from lightning_semvec.functional.neuron_statistics import (
     similarity_from_moments,
     spearman_upper_triangle,
 )
-from lightning_semvec.functional.similarity import activation_similarity, standardize_activations
+from lightning_semvec.functional.similarity import (
+    activation_similarity,
+    standardize_activations,
+)
 from lightning_semvec.metrics import NeuronActivationStatistics
 
 

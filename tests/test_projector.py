@@ -12,11 +12,12 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from tiny_models import TinyConvNet, make_data, trainer_kwargs
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lightning_semvec import AnalysisOptions, SemanticVectorCallback
+from lightning_semvec.analysis.batches import labels_of_batch
 from lightning_semvec.metrics import TopActivatingInputs
-from lightning_semvec.validation_batches import labels_of_batch
 from lightning_semvec.projector import (
     METADATA_COLUMNS,
     make_sprite,
@@ -25,7 +26,6 @@ from lightning_semvec.projector import (
     tile_images,
     to_thumbnails,
 )
-from tiny_models import TinyConvNet, make_data, trainer_kwargs
 
 LAYERS = ["features.1", "classifier.2"]
 
@@ -230,7 +230,10 @@ class CompareWithWholeSet(pl.Callback):
         self.semvec, self.directory = semvec, directory
 
     def on_fit_end(self, trainer, pl_module):
-        from lightning_semvec.metrics import NeuronActivationStatistics, SemanticFidelity
+        from lightning_semvec.metrics import (
+            NeuronActivationStatistics,
+            SemanticFidelity,
+        )
 
         x, y = make_data(32, seed=1).tensors
         outputs = {}

@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_semvec.errors import SemvecFileNotFoundError, SemvecTypeError, SemvecValueError
+from lightning_semvec.errors import (
+    SemvecFileNotFoundError,
+    SemvecTypeError,
+    SemvecValueError,
+)
 from lightning_semvec.projector import (
     EmbeddingEntry,
     neuron_metadata,

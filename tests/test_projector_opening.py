@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from tiny_models import TinyConvNet, trainer_kwargs
 
 from lightning_semvec import AnalysisOptions, SemanticVectorCallback
+from lightning_semvec.analysis.layer_analysis import LayerResult
+from lightning_semvec.analysis.projector_export import opening_layer
 from lightning_semvec.errors import SemvecValueError
-from lightning_semvec.layer_analysis import LayerResult
 from lightning_semvec.projector import (
     EmbeddingEntry,
     make_sprite,
@@ -31,8 +33,6 @@ from lightning_semvec.projector import (
     write_embedding,
     write_latest_entry,
 )
-from lightning_semvec.projector_export import opening_layer
-from tiny_models import TinyConvNet, trainer_kwargs
 
 COLOUR_TEXT_LIMIT = 50  # "Tct=50" in the frontend: more distinct texts and a column is not offered
 

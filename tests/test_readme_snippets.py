@@ -4,7 +4,7 @@
   fresh working directory, on the embedded digits: no substitution, the README itself uses
   tiny epochs.
 - Every ```yaml block of docs/quickstart.md whose first line is ``# semvec fit`` or
-  ``# semvec distill``: written to a file and run through ``lightning_semvec.cli.main`` with the
+  ``# semvec distill``: written to a file and run through ``lightning_semvec.cli._main.main`` with the
   run shrunk on the command line (``--trainer.max_epochs 1`` and two training batches).
 """
 
@@ -80,7 +80,7 @@ def test_layer_error_example_matches_the_model():
     from torch import nn
 
     from lightning_semvec import SemvecError, resolve_layers
-    from lightning_semvec.layers import example_pattern
+    from lightning_semvec.capture.layers import example_pattern
     from lightning_semvec.models import ImageClassifier, SmallCNN
 
     model = ImageClassifier(SmallCNN(in_channels=1, num_classes=10))
@@ -127,7 +127,7 @@ def test_yaml_examples_parse_to_what_they_say():
 
 @pytest.mark.timeout(300)
 def test_yaml_examples_run_fit_then_distill(tmp_path, monkeypatch, capsys):
-    from lightning_semvec.cli import main
+    from lightning_semvec.cli._main import main
     from lightning_semvec.knowledge import StaticKnowledge
 
     monkeypatch.chdir(tmp_path)

@@ -6,13 +6,17 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
-from torch import nn
-
-from lightning_semvec import SemanticVectorCallback, StaticDistillationModule, StaticKnowledge
-from lightning_semvec.data import DigitsDataModule
-from lightning_semvec.distillation.soft_targets import soft_target_scores
 from test_readme_snippets import ROOT, code_blocks
 from tiny_models import trainer_kwargs
+from torch import nn
+
+from lightning_semvec import (
+    SemanticVectorCallback,
+    StaticDistillationModule,
+    StaticKnowledge,
+)
+from lightning_semvec.data import DigitsDataModule
+from lightning_semvec.distillation.soft_targets import soft_target_scores
 
 
 def logits_knowledge(class_means: torch.Tensor | None, counts: torch.Tensor | None = None) -> StaticKnowledge:

@@ -17,6 +17,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 from lightning.pytorch.loggers import TensorBoardLogger
+from tiny_models import TinyConvNet, trainer_kwargs
 
 from lightning_semvec import AnalysisOptions, SemanticVectorCallback
 from lightning_semvec.projector import (
@@ -25,7 +26,6 @@ from lightning_semvec.projector import (
     projector_open_order,
     read_projector_config,
 )
-from tiny_models import TinyConvNet, trainer_kwargs
 
 LAYERS = {"features.1": 4, "features.3": 6, "classifier.2": 3}
 STARTUP_SECONDS = 90

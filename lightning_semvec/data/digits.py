@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from lightning_semvec.checks import check_choice, check_int, check_number
+from lightning_semvec._utils.checks import check_choice, check_int, check_number
 from lightning_semvec.data.split_datamodule import SplitDataModule
 from lightning_semvec.errors import SemvecValueError
 

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
-from lightning_semvec.checks import check_int, check_number
+from lightning_semvec._utils.checks import check_int, check_number
 from lightning_semvec.data.split_datamodule import SplitDataModule
 from lightning_semvec.errors import SemvecValueError
 

@@ -23,8 +23,8 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from lightning_semvec.capture.layers import resolve_layers
 from lightning_semvec.errors import SemvecValueError
-from lightning_semvec.layers import resolve_layers
 
 __all__ = ["OutputCapture", "exact_layer", "owned_copy"]
 

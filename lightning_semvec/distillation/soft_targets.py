@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lightning_semvec.checks import check_choice, check_number
+from lightning_semvec._utils.checks import check_choice, check_number
 from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.knowledge import StaticKnowledge
 

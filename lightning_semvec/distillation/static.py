@@ -20,16 +20,23 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_semvec.checks import check_choice, check_int, check_number, is_int
+from lightning_semvec._utils.checks import check_choice, check_int, check_number, is_int
+from lightning_semvec.capture.readout import NeuronReadout
 from lightning_semvec.distillation.capture import exact_layer
-from lightning_semvec.distillation.soft_targets import SoftTargetSource, plan_soft_targets
+from lightning_semvec.distillation.soft_targets import (
+    SoftTargetSource,
+    plan_soft_targets,
+)
 from lightning_semvec.distillation.student import DistillationTerm, StudentModule
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
-from lightning_semvec.functional.alignment import ALIGNMENT_FORMS, AlignmentForm, alignment_loss
+from lightning_semvec.functional.alignment import (
+    ALIGNMENT_FORMS,
+    AlignmentForm,
+    alignment_loss,
+)
 from lightning_semvec.functional.similarity import SimilarityKind, check_similarity_kind
 from lightning_semvec.knowledge import StaticKnowledge
 from lightning_semvec.models.optimizers import DEFAULT_OPTIMIZER
-from lightning_semvec.neurons import NeuronReadout
 
 __all__ = ["StaticDistillationModule"]
 

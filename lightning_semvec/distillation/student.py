@@ -12,9 +12,9 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
+from lightning_semvec._utils.logging_steps import logs_this_step
 from lightning_semvec.distillation.capture import OutputCapture
 from lightning_semvec.errors import SemvecTypeError
-from lightning_semvec.logging_steps import logs_this_step
 from lightning_semvec.models.classifier import ImageClassifier
 from lightning_semvec.models.optimizers import DEFAULT_OPTIMIZER
 

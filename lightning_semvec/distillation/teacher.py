@@ -13,7 +13,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from typing_extensions import override
 
-from lightning_semvec.checks import check_choice, check_number
+from lightning_semvec._utils.checks import check_choice, check_number
 from lightning_semvec.distillation.capture import exact_layer
 from lightning_semvec.distillation.student import DistillationTerm, StudentModule
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError

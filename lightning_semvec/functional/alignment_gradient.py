@@ -27,7 +27,10 @@ import torch
 from torch import Tensor
 
 from lightning_semvec.errors import SemvecValueError
-from lightning_semvec.functional.alignment import choose_alignment_form, gram_frobenius_sq
+from lightning_semvec.functional.alignment import (
+    choose_alignment_form,
+    gram_frobenius_sq,
+)
 from lightning_semvec.functional.similarity import SimilarityKind, standardize_columns
 
 #: Row norms below this are clamped, as :func:`torch.nn.functional.normalize` does.

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torchmetrics.utilities import rank_zero_warn
 
-from lightning_semvec.checks import check_int
+from lightning_semvec._utils.checks import check_int
 from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.functional.neuron_statistics import (
     best_rank_d_vectors,

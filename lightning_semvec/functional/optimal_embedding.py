@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_semvec.checks import check_int
+from lightning_semvec._utils.checks import check_int
 from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.functional.alignment import alignment_loss_factorized
 from lightning_semvec.functional.neuron_statistics import best_rank_d_vectors

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_semvec.checks import check_int
+from lightning_semvec._utils.checks import check_int
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 
 #: Softening temperature of Hinton KD in the usual CIFAR-100 setting.

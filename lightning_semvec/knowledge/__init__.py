@@ -26,7 +26,10 @@ from lightning_semvec.knowledge.safetensors_file import (
     read_knowledge_document,
     write_knowledge_file,
 )
-from lightning_semvec.knowledge.static_knowledge import KNOWLEDGE_MARKER, StaticKnowledge
+from lightning_semvec.knowledge.static_knowledge import (
+    KNOWLEDGE_MARKER,
+    StaticKnowledge,
+)
 
 __all__ = [
     "FORMAT_VERSION",

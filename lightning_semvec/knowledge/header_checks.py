@@ -18,7 +18,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from lightning_semvec.checks import is_int
+from lightning_semvec._utils.checks import is_int
 from lightning_semvec.errors import SemvecFileNotFoundError, SemvecValueError
 
 __all__ = [

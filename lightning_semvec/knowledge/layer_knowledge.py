@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from lightning_semvec.checks import is_int
+from lightning_semvec._utils.checks import is_int
+from lightning_semvec.capture.readout import REDUCTIONS
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 from lightning_semvec.functional.similarity import SIMILARITY_KINDS
 from lightning_semvec.knowledge.header_checks import short
-from lightning_semvec.neurons import REDUCTIONS
 
 __all__ = ["MAX_NEURON_DIM", "NEURON_STATISTICS", "LayerKnowledge", "neuron_dim_is_valid"]
 

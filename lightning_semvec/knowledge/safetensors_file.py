@@ -22,7 +22,8 @@ import safetensors.torch
 from torch import Tensor
 
 import lightning_semvec
-from lightning_semvec.checks import is_int
+from lightning_semvec._utils.checks import is_int
+from lightning_semvec.capture.readout import REDUCTIONS
 from lightning_semvec.errors import SemvecFileNotFoundError
 from lightning_semvec.functional.similarity import SIMILARITY_KINDS
 from lightning_semvec.knowledge.header_checks import (
@@ -37,7 +38,6 @@ from lightning_semvec.knowledge.layer_knowledge import (
     NEURON_STATISTICS,
     neuron_dim_is_valid,
 )
-from lightning_semvec.neurons import REDUCTIONS
 
 __all__ = [
     "FORMAT_VERSION",

@@ -18,10 +18,13 @@ from typing import Any, Protocol, TypeVar
 from torch import Tensor
 
 import lightning_semvec
-from lightning_semvec.checks import is_int
+from lightning_semvec._utils.checks import is_int
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 from lightning_semvec.functional.similarity import semantic_similarity
-from lightning_semvec.knowledge.document_checks import checked_class_names, layer_entries
+from lightning_semvec.knowledge.document_checks import (
+    checked_class_names,
+    layer_entries,
+)
 from lightning_semvec.knowledge.header_checks import short
 from lightning_semvec.knowledge.layer_knowledge import LayerKnowledge
 from lightning_semvec.knowledge.safetensors_file import (

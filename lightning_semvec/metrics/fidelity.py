@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_semvec.checks import check_int
+from lightning_semvec._utils.checks import check_int
 from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.functional.fidelity import fidelity_upper_bound, semantic_fidelity
 from lightning_semvec.metrics.activation_similarity import ActivationSimilarity

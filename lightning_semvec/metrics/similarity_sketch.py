@@ -9,8 +9,11 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from lightning_semvec.checks import check_int
-from lightning_semvec.functional.neuron_statistics import alive_from_moments, check_activation_matrix
+from lightning_semvec._utils.checks import check_int
+from lightning_semvec.functional.neuron_statistics import (
+    alive_from_moments,
+    check_activation_matrix,
+)
 from lightning_semvec.functional.optimal_embedding import nystrom_eigenpairs
 from lightning_semvec.functional.similarity import check_similarity_kind
 

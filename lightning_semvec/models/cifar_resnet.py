@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_semvec.checks import check_int, is_int_at_least
+from lightning_semvec._utils.checks import check_int, is_int_at_least
 from lightning_semvec.errors import SemvecValueError
 
 

@@ -29,15 +29,20 @@ from __future__ import annotations
 import functools
 import inspect
 import warnings
-from pathlib import Path
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from lightning_semvec.checks import check_callable, check_choice, check_int, check_number
+from lightning_semvec._utils.checks import (
+    check_callable,
+    check_choice,
+    check_int,
+    check_number,
+)
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 
 __all__ = [

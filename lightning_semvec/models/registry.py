@@ -7,9 +7,13 @@ from collections.abc import Callable
 import torchvision
 from torch import nn
 
-from lightning_semvec.checks import check_choice, check_int
-
-from lightning_semvec.models.cifar_resnet import resnet8x4, resnet20, resnet32x4, resnet56
+from lightning_semvec._utils.checks import check_choice, check_int
+from lightning_semvec.models.cifar_resnet import (
+    resnet8x4,
+    resnet20,
+    resnet32x4,
+    resnet56,
+)
 from lightning_semvec.models.small_cnn import SmallCNN
 
 

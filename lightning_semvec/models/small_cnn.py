@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lightning_semvec.checks import check_int
+from lightning_semvec._utils.checks import check_int
 from lightning_semvec.errors import SemvecValueError
 
 

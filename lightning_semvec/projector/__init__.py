@@ -35,8 +35,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning_semvec.projector.config import CONFIG_FILENAME, LATEST_PREFIX, EmbeddingEntry
-from lightning_semvec.projector.metadata import METADATA_COLUMNS, neuron_label, neuron_metadata
+from lightning_semvec.projector.config import (
+    CONFIG_FILENAME,
+    LATEST_PREFIX,
+    EmbeddingEntry,
+)
+from lightning_semvec.projector.metadata import (
+    METADATA_COLUMNS,
+    neuron_label,
+    neuron_metadata,
+)
 from lightning_semvec.projector.opening import projector_open_order, write_latest_entry
 from lightning_semvec.projector.reader import (
     read_embedding_metadata,

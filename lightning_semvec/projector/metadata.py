@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_semvec.checks import check_int
+from lightning_semvec._utils.checks import check_int
 from lightning_semvec.errors import SemvecValueError
 
 __all__ = ["METADATA_COLUMNS", "neuron_label", "neuron_metadata"]

@@ -26,7 +26,11 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import get_protocol
 
-from lightning_semvec.errors import SemvecFileNotFoundError, SemvecTypeError, SemvecValueError
+from lightning_semvec.errors import (
+    SemvecFileNotFoundError,
+    SemvecTypeError,
+    SemvecValueError,
+)
 
 __all__ = ["LogDir"]
 

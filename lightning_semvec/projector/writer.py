@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from lightning_semvec.checks import check_int
+from lightning_semvec._utils.checks import check_int
 from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.projector.config import (
     LATEST_PREFIX,
@@ -101,7 +101,7 @@ def write_embedding(
         raise SemvecValueError(
             f"vectors has {matrix.shape[0]:,} rows, but TensorBoard's projector shows at most "
             f"{MAX_PROJECTOR_POINTS:,} points: write a subset (e.g. vectors[ids] with "
-            "lightning_semvec.figures.evenly_spaced) and say which in the metadata."
+            "lightning_semvec.analysis.figures.evenly_spaced) and say which in the metadata."
         )
     check_int("global_step", global_step, 0)
     if not isinstance(tag, str) or not tag or tag.startswith(LATEST_PREFIX):

@@ -1,0 +1,101 @@
+"""One export of the callback to TensorBoard's projector: every layer, then the entry it opens on.
+
+Each layer is written by :func:`~lightning_semvec.projector.write_embedding` with its
+neurons' metadata and thumbnails; a layer wider than the projector shows
+(:data:`~lightning_semvec.projector.MAX_PROJECTOR_POINTS`) is written as evenly spaced
+neurons, and one message says so. Then the layer the projector should open on (the most
+telling among those it could open first, :func:`opening_layer`) is listed once more as
+``(latest) <layer>:<step>`` (:func:`~lightning_semvec.projector.write_latest_entry`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+from torch import Tensor
+
+from lightning_semvec._utils.indices import evenly_spaced
+from lightning_semvec.analysis.layer_analysis import LayerResult
+from lightning_semvec.projector import (
+    neuron_metadata,
+    tile_images,
+    write_embedding,
+    write_latest_entry,
+)
+from lightning_semvec.projector import writer as projector_writer
+
+__all__ = ["opening_layer", "write_projector"]
+
+Notify = Callable[[str, str], None]
+
+
+def write_projector(
+    log_dir: str,
+    vectors: Mapping[str, Tensor],
+    results: Mapping[str, LayerResult],
+    step: int,
+    class_names: Sequence[str] | None,
+    notify: Notify,
+) -> None:
+    """Write every layer's projector entry for ``step`` and the ``(latest)`` entry.
+
+    ``vectors`` are ``{layer: (N, d) CPU tensor}`` in the hooked order; ``results`` the last
+    analysed validation of each layer (a layer without one gets no statistics or images).
+    """
+    written = {}
+    for name, layer_vectors in vectors.items():
+        result = results.get(name)
+        count = layer_vectors.shape[0]
+        limit = projector_writer.MAX_PROJECTOR_POINTS
+        ids = evenly_spaced(count, limit)
+        if count > limit:
+            notify(
+                f"projector-subsampled-{name}",
+                f"SemanticVectorCallback: {name} has {count:,} neurons, more than the "
+                f"{limit:,} points TensorBoard's projector shows, so its projector entries "
+                f"hold {len(ids):,} evenly spaced neurons (the 'neuron' column gives each "
+                "one's index); the knowledge file keeps them all.",
+            )
+        sprite = None
+        if result is not None and result.thumbnails is not None:
+            sprite = tile_images(result.thumbnails[ids])
+        metadata = neuron_metadata(
+            name,
+            count,
+            result.statistics if result is not None else None,
+            class_names,
+            neuron_ids=ids,
+        )
+        written[name] = write_embedding(log_dir, name, layer_vectors[ids], step, metadata,
+                                        sprite)
+    if written:
+        write_latest_entry(log_dir, written[opening_layer(vectors, results)])
+
+
+def opening_layer(vectors: Mapping[str, Tensor], results: Mapping[str, LayerResult]) -> str:
+    """The layer whose entry the projector should open on.
+
+    TensorBoard's projector opens an entry of the most points first (see
+    :mod:`lightning_semvec.projector.opening`), so the choice is among the widest layers
+    (counted up to :data:`~lightning_semvec.projector.MAX_PROJECTOR_POINTS`): the one whose
+    vectors agree best with its activations (highest fidelity, Spearman), the last hooked
+    one when none has a fidelity.
+
+    Example:
+        >>> import torch
+        >>> opening_layer({"conv": torch.zeros(8, 2), "fc": torch.zeros(8, 2),
+        ...                "logits": torch.zeros(3, 2)}, {})
+        'fc'
+    """
+    limit = projector_writer.MAX_PROJECTOR_POINTS
+    widest = max(min(v.shape[0], limit) for v in vectors.values())
+    candidates = [name for name, v in vectors.items() if min(v.shape[0], limit) == widest]
+
+    def fidelity(name: str) -> float:
+        result = results.get(name)
+        value = None if result is None or result.fidelity is None else result.fidelity["spearman"]
+        return value if value is not None and math.isfinite(value) else -math.inf
+
+    best = max(fidelity(name) for name in candidates)
+    return [name for name in candidates if fidelity(name) == best][-1]

@@ -1,0 +1,183 @@
+"""Reading neurons out of a module's output: any output shape to a ``(samples, neurons)`` matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from lightning_semvec.capture.layers import matches_pattern
+from lightning_semvec.errors import SemvecTypeError, SemvecValueError
+
+Reduction = Literal["mean", "positions"]
+REDUCTIONS: tuple[str, ...] = ("mean", "positions")
+OutputSelector = int | str | Callable[[Any], Tensor] | None
+
+
+@dataclass(frozen=True)
+class NeuronReadout:
+    """How one layer's output becomes ``(M, N)`` activations (``docs/method.md``, "Neurons and their activations").
+
+    Args:
+        reduction: for outputs with more than two axes, ``"mean"`` averages every axis
+            other than the batch and neuron axes (one sample per input), ``"positions"``
+            makes every position (pixel, token) a sample.
+        neuron_dim: the axis holding the neurons: ``1`` for ``(B, C, H, W)`` conv outputs
+            (default), ``-1`` for ``(B, T, N)`` sequence outputs.
+        select_output: how to pick the tensor when the module returns a tuple, list or dict:
+            an index, a key, or a callable taking the output and returning a tensor.
+
+    Example:
+        >>> NeuronReadout().read(torch.ones(4, 3, 5, 5)).shape
+        torch.Size([4, 3])
+        >>> NeuronReadout(reduction="positions").read(torch.ones(4, 3, 5, 5)).shape
+        torch.Size([100, 3])
+        >>> NeuronReadout(neuron_dim=-1, reduction="positions").read(torch.ones(2, 7, 6)).shape
+        torch.Size([14, 6])
+    """
+
+    reduction: Reduction = "mean"
+    neuron_dim: int = 1
+    select_output: OutputSelector = None
+
+    def __post_init__(self) -> None:
+        if self.reduction not in REDUCTIONS:
+            raise SemvecValueError(
+                f"Unknown reduction {self.reduction!r}: use 'mean' (average over positions) "
+                "or 'positions' (every position is a sample)."
+            )
+        if self.neuron_dim == 0:
+            raise SemvecValueError("neuron_dim=0 is the batch axis; neurons lie on axis 1 or -1.")
+
+    def select(self, output: Any, layer: str = "layer") -> Tensor:
+        """Pick the activation tensor out of a module's output."""
+        selected = output
+        if self.select_output is not None:
+            try:
+                if callable(self.select_output):
+                    selected = self.select_output(output)
+                else:
+                    selected = output[self.select_output]
+            except (IndexError, KeyError, TypeError) as err:
+                raise SemvecValueError(
+                    f"select_output={self.select_output!r} could not pick a tensor out of the "
+                    f"output of {layer!r} ({_describe(output)}): {err}."
+                ) from err
+        if not isinstance(selected, Tensor):
+            raise SemvecTypeError(
+                f"Layer {layer!r} returned {_describe(selected)}, not a tensor. Tell the callback "
+                "which tensor holds the neurons with select_output: an index for a tuple "
+                "(e.g. select_output=0), a key for a dict, or a callable returning the tensor; "
+                "per layer with layer_options={'" + layer + "': {'select_output': 0}}."
+            )
+        return selected
+
+    def read(
+        self,
+        output: Any,
+        layer: str = "layer",
+        detach: bool = True,
+        copy: bool = False,
+        neurons: Tensor | None = None,
+    ) -> Tensor:
+        """``output`` -> ``(M, N)`` float32 activations.
+
+        Args:
+            output: the module's output (a tensor, or a tuple/dict picked by ``select_output``).
+            layer: the layer's name, for error messages.
+            detach: cut the result from the autograd graph (the default, for observers such
+                as the callback); ``False`` keeps it differentiable, for losses that train
+                the network through its activations (static distillation of a student).
+            copy: return memory the output does not share, so that a later in-place op on the
+                output (``nn.ReLU(inplace=True)``, ``out += identity``) cannot change what was
+                read. A mean over positions, a neuron subset or a float cast copy anyway; only
+                a result that would alias the output is cloned.
+            neurons: ``(K,)`` indices: read only these neurons (taken before any reduction,
+                so only their values are copied), giving ``(M, K)``.
+
+        Example:
+            >>> x = torch.ones(2, 3, 4, 4, requires_grad=True)
+            >>> NeuronReadout().read(x).requires_grad, NeuronReadout().read(x, detach=False).requires_grad
+            (False, True)
+            >>> y = torch.zeros(2, 3)
+            >>> kept = NeuronReadout().read(y, copy=True)
+            >>> _ = y.add_(1.0)  # an in-place op after the layer
+            >>> kept.sum().item()
+            0.0
+        """
+        x = self.select(output, layer)
+        if detach:
+            x = x.detach()
+        if not (x.is_floating_point()):
+            raise SemvecTypeError(f"Layer {layer!r} returned a {x.dtype} tensor; neurons need floats.")
+        if x.ndim < 2:
+            raise SemvecValueError(
+                f"Layer {layer!r} returned shape {tuple(x.shape)}; expected (batch, neurons, ...)."
+            )
+        neuron_dim = 1 if x.ndim == 2 else self.neuron_dim % x.ndim
+        if neuron_dim == 0:
+            raise SemvecValueError(f"neuron_dim={self.neuron_dim} points at the batch axis of {layer!r}.")
+        source = x
+        if neurons is not None:
+            x = x.index_select(neuron_dim, neurons)
+        if x.ndim == 2:
+            result = x.float()
+        elif self.reduction == "mean":
+            # Reduce in place of the layout (no movedim copy): the kept axes are batch, neurons.
+            dims = tuple(d for d in range(1, x.ndim) if d != neuron_dim)
+            dtype = None if x.dtype == torch.float32 else torch.float32
+            result = x.mean(dim=dims, dtype=dtype)
+        else:
+            result = x.movedim(neuron_dim, -1).reshape(-1, x.shape[neuron_dim]).float()
+        if copy and result.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
+            result = result.clone()
+        return result
+
+    def num_neurons(self, output: Any, layer: str = "layer") -> int:
+        """``N``, the number of neurons in ``output`` (the size of its neuron axis)."""
+        x = self.select(output, layer)
+        if x.ndim < 2:
+            raise SemvecValueError(
+                f"Layer {layer!r} returned shape {tuple(x.shape)}; expected (batch, neurons, ...)."
+            )
+        return int(x.shape[1 if x.ndim == 2 else self.neuron_dim % x.ndim])
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, dict):
+        keys: list[Hashable] = list(value.keys())
+        return f"a dict with keys {keys}"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    return f"a {type(value).__name__}"
+
+
+def layer_readout(
+    name: str, default: NeuronReadout, layer_options: Mapping[str, Mapping[str, Any]]
+) -> NeuronReadout:
+    """The readout of layer ``name``: ``default`` with the ``layer_options`` entries whose key
+    is ``name`` or a glob pattern matching it (later entries win).
+
+    Example:
+        >>> layer_readout("lstm", NeuronReadout(), {"ls*": {"neuron_dim": -1}}).neuron_dim
+        -1
+    """
+    options: dict[str, Any] = {}
+    for key, value in layer_options.items():
+        if key == name or matches_pattern(key, name):
+            options.update(value)
+    unknown = set(options) - {"reduction", "neuron_dim", "select_output"}
+    if unknown:
+        raise SemvecValueError(
+            f"Unknown layer_options {sorted(unknown)} for {name!r}: use reduction, "
+            "neuron_dim or select_output."
+        )
+    return NeuronReadout(
+        options.get("reduction", default.reduction),
+        options.get("neuron_dim", default.neuron_dim),
+        options.get("select_output", default.select_output),
+    )

@@ -1,0 +1,336 @@
+"""The LightningCLI programs behind ``semvec fit`` and ``semvec distill``.
+
+Imported only when one of them runs (Lightning and torch are slow to import), by
+:mod:`lightning_semvec.cli._main`. What a user sees of them, beyond LightningCLI's own behaviour:
+
+* defaults that finish in about a minute on the digits on 2 CPU cores (:data:`DEFAULT_MAX_EPOCHS`
+  and :data:`DISTILL_MAX_EPOCHS`, analysis every :data:`DEFAULT_LOG_EVERY_N_EPOCHS` epochs and at
+  the end);
+* ``--help`` named after the command (``usage: semvec distill [options]``), starting with the
+  options to try first, the package's own groups before the Trainer's, and examples that keep
+  their line breaks;
+* a parse error is one line, ``semvec fit: error: ...``, with "did you mean ...?" for a misspelt
+  key, and exit status 2 (no 70 lines of usage);
+* a summary at the end of training: validation metrics, log folder, checkpoint, knowledge file
+  and the next commands (on global rank 0 only).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import os
+import re
+import shlex
+import sys
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
+from jsonargparse import DefaultHelpFormatter
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lightning_semvec.analysis.options import AnalysisOptions
+from lightning_semvec.callback.semantic_vector_callback import SemanticVectorCallback
+from lightning_semvec.distillation import StaticDistillationModule
+
+DEFAULT_MAX_EPOCHS = 10
+"""``--trainer.max_epochs`` of ``semvec fit`` (Lightning's own is 1000)."""
+
+DISTILL_MAX_EPOCHS = 30
+"""``--trainer.max_epochs`` of ``semvec distill``: the student is small and fast (as in the demo)."""
+
+DEFAULT_LOG_EVERY_N_EPOCHS = 5
+"""``--semvec.analysis.log_every_n_epochs`` of ``semvec fit``: analysis and projector every 5
+epochs and once more at the end (figures: at the end), not every epoch."""
+
+FIT_START = f"""Train a LightningModule with the semantic vector callback (default: the demo CNN on the
+digits, {DEFAULT_MAX_EPOCHS} epochs, about a minute on 2 CPU cores). Start here:
+  --semvec.layers '[net.features.*, net.classifier.3]'   layers (names or globs) to learn vectors for
+  --semvec.dim 16                                        size of each neuron's vector
+  --trainer.max_epochs 50                                train longer (default {DEFAULT_MAX_EPOCHS})
+  --knowledge teacher.semvec.safetensors                 export the vectors after fit
+  --model ..., --data ...                                your LightningModule and LightningDataModule
+The groups below: model, data, semvec (the callback), then optimizer and Trainer options."""
+
+FIT_EXAMPLES = f"""examples:
+  semvec fit                                          # demo CNN on the digits, {DEFAULT_MAX_EPOCHS} epochs
+  semvec fit --trainer.max_epochs 50                  # train longer
+  semvec fit --semvec.dim 16 --knowledge teacher.semvec.safetensors
+  semvec fit --model lightning_semvec.models.ImageClassifier --model.model resnet20 \\
+             --model.in_channels 3 --data lightning_semvec.data.CIFAR10DataModule \\
+             --data.download true --semvec.layers '[net.layer1, net.layer2, net.layer3, net.fc]'
+  semvec fit --print_config > fit.yaml && semvec fit --config fit.yaml
+"""
+
+DISTILL_START = f"""Static distillation: train a student on the data while pulling its layers towards a
+knowledge file's vectors (no teacher at run time; default: the digits, {DISTILL_MAX_EPOCHS} epochs).
+Start here:
+  --model.knowledge teacher.semvec.safetensors           the knowledge file (semvec fit --knowledge)
+  --model.student lightning_semvec.models.SmallCNN       the student model
+  --model.layer_map '{{classifier.3: net.classifier.3}}'   student layer: knowledge layer
+  --trainer.max_epochs 50                                train longer (default {DISTILL_MAX_EPOCHS})"""
+
+DISTILL_EXAMPLES = """examples:
+  semvec distill --model.knowledge teacher.semvec.safetensors \\
+                 --model.student lightning_semvec.models.SmallCNN --model.student.width 4 \\
+                 --model.layer_map '{classifier.3: net.classifier.3}'
+  semvec distill ... --trainer.max_epochs 50          # train longer
+  semvec distill --print_config > distill.yaml && semvec distill --config distill.yaml
+"""
+
+
+class HelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's formatter, keeping the line breaks of the description and the examples
+    (as :class:`argparse.RawDescriptionHelpFormatter` does)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
+_UNKNOWN_PATTERNS = (
+    # --semvec.dimm 4 on the command line
+    re.compile(r"nrecognized arguments: (?P<key>--?[\w.\-]+)"),
+    # dims: in a config file, or a nested --semvec '{dims: 4}'
+    re.compile(r"does not accept option '(?P<key>[\w.\-]+)'"),
+    re.compile(r"Key '(?P<key>[\w.\-]+)' is not expected"),
+)
+
+
+class SemvecArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser with a one-line error message (and a suggestion for a misspelt key)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
+            super().error(message, ex)
+        prog = self.prog.split(" [options]")[0]
+        print(f"{prog}: error: {one_line_error(self, message)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def one_line_error(parser: LightningArgumentParser, message: str) -> str:
+    """The parse error ``message``: one line naming the closest option for an unknown key, else
+    jsonargparse's explanation of the wrong value and where to find the options."""
+    key = _unknown_key(message)
+    help_tip = f"{parser.prog.split(' [options]')[0]} --help"
+    if key is None:  # a wrong value: jsonargparse's explanation, without the usage
+        return f"{message.rstrip()}\n  (options: {help_tip})"
+    options = {o for o in (*_option_strings(parser), *_class_options(message))
+               if not o.endswith(".help")}
+    guess = _closest(key, options)
+    hint = f"did you mean `{guess}`?" if guess else f"see {help_tip}"
+    return f"unknown option `{key}`: {hint}"
+
+
+def _closest(key: str, options: set[str]) -> str | None:
+    """The option closest to ``key``: by its last part among the options of the same group
+    (``--model.wieght`` is not "close" to ``--model.model`` for sharing ``--model.``), else by the
+    whole name (``--semvc.dim``)."""
+    group, _, leaf = key.rpartition(".")
+    siblings = {o.rpartition(".")[2]: o for o in options if o.rpartition(".")[0] == group}
+    found = difflib.get_close_matches(leaf, sorted(siblings), n=1)
+    if found:
+        return siblings[found[0]]
+    found = difflib.get_close_matches(key, sorted(options), n=1, cutoff=0.8)
+    return found[0] if found else None
+
+
+def _unknown_key(message: str) -> str | None:
+    for pattern in _UNKNOWN_PATTERNS:
+        found = pattern.search(message)
+        if found:
+            key = found["key"]
+            return key if key.startswith("-") else f"--{key}"
+    # --model.wieght: the model's class does not take the argument.
+    parent = re.search(r'Parser key "(?P<parent>[\w.]+)"', message)
+    option = re.search(r"Option '(?P<key>[\w.]+)' is not accepted", message)
+    if parent and option:
+        return f"--{parent['parent']}.{option['key']}"
+    return None
+
+
+def _option_strings(parser: Any) -> Iterator[str]:
+    for action in parser._actions:
+        yield from (s for s in action.option_strings if s.startswith("--"))
+        for subparser in (getattr(action, "choices", None) or {}).values():
+            if hasattr(subparser, "_actions"):
+                yield from _option_strings(subparser)
+
+
+def _class_options(message: str) -> Iterator[str]:
+    """``--model.<argument>`` for each argument of the class in 'Problem with given class_path'."""
+    parent = re.search(r'Parser key "(?P<parent>[\w.]+)"', message)
+    found = re.search(r"class_path '(?P<path>[\w.]+)'", message)
+    if not (parent and found):
+        return
+    module, _, name = found["path"].rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        parameters = inspect.signature(cls).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return
+    yield from (f"--{parent['parent']}.{name}" for name, p in parameters.items()
+                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+
+class SemvecLightningCLI(LightningCLI):
+    """What ``semvec fit`` and ``semvec distill`` share: the ``fit`` subcommand only, named after
+    the command, the package's groups first, a short default run and a summary at the end."""
+
+    command = "semvec"
+    max_epochs = DEFAULT_MAX_EPOCHS
+    start_here = ""
+    examples = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", SemvecArgumentParser)
+        kwargs.setdefault("parser_kwargs", {
+            "prog": self.command, "formatter_class": HelpFormatter,
+            "fit": {"description": self.start_here, "epilog": self.examples,
+                    "usage": "%(prog)s [options]"},
+        })
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {"fit": LightningCLI.subcommands()["fit"]}
+
+    def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+        super()._add_subcommands(parser, **kwargs)
+        # Private hook, the one place where jsonargparse has already named the subcommand's parser
+        # "semvec fit [options] fit" and all groups exist.
+        for subparser in self._subcommand_parsers.values():
+            subparser.prog = parser.prog
+            groups = subparser._action_groups
+            for key in ("trainer",):  # the Trainer's 400 lines after model, data and semvec
+                group = subparser.groups.get(key) if subparser.groups else None
+                if group in groups:
+                    groups.remove(group)
+                    groups.append(group)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # 20 batches an epoch on the digits: Lightning's 50-step logging interval would leave
+        # 4 points per curve (and warn); every 5 steps gives 40 in a default run.
+        parser.set_defaults({"trainer.max_epochs": self.max_epochs, "trainer.log_every_n_steps": 5})
+
+    def after_fit(self) -> None:
+        if self.trainer.is_global_zero:
+            print(self.summary(), flush=True)
+
+    def summary_paths(self) -> dict[str, str]:
+        return {}
+
+    def next_commands(self, checkpoint: str | None) -> list[str]:
+        return []
+
+    def summary(self) -> str:
+        """What the run produced and what to run next."""
+        trainer = self.trainer
+        metrics = {k: v for k, v in trainer.callback_metrics.items()
+                   if k.startswith("val") and getattr(v, "numel", lambda: 1)() == 1}
+        epochs, steps = trainer.current_epoch, trainer.global_step
+        lines = [f"{self.command}: done, {epochs} epoch{'s' * (epochs != 1)} "
+                 f"({steps} step{'s' * (steps != 1)})."]
+        if metrics:
+            lines.append("  validation:  " + ", ".join(
+                f"{k} {float(v):.4g}" for k, v in sorted(metrics.items())))
+        checkpoint = None
+        callback = trainer.checkpoint_callback
+        if callback is not None:
+            checkpoint = callback.best_model_path or callback.last_model_path or None
+        log_dir = trainer.log_dir if trainer.logger is not None else None
+        for label, path in (("logs", log_dir), ("checkpoint", checkpoint),
+                            *self.summary_paths().items()):
+            if path:
+                lines.append(f"  {label + ':':<12} {_short(path)}")
+        commands = self.next_commands(checkpoint and _short(checkpoint))
+        if log_dir:
+            commands.append(f"tensorboard --logdir {shlex.quote(_short(log_dir))}")
+        if commands:
+            lines.append("next:")
+            lines.extend(f"  {command}" for command in commands)
+        return "\n".join(lines)
+
+
+def _short(path: str | os.PathLike) -> str:
+    """``path`` relative to the current folder when it is inside it."""
+    path = os.fspath(path)
+    relative = os.path.relpath(path) if os.path.isabs(path) else path
+    return path if relative.startswith("..") else relative
+
+
+class SemvecFitCLI(SemvecLightningCLI):
+    """``semvec fit``: the callback under ``--semvec`` and ``--knowledge`` for export."""
+
+    command = "semvec fit"
+    start_here = FIT_START
+    examples = FIT_EXAMPLES
+
+    def __init__(self, args: list[str]) -> None:
+        self._knowledge: str | None = None
+        super().__init__(LightningModule, LightningDataModule, subclass_mode_model=True,
+                         subclass_mode_data=True, args=["fit", *args])
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_lightning_class_args(SemanticVectorCallback, "semvec")
+        parser.add_argument(
+            "--knowledge", type=str | None, default=None,
+            help="after fit, export the learned vectors to this knowledge file",
+        )
+        parser.set_defaults({
+            "model": {"class_path": "lightning_semvec.models.ImageClassifier"},
+            "data": {"class_path": "lightning_semvec.data.DigitsDataModule"},
+            "semvec.layers": ["net.features.*", "net.classifier.3"],
+            "semvec.analysis": AnalysisOptions(log_every_n_epochs=DEFAULT_LOG_EVERY_N_EPOCHS),
+        })
+
+    def before_instantiate_classes(self) -> None:
+        # Analysed at least once: a run shorter than the cadence (--trainer.max_epochs 3 with
+        # every 5) is analysed at its last epoch, so the knowledge file has statistics.
+        config = self.config[self.subcommand]
+        analysis, max_epochs = config.get("semvec.analysis"), config.get("trainer.max_epochs")
+        every = getattr(analysis, "log_every_n_epochs", None)
+        if isinstance(every, int) and isinstance(max_epochs, int) and 0 < max_epochs < every:
+            analysis.log_every_n_epochs = max_epochs
+
+    def after_fit(self) -> None:
+        path = self.config[self.subcommand].get("knowledge")
+        if path:
+            semvec = next(
+                c for c in self.trainer.callbacks if isinstance(c, SemanticVectorCallback)
+            )
+            self._knowledge = str(semvec.export_knowledge(path))
+        super().after_fit()
+
+    def summary_paths(self) -> dict[str, str]:
+        return {"knowledge": self._knowledge} if self._knowledge else {}
+
+    def next_commands(self, checkpoint: str | None) -> list[str]:
+        knowledge = self._knowledge
+        commands = []
+        if knowledge is None and checkpoint:
+            knowledge = "teacher.semvec.safetensors"
+            commands.append(f"semvec export {shlex.quote(checkpoint)} {knowledge}")
+        if knowledge:
+            commands.append(f"semvec report {shlex.quote(_short(knowledge))} report/")
+        return commands
+
+
+class SemvecDistillCLI(SemvecLightningCLI):
+    """``semvec distill``: :class:`StaticDistillationModule` on any datamodule (the digits)."""
+
+    command = "semvec distill"
+    max_epochs = DISTILL_MAX_EPOCHS
+    start_here = DISTILL_START
+    examples = DISTILL_EXAMPLES
+
+    def __init__(self, args: list[str]) -> None:
+        super().__init__(StaticDistillationModule, LightningDataModule, subclass_mode_data=True,
+                         args=["fit", *args])
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.set_defaults({"data": {"class_path": "lightning_semvec.data.DigitsDataModule"}})

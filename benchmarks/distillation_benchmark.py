@@ -71,7 +71,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distillation_methods import (  # noqa: E402 (the benchmark's own folder)
+from distillation_methods import (
     CONTROLS,
     SHARED_CONTROLS,
     TEACHER_LOGITS,
@@ -79,9 +79,9 @@ from distillation_methods import (  # noqa: E402 (the benchmark's own folder)
     method_builders,
 )
 
-from lightning_semvec import AnalysisOptions, SemanticVectorCallback, StaticKnowledge  # noqa: E402
-from lightning_semvec.data import DigitsDataModule  # noqa: E402
-from lightning_semvec.models import ImageClassifier, SmallCNN, cosine_schedule  # noqa: E402
+from lightning_semvec import AnalysisOptions, SemanticVectorCallback, StaticKnowledge
+from lightning_semvec.data import DigitsDataModule
+from lightning_semvec.models import ImageClassifier, SmallCNN, cosine_schedule
 
 DEFAULT_METHODS = [
     "plain", "kd", "rkd", "sp", "cc", "pkt",

@@ -37,7 +37,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_semvec import (
@@ -176,7 +175,7 @@ def time_resnet50(steps: int, warmup: int, batch: int = 256, size: int = 224,
                                optimizer=functools.partial(torch.optim.SGD, lr=1e-3, momentum=0.9))
 
     layers = ["net.layer1", "net.layer2", "net.layer3", "net.layer4", "net.fc"]
-    batches = lambda n: gpu_batches((batch, 3, size, size), 1000, n)  # noqa: E731
+    batches = lambda n: gpu_batches((batch, 3, size, size), 1000, n)
     variants = {
         "off": lambda: [],
         "on": lambda: [SemanticVectorCallback(layers=layers, dim=32, analysis=None)],
@@ -204,7 +203,7 @@ def time_resnet50(steps: int, warmup: int, batch: int = 256, size: int = 224,
 
 def time_distillation(steps: int, warmup: int, batch: int = 256, reps: int = 2) -> dict[str, float]:
     knowledge = StaticKnowledge.from_vectors({"fc": torch.randn(100, 32)})
-    batches = lambda n: gpu_batches((batch, 3, 32, 32), 100, n)  # noqa: E731
+    batches = lambda n: gpu_batches((batch, 3, 32, 32), 100, n)
 
     def plain() -> pl.LightningModule:
         torch.manual_seed(0)

@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import performance  # noqa: E402
+import performance
 
 
 def _fit(case: str, variant: str, steps: int, patch: Callable[[Any], None] | None = None) -> list[float]:

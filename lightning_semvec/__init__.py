@@ -57,7 +57,25 @@ _EXPORTS = {
     "write_report": "lightning_semvec.report",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "AnalysisOptions",
+    "KnowledgeFileError",
+    "NeuronReadout",
+    "SemanticFidelity",
+    "SemanticVectorCallback",
+    "SemanticVectors",
+    "SemvecError",
+    "StaticDistillationModule",
+    "StaticKnowledge",
+    "StudentModule",
+    "TeacherDistillationModule",
+    "__version__",
+    "embed_models",
+    "embed_neurons",
+    "resolve_layers",
+    "write_embedding",
+    "write_report",
+]
 
 if TYPE_CHECKING:
     from lightning_semvec.analysis.options import AnalysisOptions

@@ -180,7 +180,7 @@ def test_unmatched_layer_fails_before_training_with_close_names():
 
 def test_vectors_before_training_raise():
     with pytest.raises(RuntimeError, match="first training step"):
-        SemanticVectorCallback(layers="x").semantic_vectors
+        _ = SemanticVectorCallback(layers="x").semantic_vectors
 
 
 def test_batch_of_one_sample_is_skipped_with_one_warning():
@@ -189,7 +189,7 @@ def test_batch_of_one_sample_is_skipped_with_one_warning():
         fit(TinyConvNet(batch_size=1, n=4), callbacks=[semvec], max_epochs=1)
     assert sum("only 1 sample" in str(w.message) for w in record) == 1
     with pytest.raises(RuntimeError):
-        semvec.semantic_vectors
+        _ = semvec.semantic_vectors
 
 
 class NaNOnStep(pl.Callback):

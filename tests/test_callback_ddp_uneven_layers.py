@@ -245,7 +245,7 @@ class FakeProcesses:
                     subsets={}, widths={n: a.shape[1] for n, a in shares[rank].items()},
                     neuron_subset=lambda width: None, warn_once=lambda key, message: None,
                 )
-            except Exception as error:  # noqa: BLE001 (handed to the test)
+            except Exception as error:
                 results[rank] = error
 
         threads = [threading.Thread(target=process, args=(r,)) for r in range(len(shares))]

@@ -91,7 +91,7 @@ def test_with_every_neuron_in_the_subset_each_form_equals_the_dense_form():
         got = vectors(form, max_neurons)
         # Compared as displacements from the start, so the tolerance is relative to the motion.
         torch.testing.assert_close(got - start, expected - start, rtol=1e-3, atol=1e-6,
-                                   msg=lambda m: f"{form}, K={max_neurons}: {m}")
+                                   msg=lambda m, form=form, k=max_neurons: f"{form}, K={k}: {m}")
 
 
 @pytest.mark.parametrize("form", ["dense", "factorized"])

@@ -1,7 +1,5 @@
-import pytest
 
-from lightning_semvec.cli.demo import main, next_version_folder
-from lightning_semvec.errors import SemvecValueError
+from lightning_semvec.cli.demo import main
 from lightning_semvec.projector import (
     projector_open_order,
     read_embedding_metadata,

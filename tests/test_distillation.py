@@ -159,7 +159,7 @@ def test_teacher_vectors_are_buffers_unchanged_by_training(knowledge, datamodule
     parameter_ids = {id(p) for p in module.parameters()}
     state = module.state_dict(keep_vars=True)
     assert {"teacher_vectors_classifier_1", "teacher_vectors_classifier_2"} <= set(state)
-    for name, vectors in module.teacher_vectors.items():
+    for vectors in module.teacher_vectors.values():
         assert id(vectors) not in parameter_ids and not vectors.requires_grad
         assert any(v is vectors for v in state.values())  # persistent buffer: in checkpoints
     pl.Trainer(**quiet()).fit(module, datamodule)

@@ -113,7 +113,7 @@ def test_wide_layer_tracks_a_fixed_bounded_subset():
     g = torch.Generator().manual_seed(0)
     acts = torch.randn(64, 4, generator=g) @ torch.randn(4, num_neurons, generator=g)
     streamed(metric, acts, batch=16)
-    s, alive = metric.compute_similarity()
+    s, _alive = metric.compute_similarity()
     torch.testing.assert_close(s, activation_similarity(acts[:, idx]), atol=1e-5, rtol=0)
     metric.set_vectors(torch.randn(num_neurons, 4, generator=g))  # vectors for all N neurons
     assert set(metric.compute()) == {"spearman", "neighbour_agreement"}

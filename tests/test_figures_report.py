@@ -140,7 +140,7 @@ def test_figures_option_rejects_an_unknown_schedule():
 
 
 def test_report_shows_the_statistics_the_knowledge_file_carries(run, tmp_path):
-    tmp, log_dir, knowledge_path, semvec = run
+    _tmp, log_dir, knowledge_path, semvec = run
     # No log folder: the statistics travel in the knowledge file.
     index = write_report(knowledge_path, tmp_path / "report")
     assert index == tmp_path / "report" / "index.html"

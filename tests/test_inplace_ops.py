@@ -4,10 +4,7 @@ distillation loss."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning.pytorch as pl
-import pytest
 import torch
 from tiny_models import TinyConvNet, trainer_kwargs
 from torch import Tensor, nn

@@ -111,7 +111,7 @@ def test_one_projector_entry_holds_both_models_with_a_model_column(joint_file, t
     assert not (tmp_path / "plain").exists()
 
 
-def test_semvec_embed_compare_puts_two_checkpoints_in_one_space(  # noqa: F811
+def test_semvec_embed_compare_puts_two_checkpoints_in_one_space(
         checkpoint, tmp_path, capsys):
     other = shutil.copy(checkpoint, tmp_path / "student.ckpt")  # the same weights: a sanity check
     out = tmp_path / "out"
@@ -132,7 +132,7 @@ def test_semvec_embed_compare_puts_two_checkpoints_in_one_space(  # noqa: F811
     assert 'tensor_name: "joint:00000"' in config
 
 
-def test_semvec_embed_compare_options_need_compare(checkpoint, tmp_path, capsys):  # noqa: F811
+def test_semvec_embed_compare_options_need_compare(checkpoint, tmp_path, capsys):
     assert main(["embed", str(checkpoint), "digits", "net.classifier.1", str(tmp_path / "o"),
                  "--compare_layers", "net.classifier.1", "--trust-checkpoint"]) == 2
     assert "--compare_weights and --compare_layers go with --compare" in capsys.readouterr().err

@@ -111,7 +111,7 @@ def test_saving_twice_gives_identical_bytes(tmp_path: Path, knowledge: StaticKno
 
 
 def test_file_is_a_plain_safetensors_file_with_documented_layout(good_file: Path) -> None:
-    tensors, metadata, document = read_parts(good_file)
+    tensors, _metadata, document = read_parts(good_file)
     assert set(tensors) == {"vectors/features.3", "vectors/encoder/block.0", "vectors/fc"}
     assert document["format_version"] == FORMAT_VERSION
     assert [entry["name"] for entry in document["layers"]] == ["features.3", "encoder/block.0", "fc"]

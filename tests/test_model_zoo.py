@@ -38,7 +38,6 @@ from lightning_semvec import (
     StaticDistillationModule,
     StaticKnowledge,
 )
-from lightning_semvec.capture.layers import resolve_layers
 
 NUM_CLASSES = 3
 HOOKED_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm,

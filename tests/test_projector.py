@@ -61,8 +61,7 @@ def test_entries_written_before_a_resume_are_still_listed(tmp_path):
     resumed = SemanticVectorCallback(layers=LAYERS, dim=3, analysis=AnalysisOptions(figures=False))
     fit(tmp_path, [resumed], max_epochs=4, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     after = [e.tensor_name for e in step_entries(log_dir)]
-    assert after == before + ["features.1:00018", "classifier.2:00018", "features.1:00024",
-                              "classifier.2:00024"]
+    assert after == [*before, "features.1:00018", "classifier.2:00018", "features.1:00024", "classifier.2:00024"]
     # One "(latest)" entry, of the last export: the resumed run replaced the first run's.
     assert [e.tensor_name for e in read_projector_config(log_dir) if e.is_latest] == [
         "(latest) features.1:00024"]  # 4 neurons: wider than classifier.2's 3
@@ -97,8 +96,8 @@ def test_callback_writes_every_layer_with_all_metadata_columns_and_sprite(tmp_pa
     assert columns["preferred_class"] == [str(c) for c in stats["preferred_class"].tolist()]
     assert columns["preferred_class_id"] == columns["preferred_class"]  # no class names
     assert columns["label"] == [
-        "classifier.2 #%d: dead" % i if dead else 'classifier.2 #%d: "%d"' % (i, c) + (
-            ", selectivity %.2f" % s if 0 <= s <= 1 else "")
+        f"classifier.2 #{i}: dead" if dead else f'classifier.2 #{i}: "{c}"' + (
+            f", selectivity {s:.2f}" if 0 <= s <= 1 else "")
         for i, (c, s, dead) in enumerate(zip(stats["preferred_class"].tolist(),
                                              stats["selectivity"].tolist(),
                                              stats["dead"].tolist()))]
@@ -174,7 +173,7 @@ def test_label_fn_and_missing_labels(tmp_path):
 
 def test_bad_labels_are_clear_errors():
     batch = make_data(4).tensors
-    quiet = lambda key, message: None  # noqa: E731
+    quiet = lambda key, message: None
     with pytest.raises(TypeError, match="label_fn must return .* dtype torch.float32"):
         labels_of_batch(batch, lambda b: b[1].float(), 3, quiet)
     with pytest.raises(ValueError, match=r"outside \[0, 3\) for num_classes=3"):

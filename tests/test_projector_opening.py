@@ -8,7 +8,6 @@ checks the order against the real server's answer.
 """
 
 import logging
-import math
 
 import lightning.pytorch as pl
 import numpy as np

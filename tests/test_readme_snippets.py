@@ -29,7 +29,7 @@ def run_blocks(blocks: list[str], where: str) -> dict:
     namespace: dict = {"__name__": "__readme__"}
     for i, block in enumerate(blocks):
         code = compile(block, f"<{where} python block {i + 1}>", "exec")
-        exec(code, namespace)  # noqa: S102 (our own documentation)
+        exec(code, namespace)
     return namespace
 
 

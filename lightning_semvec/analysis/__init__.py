@@ -9,7 +9,7 @@ the end of fit), ``figures`` (matplotlib figures of a layer's vectors), ``projec
 ``_export`` (an analysed epoch written through a ``TensorBoardLogger``).
 
 Example:
-    >>> AnalysisOptions(every_n_epochs=2).every_n_epochs
+    >>> AnalysisOptions(log_every_n_epochs=2).log_every_n_epochs
     2
 """
 

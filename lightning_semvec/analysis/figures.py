@@ -25,7 +25,7 @@ from lightning_semvec.functional.similarity import normalize_vectors
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["cluster_order", "pca_map", "pca_2d", "similarity_heatmaps"]
+__all__ = ["cluster_order", "pca_2d", "pca_map", "similarity_heatmaps"]
 
 
 def _new_figure(width: float, height: float) -> Figure:

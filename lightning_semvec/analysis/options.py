@@ -82,7 +82,7 @@ class AnalysisOptions:
         >>> AnalysisOptions(projector_images="tiles")
         Traceback (most recent call last):
         ...
-        lightning_semvec.errors.SemvecValueError: Unknown projector_images 'tiles': use one of 'off', 'top1', 'grid'. 'top1' is the input that activates each neuron most, 'grid' its projector_top_k best inputs.
+        lightning_semvec.errors.SemvecValueError: Unknown projector_images 'tiles': use one of 'off', 'top1', ...
     """
 
     log_every_n_epochs: int = 1

@@ -9,9 +9,9 @@ Example:
     >>> import torch
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
-    >>> [name for name, _ in resolve_layers(net, ["0"])]
+    >>> list(resolve_layers(net, ["0"]))
     ['0']
-    >>> NeuronReadout()(torch.ones(2, 4, 5, 5)).shape  # channels are the neurons
+    >>> NeuronReadout().read(torch.ones(2, 4, 5, 5)).shape  # channels are the neurons
     torch.Size([2, 4])
 """
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ class DigitsDataModule(SplitDataModule):
     """
 
     num_classes: int = 10
-    class_names: list[str] = [str(digit) for digit in range(10)]
+    class_names: ClassVar[list[str]] = [str(digit) for digit in range(10)]
 
     def __init__(
         self,

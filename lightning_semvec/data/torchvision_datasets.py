@@ -168,7 +168,7 @@ class TorchvisionDataModule(SplitDataModule):
 
         eval_tf = self.eval_transform()
         self.test_dataset = _TransformedSubset(test_split, None, eval_tf)
-        n_val = int(round(self.val_fraction * len(train_split)))
+        n_val = round(self.val_fraction * len(train_split))
         if n_val == 0:
             self.train_dataset = _TransformedSubset(train_split, None, self.train_transform())
             self.val_dataset = self.test_dataset

@@ -22,8 +22,8 @@ from lightning_semvec._utils.checks import is_int
 from lightning_semvec.errors import SemvecFileNotFoundError, SemvecValueError
 
 __all__ = [
-    "KnowledgeFileError",
     "MAX_HEADER_BYTES",
+    "KnowledgeFileError",
     "parse_json",
     "read_header",
     "regular_file_size",

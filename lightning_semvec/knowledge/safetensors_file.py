@@ -42,10 +42,10 @@ from lightning_semvec.knowledge.layer_knowledge import (
 __all__ = [
     "FORMAT_VERSION",
     "KNOWLEDGE_SUFFIX",
-    "KnowledgeFileError",
     "METADATA_KEY",
     "STATISTICS_PREFIX",
     "TENSOR_PREFIX",
+    "KnowledgeFileError",
     "read_knowledge_document",
     "write_knowledge_file",
 ]

@@ -21,8 +21,8 @@ __all__ = [
     "available_models",
     "build_model",
     "cosine_schedule",
+    "resnet8x4",
     "resnet20",
     "resnet32x4",
     "resnet56",
-    "resnet8x4",
 ]

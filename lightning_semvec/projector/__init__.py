@@ -63,11 +63,11 @@ from lightning_semvec.projector.writer import MAX_PROJECTOR_POINTS, write_embedd
 
 __all__ = [
     "CONFIG_FILENAME",
-    "EmbeddingEntry",
     "LATEST_PREFIX",
     "MAX_PROJECTOR_POINTS",
     "MAX_SPRITE_SIDE",
     "METADATA_COLUMNS",
+    "EmbeddingEntry",
     "encode_png",
     "make_sprite",
     "neuron_label",

@@ -44,7 +44,6 @@ from lightning_semvec.knowledge import StaticKnowledge
 from lightning_semvec.report._matching import matching_sections
 
 __all__ = [
-    "main",
     "nearest_neighbours",
     "write_report",
 ]

@@ -6,7 +6,9 @@ several layers, their optimizer and their step, and :class:`StepResult`) and
 was, optimizer state included).
 
 Example:
-    >>> vectors = SemanticVectors({"fc": 5}, dim=3)
+    >>> import torch
+    >>> vectors = SemanticVectors(dim=3, seed=0)
+    >>> _ = vectors.step({"fc": torch.randn(16, 5)})  # a layer's vectors start on its first step
     >>> vectors["fc"].shape
     torch.Size([5, 3])
 """

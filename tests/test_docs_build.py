@@ -33,7 +33,7 @@ PUBLIC_MODULES = [
     "lightning_semvec.analysis.figures",
     "lightning_semvec.report.html",
     "lightning_semvec.knowledge.joint_space",
-    "lightning_semvec.report._matching",
+    "lightning_semvec.report.matching",
     "lightning_semvec.projector.joint",
 ]
 

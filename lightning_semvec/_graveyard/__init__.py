@@ -46,7 +46,7 @@ MOVED_MODULES = {
     "lightning_semvec.neurons": "lightning_semvec.capture.readout",
     "lightning_semvec.projector_export": "lightning_semvec.analysis.projector_export",
     "lightning_semvec.projector_joint": "lightning_semvec.projector.joint",
-    "lightning_semvec.report_matching": "lightning_semvec.report._matching",
+    "lightning_semvec.report_matching": "lightning_semvec.report.matching",
     "lightning_semvec.semantic_vectors": "lightning_semvec.vectors.semantic_vectors",
     "lightning_semvec.validation_analysis": "lightning_semvec.analysis._validation",
     "lightning_semvec.validation_batches": "lightning_semvec.analysis.batches",

@@ -1,7 +1,7 @@
 """The offline HTML report of a knowledge file (``semvec report``).
 
 The modules: ``html`` (:func:`write_report`: figures per layer, a table of its neurons, and
-``nearest_neighbours``) and ``_matching`` (the "Matching" sections of a joint knowledge: which
+``nearest_neighbours``) and ``matching`` (the "Matching" sections of a joint knowledge: which
 neuron of one model plays which role in another).
 """
 

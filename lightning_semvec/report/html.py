@@ -17,7 +17,7 @@ dead), rounded. Dead neurons have no preferred class or selectivity (empty cells
 selectivity values outside ``[0, 1]`` (files exported before the index was defined for signed
 activations) are left empty with a note. A knowledge file of
 :func:`~lightning_semvec.embed_models` (models in one space) also gets a "Matching" section per
-model after the first (:mod:`lightning_semvec.report._matching`).
+model after the first (:mod:`lightning_semvec.report.matching`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from lightning_semvec.functional.similarity import (
     semantic_similarity,
 )
 from lightning_semvec.knowledge import StaticKnowledge
-from lightning_semvec.report._matching import matching_sections
+from lightning_semvec.report.matching import matching_sections
 
 __all__ = [
     "nearest_neighbours",

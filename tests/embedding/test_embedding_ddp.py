@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from lightning_semvec import embed_neurons
 from lightning_semvec.functional import semantic_similarity
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Two processes start through Lightning's subprocess launcher (tens of seconds on 2 cores).
 pytestmark = pytest.mark.slow
 

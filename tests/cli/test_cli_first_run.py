@@ -103,7 +103,7 @@ def test_export_examples_name_a_checkpoint_that_default_checkpointing_writes(cap
 
     assert main(["export", "--help"]) == 0
     help_text = capsys.readouterr().out
-    docs = (Path(__file__).resolve().parent.parent / "docs" / "knowledge-file.md").read_text()
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "knowledge-file.md").read_text()
     for text in (help_text, docs):
         commands = re.findall(r"semvec export \S+", text)
         assert commands and not any("last.ckpt" in c for c in commands), commands

@@ -20,7 +20,7 @@ for folder in [TESTS, *sorted(p for p in TESTS.iterdir() if p.is_dir() and not p
         sys.path.insert(0, str(folder))
 
 # Threads that libraries start once per process and keep on purpose; ours never outlive a test.
-_LIBRARY_THREADS = ("pydevd", "QueueFeederThread", "Thread-ProfilerThread", "asyncio_", "ThreadPoolExecutor")
+_LIBRARY_THREADS = ("pydevd", "tqdm_monitor", "QueueFeederThread", "Thread-ProfilerThread", "asyncio_", "ThreadPoolExecutor")
 
 
 def _left_threads(before: set[threading.Thread]) -> list[threading.Thread]:

@@ -91,7 +91,7 @@ def agree_on_layers(
         if n in activations else (0, 0, 0, 0)
         for n in names
     ]
-    table = pl_module.all_gather(torch.tensor(local, dtype=torch.int64, device=pl_module.device))
+    table = _all_gather_tensor(pl_module, torch.tensor(local, dtype=torch.int64, device=pl_module.device))
     per_rank = table.reshape(-1, len(names), 4).tolist()  # (world_size, L, 4)
     agreed: dict[str, AgreedLayer] = {}
     for i, name in enumerate(names):
@@ -211,7 +211,7 @@ def _gather_group(
     longest = max(rows)
     if longest > own:
         acts = torch.cat([acts, acts.new_zeros(longest - own, acts.shape[1])])
-    gathered = pl_module.all_gather(acts).reshape(-1, acts.shape[1])
+    gathered = _all_gather_tensor(pl_module, acts).reshape(-1, acts.shape[1])
     if all(count == longest for count in rows):
         return gathered, None
     counts = torch.tensor(rows, device=gathered.device)
@@ -230,3 +230,12 @@ def _enough_rows(name: str, rows: int, warn_once: WarnOnce) -> bool:
     )
     return False
 
+
+def _all_gather_tensor(pl_module: pl.LightningModule, tensor: Tensor) -> Tensor:
+    """``all_gather`` of one tensor: ``(world_size, *shape)``, or ``shape`` in one process.
+
+    ``LightningModule.all_gather`` is typed for collections too; given a tensor it returns one.
+    """
+    gathered = pl_module.all_gather(tensor)
+    assert isinstance(gathered, Tensor)
+    return gathered

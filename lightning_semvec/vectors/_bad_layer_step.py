@@ -38,14 +38,14 @@ def step_skipping_bad_layers(
     with torch.no_grad():
         for i, (param, (old_param, old_state)) in enumerate(zip(params, snapshot)):
             param.grad = None
-            good = ok[i]
-            param.copy_(torch.where(good, param, old_param))
+            keep = ok[i]
+            param.copy_(torch.where(keep, param, old_param))
             for key, value in optimizer.state[param].items():
                 # A step counter kept on the host (non-fused optimizers on a GPU run) is
                 # left as is: moving the flag there would cost a sync for a detail.
-                if isinstance(value, Tensor) and value.device == good.device:
+                if isinstance(value, Tensor) and value.device == keep.device:
                     before = old_state.get(key, torch.zeros_like(value))
-                    value.copy_(torch.where(good, value, before))
+                    value.copy_(torch.where(keep, value, before))
     return None
 
 

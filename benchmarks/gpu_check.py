@@ -12,7 +12,7 @@ the mixed precisions; its numbers mean nothing). On a CUDA machine, in under 5 m
    mixed-precision semantic similarities stay close to the float32 run's;
 2. measures the training-step time of a torchvision ResNet-50 at batch 256 (224 x 224,
    ``bf16-mixed``) with the callback on every stage output and the logits, updating at every
-   step synchronously and deferred (``defer_update=True``), over the same without it (target:
+   step, over the same without it (target:
    at most 1.02), both per step (synchronised at step boundaries) and as throughput (the
    timed steps run back to back, one synchronisation at each end); and counts the host
    synchronisations inside the callback's ``on_train_batch_end`` on steps that do not log
@@ -179,8 +179,6 @@ def time_resnet50(steps: int, warmup: int, batch: int = 256, size: int = 224,
     variants = {
         "off": lambda: [],
         "on": lambda: [SemanticVectorCallback(layers=layers, dim=32, analysis=None)],
-        "deferred": lambda: [SemanticVectorCallback(layers=layers, dim=32, analysis=None,
-                                                    defer_update=True)],
     }
     times: dict[str, list[float]] = {f"{v}{k}": [] for v in variants for k in ("", "_throughput")}
     for _ in range(reps):
@@ -192,7 +190,7 @@ def time_resnet50(steps: int, warmup: int, batch: int = 256, size: int = 224,
     counter = SyncCounter(semvec)
     trainer(warmup + 4, "bf16-mixed", [semvec]).fit(module(), batches(warmup + 4))
     result = {f"step_ms_{name}": statistics.median(values) * 1e3 for name, values in times.items()}
-    for name in ("on", "deferred"):
+    for name in ("on",):
         for kind in ("", "_throughput"):
             result[f"ratio_{name}{kind}"] = statistics.median(
                 b / a for a, b in zip(times[f"off{kind}"], times[f"{name}{kind}"]))

@@ -14,12 +14,11 @@ variant also runs alone in a subprocess, and its peak resident memory (``ru_maxr
 baseline's is what our code adds. Cases:
 
 - ``demo_cnn``: the demo CNN (``SmallCNN(width=16, hidden=64)``) on 8 x 8 digits-sized inputs,
-  batch 64, callback on ``net.features.*`` and the logits; updating at every step (default),
-  at every step on a worker thread (``defer_update=True``) and every 10th step
-  (``every_n_steps=10``).
+  batch 64, callback on ``net.features.*`` and the logits; updating at every step (default)
+  and every 10th step (``every_n_steps=10``).
 - ``cnn4_28x28``: a 4-layer CNN (convolutions of 16, 32, 32 and 64 channels, two max-pools)
   on 28 x 28 inputs, batch 128, the four convolutions and the logits hooked; updating at every
-  step, synchronously and deferred.
+  step.
 - ``resnet20_32x32``: CIFAR ResNet-20 at 32 x 32, batch 128, every stage output and the logits.
 - ``linear_<N>``: one ``Linear(256, N)`` layer, N = 1,024 ... 65,536, d = 32, batch 128.
 - ``distill``: a ``SmallCNN(width=8)`` student at 32 x 32, batch 128: static distillation, KD
@@ -48,9 +47,9 @@ LINEAR_WIDTHS = (1024, 4096, 16384, 65536)
 CASES: dict[str, dict[str, Any]] = {
     # Step times of this case are means over blocks of 10 steps (then the median over blocks),
     # so that the every-10th-step variant's cost is spread over the steps it covers.
-    "demo_cnn": dict(baseline="plain", variants=["callback", "callback_deferred", "callback_every_10"],
+    "demo_cnn": dict(baseline="plain", variants=["callback", "callback_every_10"],
                      block=10, scale=10),
-    "cnn4_28x28": dict(baseline="plain", variants=["callback", "callback_deferred"], scale=2),
+    "cnn4_28x28": dict(baseline="plain", variants=["callback"], scale=2),
     "resnet20_32x32": dict(baseline="plain", variants=["callback"]),
     **{f"linear_{n}": dict(baseline="plain", variants=["callback"], width=n,
                            scale=max(1, 16384 // n)) for n in LINEAR_WIDTHS},
@@ -95,9 +94,8 @@ def _build(case: str, variant: str) -> tuple[Any, Any, list[Any], dict[str, Any]
             trainer_args = {"val_dataloaders": data.val_dataloader(), "limit_train_batches": 2}
         else:
             train = loader((1, 8, 8), 64)
-        if variant in ("callback", "callback_deferred"):
-            callbacks.append(SemanticVectorCallback(layers=layers, dim=16,
-                                                    defer_update=variant == "callback_deferred"))
+        if variant == "callback":
+            callbacks.append(SemanticVectorCallback(layers=layers, dim=16))
         elif variant == "callback_every_10":
             callbacks.append(SemanticVectorCallback(layers=layers, dim=16, every_n_steps=10))
         return model, train, callbacks, trainer_args
@@ -110,8 +108,7 @@ def _build(case: str, variant: str) -> tuple[Any, Any, list[Any], dict[str, Any]
         model = ImageClassifier(net)
         if variant != "plain":
             callbacks.append(SemanticVectorCallback(
-                layers=["net.0", "net.2", "net.5", "net.7", "net.12"], dim=16, analysis=None,
-                defer_update=variant == "callback_deferred"))
+                layers=["net.0", "net.2", "net.5", "net.7", "net.12"], dim=16, analysis=None))
         return model, loader((1, 28, 28), 128), callbacks, trainer_args
     if case == "resnet20_32x32":
         model = ImageClassifier(resnet20(num_classes=10), in_channels=3)

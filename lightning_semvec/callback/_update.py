@@ -1,5 +1,5 @@
 """One update of the callback at the end of a training step: gather the step's activations from
-every process, step the vectors (now or, deferred, on their worker thread), and log the losses
+every process, step the vectors, and log the losses
 on the steps the loggers write. Runs on every process at every update."""
 
 from __future__ import annotations
@@ -25,12 +25,10 @@ def update_vectors(
     activations: Mapping[str, Tensor],
     capture: LayerCapture,
     *,
-    defer: bool,
     warn_once: Callable[[str, str], None],
 ) -> bool:
     """Step ``vectors`` on this step's ``{layer: (M, K)}`` activations of the layers this process
-    ran (``names``: every layer, in the callback's fixed order). ``defer`` hands the step to the
-    vectors' worker thread, except on the steps that log (their losses are read at once).
+    ran (``names``: every layer, in the callback's fixed order).
 
     Returns:
         Whether the vectors stepped (False when no process ran any layer).
@@ -49,9 +47,9 @@ def update_vectors(
         return False
     result = vectors.step(
         gathered.activations, gathered.weights, subsets=gathered.subsets,
-        num_neurons=gathered.widths, with_losses=logging, defer=defer and not logging,
+        num_neurons=gathered.widths, with_losses=logging,
     )
-    if result is not None and logging:
+    if logging:
         losses, skipped = vectors.last_losses(), vectors.skipped_counts()
         for name in result.names:
             pl_module.log(f"semvec/{name}/align_loss", losses[name], on_step=True,

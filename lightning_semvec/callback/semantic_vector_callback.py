@@ -14,6 +14,7 @@ from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from lightning_semvec._utils.checks import check_int
+from lightning_semvec._utils.deprecation import accept_removed_keywords
 from lightning_semvec.analysis._validation import ValidationAnalysis
 from lightning_semvec.analysis.options import AnalysisOptions
 from lightning_semvec.callback._capture import LayerCapture
@@ -42,6 +43,8 @@ from lightning_semvec.vectors.semantic_vectors import OptimizerCallable, Semanti
 
 __all__ = ["SemanticVectorCallback"]
 
+
+_DEFER_REMOVED = "the update on a worker thread measured slower than the synchronous one on every case"
 
 class SemanticVectorCallback(Callback):
     """Learn a small semantic vector for every neuron of the chosen layers, as the model trains.
@@ -85,10 +88,9 @@ class SemanticVectorCallback(Callback):
             memory fall by ``N / K``. Default 4096; ``None`` uses every neuron of every layer.
         analysis: the validation-time analysis (statistics, fidelity, projector, figures):
             an :class:`~lightning_semvec.AnalysisOptions`, or ``None`` for none at all.
-        defer_update: run each update's arithmetic and optimizer step on a worker thread during
-            the next training step; joined before the next update, any read of the vectors,
-            the checkpoint and the steps that log, so the vectors are bit-identical to the
-            synchronous path's. Off by default: see ``docs/performance.md``.
+        deprecated: ``defer_update`` (removed in 0.2: the update on a worker thread measured
+            slower than the synchronous one on every case) is accepted with a warning and has
+            no effect; any other keyword is a ``TypeError``.
 
     Example:
         >>> import lightning.pytorch as pl
@@ -121,9 +123,10 @@ class SemanticVectorCallback(Callback):
         seed: int = 0,
         max_neurons_per_step: int | None = DENSE_MAX_NEURONS,
         analysis: AnalysisOptions | None = AnalysisOptions(),  # noqa: B008 (frozen)
-        defer_update: bool = False,
+        **deprecated: Any,
     ) -> None:
         super().__init__()
+        accept_removed_keywords(deprecated, "SemanticVectorCallback", {"defer_update": _DEFER_REMOVED})
         layers = layer_spec_list(layers, "net.features.*")
         if not layers:
             raise SemvecValueError(
@@ -146,9 +149,6 @@ class SemanticVectorCallback(Callback):
             max_neurons_per_step=max_neurons_per_step,
         )
         self.analysis_options = analysis
-        if not isinstance(defer_update, bool):
-            raise SemvecTypeError(f"defer_update must be True or False, got {defer_update!r}.")
-        self.defer_update = defer_update
         self.readouts: dict[str, NeuronReadout] = {}
         self.source_model: str | None = None
         self.training_steps = 0
@@ -387,18 +387,8 @@ class SemanticVectorCallback(Callback):
         if stage == "fit":
             self._remove_hooks()
             self._capture = None
-            self.vectors.wait()  # a deferred update's error surfaces here at the latest
             if self._analysis is not None:
                 self._analysis.layers = None
-
-    @override
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        # Lightning skips teardown after an exception: join a deferred update here, without
-        # letting its own error (if any) replace the one fit is raising.
-        try:
-            self.vectors.wait()
-        except Exception as error:
-            rank_zero_warn(f"SemanticVectorCallback: the deferred update also failed: {error!r}")
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -484,5 +474,5 @@ class SemanticVectorCallback(Callback):
     ) -> None:
         """Gather this step's activations from every process and step the vectors."""
         if update_vectors(trainer, pl_module, self.vectors, list(self._modules), activations,
-                          capture, defer=self.defer_update, warn_once=self._warn_once):
+                          capture, warn_once=self._warn_once):
             self.training_steps = trainer.global_step

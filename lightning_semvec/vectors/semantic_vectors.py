@@ -14,13 +14,13 @@ import copy
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from lightning_semvec._utils.checks import check_choice, check_int, check_number
+from lightning_semvec._utils.deprecation import accept_removed_keywords
 from lightning_semvec.capture.layers import module_dict_key
 from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.functional.alignment import (
@@ -48,6 +48,8 @@ NAMED_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
 }
 
+
+_DEFER_REMOVED = "the update on a worker thread measured slower than the synchronous one on every case"
 
 class StepResult(NamedTuple):
     """What one :meth:`SemanticVectors.step` did, for the ``L`` layers it stepped.
@@ -152,52 +154,6 @@ class SemanticVectors(nn.Module):
         self._names: dict[str, str] = {}  # layer name -> ModuleDict key
         self._optimizer: torch.optim.Optimizer | None = None
         self._pending_optimizer_state: dict[str, Any] | None = None
-        self._executor: ThreadPoolExecutor | None = None  # the deferred steps' one thread
-        self._deferred: Future[StepResult] | None = None  # the step in flight, if any
-
-    # ------------------------------------------------------------------ deferred steps
-    def wait(self) -> None:
-        """Join the deferred step in flight, if any (:meth:`step` with ``defer=True``); an
-        error it raised is raised here. Every method of this class that reads or changes the
-        vectors or their optimizer calls it first (indexing, :meth:`vectors`, the counters,
-        :attr:`optimizer`, :meth:`state_dict`, :meth:`load_state_dict`, ``.to()``), so what they
-        show equals the synchronous path; ``nn.Module``'s own ``parameters()`` and ``buffers()``
-        do not: call it before reading through them."""
-        deferred, self._deferred = self._deferred, None
-        if deferred is not None:
-            deferred.result()
-
-    def _submit(self, *args: Any) -> None:
-        if self._executor is None:
-            # The same intra-op threads as the caller's (the same kernels). Nothing of self in
-            # the initializer, which the thread holds for its whole life: dropping the vectors
-            # ends the thread. The step itself never calls wait() (it reads _parameter).
-            self._executor = ThreadPoolExecutor(1, "semvec-update", initializer=torch.set_num_threads,
-                                                initargs=(torch.get_num_threads(),))
-        device = self._parameter(next(iter(args[0]))).device
-        if device.type == "cuda":  # the thread's current device is 0: make it the vectors'
-            self._deferred = self._executor.submit(self._step_on_device, device, *args)
-        else:
-            self._deferred = self._executor.submit(self._step_now, *args)
-
-    def _step_on_device(self, device: torch.device, *args: Any) -> StepResult:
-        with torch.cuda.device(device):
-            return self._step_now(*args)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Pickled for spawned processes and deep copies: the step in flight is joined, the
-        # thread is not carried over (each copy starts its own when it defers a step).
-        self.wait()
-        return {**self.__dict__, "_executor": None, "_deferred": None}
-
-    def _apply(self, fn: Any, recurse: bool = True) -> Any:
-        self.wait()
-        return super()._apply(fn, recurse)
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
-        """:meth:`torch.nn.Module.state_dict`, after joining a deferred step."""
-        self.wait()
-        return super().state_dict(*args, **kwargs)
 
     # ------------------------------------------------------------------ views
     @property
@@ -210,7 +166,6 @@ class SemanticVectors(nn.Module):
 
     def __getitem__(self, name: str) -> nn.Parameter:
         """The ``(N, d)`` parameter of one layer (the live tensor, not a copy)."""
-        self.wait()
         return self._parameter(name)
 
     def _parameter(self, name: str) -> nn.Parameter:
@@ -220,28 +175,23 @@ class SemanticVectors(nn.Module):
 
     def vectors(self) -> dict[str, Tensor]:
         """``{layer: (N, d) float32}``: detached CPU copies of every layer's vectors."""
-        self.wait()
         return {name: self[name].detach().cpu().clone() for name in self._names}
 
     def skipped_steps(self) -> dict[str, int]:
         """How many steps each layer skipped (non-finite activations, < 2 alive neurons)."""
-        self.wait()
         return {n: int(self.layers[k].skipped_steps) for n, k in self._names.items()}
 
     def skipped_counts(self) -> dict[str, Tensor]:
         """:meth:`skipped_steps` as 0-d int64 tensors on the vectors' device (no host sync)."""
-        self.wait()
         return {n: self.layers[k].skipped_steps for n, k in self._names.items()}
 
     def last_losses(self) -> dict[str, Tensor]:
         """Each layer's alignment loss at its last good step that computed losses (0-d)."""
-        self.wait()
         return {n: self.layers[k].last_loss for n, k in self._names.items()}
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None:
         """The vectors' optimizer (``None`` before the first step)."""
-        self.wait()
         return self._optimizer
 
     # ------------------------------------------------------------------ creation
@@ -263,7 +213,6 @@ class SemanticVectors(nn.Module):
         Raises:
             ValueError: a known layer now has another number of neurons.
         """
-        self.wait()
         for name, width in num_neurons.items():
             if name in self._names:
                 known = self._parameter(name).shape[0]
@@ -328,8 +277,8 @@ class SemanticVectors(nn.Module):
         subsets: Mapping[str, Tensor] | None = None,
         num_neurons: Mapping[str, int] | None = None,
         with_losses: bool = False,
-        defer: bool = False,
-    ) -> StepResult | None:
+        **deprecated: Any,
+    ) -> StepResult:
         """One optimizer step of every given layer's vectors on its alignment loss.
 
         Args:
@@ -343,21 +292,18 @@ class SemanticVectors(nn.Module):
             num_neurons: ``{layer: N}``, the full width of subsetted layers (needed to create
                 their vectors on first sight).
             with_losses: also compute the loss values (kept as :meth:`last_losses`).
-            defer: run the step on a worker thread and return at once (``None``). The tensors
-                passed must not change until it is joined (:meth:`wait`: the next step and
-                every read of the vectors join it), and the result equals the synchronous
-                step's, bit for bit. New layers, and their shape errors, are handled here,
-                before returning.
+            deprecated: ``defer`` (removed in 0.2: it was slower than this synchronous step on
+                every case measured) is accepted with a warning and has no effect.
 
         Returns:
-            A :class:`StepResult` (``None`` when deferred). A layer whose ``ok`` flag is False
+            A :class:`StepResult`. A layer whose ``ok`` flag is False
             (non-finite values, fewer than two alive neurons) kept its vectors and optimizer
             state; its :meth:`skipped_steps` count went up.
         """
-        self.wait()  # one step in flight at most, and in order
+        accept_removed_keywords(deprecated, "SemanticVectors.step", {"defer": _DEFER_REMOVED})
         subsets = subsets or {}
         if not activations:
-            return None if defer else StepResult([], torch.zeros(0, dtype=torch.bool), None)
+            return StepResult([], torch.zeros(0, dtype=torch.bool), None)
         device = next(iter(activations.values())).device
         widths = {
             name: (num_neurons or {}).get(name, acts.shape[1]) if name in subsets else acts.shape[1]
@@ -365,9 +311,6 @@ class SemanticVectors(nn.Module):
         }
         self.materialize(widths, self._parameter(next(iter(self._names))).device if self._names else device)
         self._ensure_optimizer()
-        if defer:
-            self._submit(activations, weights, subsets, with_losses)
-            return None
         return self._step_now(activations, weights, subsets, with_losses)
 
     @torch.no_grad()
@@ -459,7 +402,6 @@ class SemanticVectors(nn.Module):
             ValueError: the saved vectors have another ``dim``, or a known layer another
                 number of neurons.
         """
-        self.wait()
         extra = state_dict.get("_extra_state") or {}
         for name in extra.get("layers", []):
             saved = state_dict[state_key(name)]

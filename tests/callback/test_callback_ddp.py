@@ -18,9 +18,9 @@ class SaveVectors(pl.Callback):
         torch.save(self.semvec.semantic_vectors, self.directory / f"rank{trainer.global_rank}.pt")
 
 
-def fit_ddp(layers, directory, defer_update=False):
+def fit_ddp(layers, directory):
     pl.seed_everything(0, verbose=False)
-    semvec = SemanticVectorCallback(layers=layers, dim=3, defer_update=defer_update)
+    semvec = SemanticVectorCallback(layers=layers, dim=3)
     directory.mkdir()
     trainer = pl.Trainer(
         callbacks=[semvec, SaveVectors(semvec, directory)],
@@ -40,10 +40,6 @@ def test_ddp_two_processes_match_one_process_on_the_global_batch(tmp_path):
     for name, expected in single.semantic_vectors.items():
         assert torch.equal(rank0[name], rank1[name]), name
         torch.testing.assert_close(rank0[name], expected, rtol=1e-5, atol=1e-5)
-    # Deferred updates (the gather stays on the main thread, in order) give the same bits.
-    deferred = fit_ddp(layers, tmp_path / "deferred", defer_update=True)
-    for name in single.semantic_vectors:
-        assert torch.equal(deferred[0][name], rank0[name]) and torch.equal(deferred[1][name], rank1[name])
 
 
 # Rows per process on each step: (rank 0, rank 1). Unequal counts make the gather pad the shorter

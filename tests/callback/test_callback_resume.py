@@ -39,12 +39,12 @@ class CrashingNet(WideLinearNet):
         return super().training_step(self.data[rows], batch_idx)
 
 
-def semvec(defer_update=False):
+def semvec():
     # A wide layer (300 neurons, subsets of 100: the subset of a step must survive the resume),
     # a narrow one, Adam (its moments must survive too) and updates every 3rd step (9, 12, ...
     # after the step-8 checkpoint).
     return SemanticVectorCallback(layers=["wide", "head"], dim=3, every_n_steps=3,
-                                  max_neurons_per_step=100, defer_update=defer_update)
+                                  max_neurons_per_step=100)
 
 
 def fit(model, callback, tmp_path, ckpt_path=None, **overrides):
@@ -59,16 +59,13 @@ def fit(model, callback, tmp_path, ckpt_path=None, **overrides):
 
 
 @pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch")
-@pytest.mark.parametrize("defer", [False, True], ids=["synchronous", "deferred"])
-def test_resume_after_a_crash_mid_epoch_matches_the_uninterrupted_run(tmp_path: Path, defer):
-    # The uninterrupted run is synchronous; the crashed and resumed ones defer their updates
-    # or not (a deferred update is in flight at the checkpoints and at the crash).
+def test_resume_after_a_crash_mid_epoch_matches_the_uninterrupted_run(tmp_path: Path):
     pl.seed_everything(0, verbose=False)
     full_model, full = CrashingNet(), semvec()
     fit(full_model, full, tmp_path / "full")
 
     pl.seed_everything(0, verbose=False)
-    crashed = semvec(defer)
+    crashed = semvec()
     with pytest.raises(RuntimeError, match="CRASH"):
         fit(CrashingNet(crash_at=CRASH_AT), crashed, tmp_path / "crash")
     (ckpt_path,) = (tmp_path / "crash" / "ckpts").glob("*.ckpt")
@@ -76,12 +73,11 @@ def test_resume_after_a_crash_mid_epoch_matches_the_uninterrupted_run(tmp_path: 
     assert ckpt["global_step"] == 8 and ckpt["global_step"] % STEPS_PER_EPOCH != 0  # mid-epoch
 
     pl.seed_everything(1, verbose=False)  # the resume must not depend on the global RNG
-    resumed_model, resumed = CrashingNet(), semvec(defer)
+    resumed_model, resumed = CrashingNet(), semvec()
     trainer = fit(resumed_model, resumed, tmp_path / "resumed", ckpt_path=ckpt_path)
 
     assert trainer.global_step == 3 * STEPS_PER_EPOCH
     assert resumed.training_steps == full.training_steps == 18
-    assert (resumed.vectors._executor is not None) == defer  # the deferred runs did defer
     assert resumed.skipped_steps() == full.skipped_steps() == {"wide": 0, "head": 0}
     # Bit-identical: the same CPU operations on the same numbers, in the same order.
     for name, expected in full.semantic_vectors.items():

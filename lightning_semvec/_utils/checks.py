@@ -108,7 +108,7 @@ def check_choice(name: str, value: Any, choices: Iterable[T], *, hint: str = "")
         extra = f" {hint}" if hint else ""
         listed = ", ".join(repr(c) for c in options)
         raise SemvecValueError(f"Unknown {name} {value!r}: use one of {listed}.{extra}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def check_callable(name: str, value: Any, what: str) -> Callable[..., Any]:
@@ -116,4 +116,4 @@ def check_callable(name: str, value: Any, what: str) -> Callable[..., Any]:
     and returning (B,) labels"``)."""
     if not callable(value):
         raise SemvecTypeError(f"{name} must be {what}, got {type(value).__name__}.")
-    return value  # type: ignore[no-any-return]
+    return value

@@ -26,7 +26,7 @@ from lightning_semvec.functional.similarity import (
 )
 
 AlignmentForm = Literal["auto", "dense", "factorized"]
-ALIGNMENT_FORMS: tuple[str, ...] = ("auto", "dense", "factorized")
+ALIGNMENT_FORMS: tuple[AlignmentForm, ...] = ("auto", "dense", "factorized")
 
 #: Above this many neurons ``"auto"`` never builds an ``N x N`` matrix (64 MiB in float32).
 DENSE_MAX_NEURONS = 4096

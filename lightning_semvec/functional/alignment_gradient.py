@@ -163,7 +163,7 @@ def plan_alignment_runs(
 
 def split_alignment_runs(
     form: str, activations: Tensor, vectors: list[Tensor], dim: int
-) -> list[tuple[str, Tensor, list[int]]]:
+) -> list[tuple[Literal["dense", "factorized"], Tensor, list[int]]]:
     """``(form, activation columns, layer indices)`` of each :func:`alignment_gradients` call that
     :func:`plan_alignment_runs` plans for layers whose ``vectors`` sit side by side in
     ``activations`` (``(M, sum N_l)``); one run gets ``activations`` itself, not a copy."""

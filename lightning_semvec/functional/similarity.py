@@ -14,7 +14,7 @@ from torch import Tensor
 from lightning_semvec.errors import SemvecValueError
 
 SimilarityKind = Literal["pearson", "cosine"]
-SIMILARITY_KINDS: tuple[str, ...] = ("pearson", "cosine")
+SIMILARITY_KINDS: tuple[SimilarityKind, ...] = ("pearson", "cosine")
 
 #: A column whose spread is below this fraction of its magnitude is treated as dead:
 #: float32 round-off alone leaves about 1e-7 of the magnitude after centring a constant column.

@@ -14,7 +14,7 @@ import copy
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +42,7 @@ __all__ = ["NAMED_OPTIMIZERS", "OptimizerCallable", "SemanticVectors", "StepResu
 #: ``lightning.pytorch.cli.OptimizerCallable`` (e.g. ``functools.partial(torch.optim.SGD, lr=0.1)``).
 OptimizerCallable = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 #: The optimizers that can be named; a named one gets the ``lr`` given with it.
-NAMED_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+NAMED_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
     "sgd": torch.optim.SGD,
@@ -74,6 +74,9 @@ def group_key(activations: Tensor) -> tuple[int, bool]:
 
 class _Layer(nn.Module):
     """One layer's ``(N, d)`` vectors and its counters (buffers, so they follow ``.to()``)."""
+
+    skipped_steps: Tensor
+    last_loss: Tensor
 
     def __init__(self, vectors: Tensor) -> None:
         super().__init__()
@@ -171,7 +174,10 @@ class SemanticVectors(nn.Module):
     def _parameter(self, name: str) -> nn.Parameter:
         if name not in self._names:
             raise KeyError(f"No vectors for layer {name!r}; layers: {self.layer_names}.")
-        return self.layers[self._names[name]].vectors  # type: ignore[return-value]
+        return self._layer(self._names[name]).vectors
+
+    def _layer(self, key: str) -> _Layer:
+        return cast(_Layer, self.layers[key])  # ModuleDict is typed for any Module
 
     def vectors(self) -> dict[str, Tensor]:
         """``{layer: (N, d) float32}``: detached CPU copies of every layer's vectors."""
@@ -179,15 +185,15 @@ class SemanticVectors(nn.Module):
 
     def skipped_steps(self) -> dict[str, int]:
         """How many steps each layer skipped (non-finite activations, < 2 alive neurons)."""
-        return {n: int(self.layers[k].skipped_steps) for n, k in self._names.items()}
+        return {n: int(self._layer(k).skipped_steps) for n, k in self._names.items()}
 
     def skipped_counts(self) -> dict[str, Tensor]:
         """:meth:`skipped_steps` as 0-d int64 tensors on the vectors' device (no host sync)."""
-        return {n: self.layers[k].skipped_steps for n, k in self._names.items()}
+        return {n: self._layer(k).skipped_steps for n, k in self._names.items()}
 
     def last_losses(self) -> dict[str, Tensor]:
         """Each layer's alignment loss at its last good step that computed losses (0-d)."""
-        return {n: self.layers[k].last_loss for n, k in self._names.items()}
+        return {n: self._layer(k).last_loss for n, k in self._names.items()}
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None:
@@ -244,7 +250,7 @@ class SemanticVectors(nn.Module):
         # One kernel for all layers on CUDA. Not on the CPU: there the fused kernel made spawned
         # DDP processes abort at exit ("terminate called without an active exception", about
         # one run in six of tests/test_callback_ddp.py), for about 0.1 ms per update saved.
-        fused = torch.__version__ >= (2, 4) and all(p.device.type == "cuda" for p in params)
+        fused = torch.__version__ >= "2.4" and all(p.device.type == "cuda" for p in params)
         options = {"fused": True} if fused else {}
         return NAMED_OPTIMIZERS[self.optimizer_spec](params, lr=self.lr, **options)
 
@@ -321,7 +327,7 @@ class SemanticVectors(nn.Module):
         subsets: Mapping[str, Tensor],
         with_losses: bool,
     ) -> StepResult:
-        layers = {n: self.layers[self._names[n]] for n in activations}  # each looked up once
+        layers = {n: self._layer(self._names[n]) for n in activations}  # each looked up once
         device = next(iter(layers.values())).vectors.device
         groups: dict[tuple[Any, ...], list[str]] = {}
         for name, acts in activations.items():
@@ -366,13 +372,13 @@ class SemanticVectors(nn.Module):
                 if not good:
                     layer.skipped_steps += 1
         else:
-            for layer, good in zip(counters, ok.unbind()):
-                layer.skipped_steps += (~good).to(torch.int64)
+            for layer, good_flag in zip(counters, ok.unbind()):
+                layer.skipped_steps += (~good_flag).to(torch.int64)
         values = None
         if with_losses:
             values = torch.cat(losses) if len(losses) > 1 else losses[0]
-            for layer, loss, good in zip(counters, values.unbind(), ok.unbind()):
-                layer.last_loss.copy_(torch.where(good, loss, layer.last_loss))
+            for layer, loss, good_flag in zip(counters, values.unbind(), ok.unbind()):
+                layer.last_loss.copy_(torch.where(good_flag, loss, layer.last_loss))
         return StepResult(names, ok, values)
 
     # ------------------------------------------------------------------ state
@@ -381,7 +387,7 @@ class SemanticVectors(nn.Module):
         if self._optimizer is not None:
             # A copy: the optimizer keeps stepping, and Optimizer.load_state_dict keeps the
             # tensors it is given when device and dtype match, so a reference would be shared.
-            optimizer = {"class": type(self._optimizer).__qualname__,
+            optimizer: dict[str, Any] | None = {"class": type(self._optimizer).__qualname__,
                          "state": copy.deepcopy(self._optimizer.state_dict())}
         else:
             optimizer = self._pending_optimizer_state

@@ -59,7 +59,7 @@ def knowledge_of_parts(
         class_names = None
     return StaticKnowledge.from_vectors(
         dict(vectors),
-        similarity=similarity,  # type: ignore[arg-type]
+        similarity=similarity,
         reduction={name: r.reduction for name, r in readouts.items()},
         neuron_dim={name: r.neuron_dim for name, r in readouts.items()},
         statistics={name: dict(values) for name, values in statistics.items()},
@@ -208,11 +208,11 @@ def matching_state(
     if own_key in states:
         return None, None
     found = []
-    for key, state in states.items():
-        if key in claimed or not is_callback_state(state):
+    for key, candidate in states.items():
+        if key in claimed or not is_callback_state(candidate):
             continue
         try:
-            knowledge = knowledge_of_state(state, source=f"the checkpoint's state {key!r}")
+            knowledge = knowledge_of_state(candidate, source=f"the checkpoint's state {key!r}")
         except KnowledgeFileError:
             continue
         shared = [n for n in layers if n in knowledge and knowledge[n].dim == dim]

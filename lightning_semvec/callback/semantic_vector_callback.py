@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -162,7 +162,9 @@ class SemanticVectorCallback(Callback):
         self._loaded: StaticKnowledge | None = None  # metadata of a restored checkpoint
         self._warned: set[str] = set()
         self._global_rank = 0
-        self._analysis = analysis and ValidationAnalysis(analysis, similarity, seed, self._info_once)
+        self._analysis = (
+            ValidationAnalysis(analysis, similarity, seed, self._info_once) if analysis is not None else None
+        )
 
     # ----------------------------------------------------------------- public views
     @property
@@ -249,7 +251,7 @@ class SemanticVectorCallback(Callback):
         loaded = self._loaded
         readouts = {
             name: self.readouts.get(name)
-            or (NeuronReadout(loaded[name].reduction, loaded[name].neuron_dim)
+            or (NeuronReadout(cast(Reduction, loaded[name].reduction), loaded[name].neuron_dim)
                 if loaded is not None and name in loaded else self._readout_for(name))
             for name in vectors
         }
@@ -288,7 +290,8 @@ class SemanticVectorCallback(Callback):
         self._modules = resolve_layers(pl_module, self.layer_specs)
         self.readouts = {name: self._readout_for(name) for name in self._modules}
         self.source_model = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
-        names = getattr(trainer.datamodule, "class_names", None)
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's data connector, not declared on Trainer
+        names = getattr(datamodule, "class_names", None)
         self._datamodule_class_names = list(names) if names is not None else None
         if self._analysis is not None:
             self._analysis.setup(trainer, pl_module, self.class_names)
@@ -411,7 +414,8 @@ class SemanticVectorCallback(Callback):
     ) -> None:
         # Runs before load_state_dict, with the whole checkpoint: when it holds no state under
         # this callback's key (other layers or dim), resume what matches and say what does not.
-        claimed = {cb.state_key for cb in trainer.callbacks if cb is not self}
+        callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning's callback connector
+        claimed = {cb.state_key for cb in callbacks if cb is not self}
         state, message = matching_state(
             checkpoint.get("callbacks") or {}, self.state_key, claimed, self.layer_names, self.dim
         )

@@ -25,10 +25,11 @@ import re
 import shlex
 import sys
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_semvec.analysis.options import AnalysisOptions
@@ -203,7 +204,7 @@ class SemvecLightningCLI(LightningCLI):
         # "semvec fit [options] fit" and all groups exist.
         for subparser in self._subcommand_parsers.values():
             subparser.prog = parser.prog
-            groups = subparser._action_groups
+            groups = cast(list[Any], subparser._action_groups)  # a list at run time; typeshed says Sequence
             for key in ("trainer",):  # the Trainer's 400 lines after model, data and semvec
                 group = subparser.groups.get(key) if subparser.groups else None
                 if group in groups:
@@ -238,7 +239,7 @@ class SemvecLightningCLI(LightningCLI):
                 f"{k} {float(v):.4g}" for k, v in sorted(metrics.items())))
         checkpoint = None
         callback = trainer.checkpoint_callback
-        if callback is not None:
+        if isinstance(callback, ModelCheckpoint):
             checkpoint = callback.best_model_path or callback.last_model_path or None
         log_dir = trainer.log_dir if trainer.logger is not None else None
         for label, path in (("logs", log_dir), ("checkpoint", checkpoint),
@@ -300,7 +301,8 @@ class SemvecFitCLI(SemvecLightningCLI):
         path = self.config[self.subcommand].get("knowledge")
         if path:
             semvec = next(
-                c for c in self.trainer.callbacks if isinstance(c, SemanticVectorCallback)
+                c for c in self.trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning's callback connector
+                if isinstance(c, SemanticVectorCallback)
             )
             self._knowledge = str(semvec.export_knowledge(path))
         super().after_fit()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any, cast, get_type_hints
 
 from jsonargparse import ArgumentParser, DefaultHelpFormatter
 
@@ -83,7 +83,7 @@ def _add_spellings(
         for option in (*dashed, *extra.get(action.dest, ())):
             # argparse has no public way to give an existing action another name; this is what
             # add_argument("--a", "--b") itself records.
-            action.option_strings.append(option)
+            cast(list[str], action.option_strings).append(option)  # a list at run time
             parser._option_string_actions[option] = action
         if action.dest in flags:
             action.nargs, action.const = "?", True  # "--trust-checkpoint" alone means true

@@ -29,6 +29,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -125,7 +126,7 @@ def train_student(
     pl.seed_everything(seed, verbose=False)
     data = DigitsDataModule(batch_size=64, seed=seed)
     student = SmallCNN(in_channels=1, num_classes=10, width=4, hidden=16)
-    optimization = {"optimizer": functools.partial(torch.optim.Adam, lr=1e-2),
+    optimization: dict[str, Any] = {"optimizer": functools.partial(torch.optim.Adam, lr=1e-2),
                     "lr_scheduler": cosine_schedule(epochs)}
     if name == "plain student":
         module: pl.LightningModule = ImageClassifier(student, **optimization)

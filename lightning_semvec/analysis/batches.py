@@ -64,7 +64,7 @@ def find_num_classes(
     hparams = getattr(pl_module, "hparams", None) or {}
     for candidate in (
         len(class_names) if class_names else None,
-        getattr(trainer.datamodule, "num_classes", None),
+        getattr(trainer.datamodule, "num_classes", None),  # type: ignore[attr-defined]  # set by Lightning's data connector
         getattr(pl_module, "num_classes", None),
         hparams.get("num_classes") if isinstance(hparams, Mapping) else None,
     ):

@@ -135,6 +135,7 @@ def similarity_heatmaps(
             ax.set_xticks([])
             ax.set_yticks([])
         ax.set_xlabel("neurons, clustered")
+    assert image is not None  # at least one panel
     figure.colorbar(image, cax=figure.add_axes((1.0 - 0.8 / width, 0.2, 0.15 / width, 0.6)))
     if title:
         figure.suptitle(title)
@@ -208,7 +209,7 @@ def pca_map(
     size = 28.0 if n <= 512 else 6.0
     if preferred_class is None:
         # "alive" only when there is a dead-neuron mask to tell alive from dead.
-        ax.scatter(*coords[~dead_mask].T, s=size, color="tab:blue",
+        ax.scatter(coords[~dead_mask][:, 0], coords[~dead_mask][:, 1], s=size, color="tab:blue",
                    label=None if dead is None else "alive")
     else:
         classes = np.asarray(torch.as_tensor(preferred_class).cpu().long())
@@ -221,12 +222,12 @@ def pca_map(
         for position, c in enumerate(known):
             mask = (classes == c) & ~dead_mask
             name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
-            ax.scatter(*coords[mask].T, s=size, color=cmap(position % cmap.N), label=name)
+            ax.scatter(coords[mask][:, 0], coords[mask][:, 1], s=size, color=cmap(position % cmap.N), label=name)
         unknown = (classes < 0) & ~dead_mask
         if unknown.any():
-            ax.scatter(*coords[unknown].T, s=size, color="0.6", label="unknown")
+            ax.scatter(coords[unknown][:, 0], coords[unknown][:, 1], s=size, color="0.6", label="unknown")
     if dead_mask.any():
-        ax.scatter(*coords[dead_mask].T, s=size, color="0.4", marker="x", label="dead")
+        ax.scatter(coords[dead_mask][:, 0], coords[dead_mask][:, 1], s=size, color="0.4", marker="x", label="dead")
     if annotate or (annotate is None and n <= 64):
         for i, (x, y) in enumerate(coords):
             ax.annotate(str(i), (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")

@@ -165,12 +165,14 @@ class LayerAnalysis:
                 similarity, alive = (self.fidelity.compute_similarity() if keep or figures
                                      else (None, None))
                 if keep:
+                    assert similarity is not None and alive is not None
                     full = (similarity.cpu(), alive.cpu())
                 self.fidelity.set_vectors(vectors.detach())
                 fidelity = {k: float(v) for k, v in self.fidelity.compute().items()}
                 if figures:
                     from lightning_semvec._utils.indices import evenly_spaced
 
+                    assert similarity is not None
                     tracked = self.fidelity.neuron_indices.cpu()
                     pick = evenly_spaced(tracked.numel(), figure_max_neurons)
                     ids, s_act = tracked[pick], similarity.cpu()[pick][:, pick]
@@ -178,5 +180,4 @@ class LayerAnalysis:
             if self.top is not None:
                 top = self.top.compute()
                 thumbnails = top["thumbnails"].cpu() if self.images_seen else None
-        return LayerResult(self.name, step, statistics, fidelity, ids, s_act, thumbnails,
-                           full)  # type: ignore[arg-type]
+        return LayerResult(self.name, step, statistics, fidelity, ids, s_act, thumbnails, full)

@@ -18,12 +18,12 @@ class SplitDataModule(pl.LightningDataModule):
     batch_size: int
     num_workers: int
     seed: int
-    train_dataset: Dataset
-    val_dataset: Dataset
-    test_dataset: Dataset
+    train_dataset: Dataset | None
+    val_dataset: Dataset | None
+    test_dataset: Dataset | None
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        self.setup()  # idempotent: lets the loaders be used without a Trainer
+        self.setup("fit")  # idempotent (every split at once): lets the loaders be used without a Trainer
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             getattr(self, f"{split}_dataset"),

@@ -271,7 +271,7 @@ class _CIFARDataModule(TorchvisionDataModule):
         self.augment = bool(augment)
 
     def expected_files(self) -> list[Path]:
-        cls = self.dataset_cls
+        cls: Any = self.dataset_cls  # a CIFAR class: base_folder, train_list, test_list, meta
         folder = self.data_dir / cls.base_folder
         names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
         return [folder / name for name in names]
@@ -292,12 +292,13 @@ class _CIFARDataModule(TorchvisionDataModule):
     def class_names(self) -> list[str]:
         """Class names from the dataset's meta file (readable before :meth:`setup`)."""
         if self._class_names is None:
-            meta = self.data_dir / self.dataset_cls.base_folder / self.dataset_cls.meta["filename"]
+            cls: Any = self.dataset_cls  # a CIFAR class
+            meta = self.data_dir / cls.base_folder / cls.meta["filename"]
             if not meta.is_file():
                 raise self._missing_files_error(self.missing_files())
             with open(meta, "rb") as handle:
                 content = pickle.load(handle, encoding="latin1")
-            self._class_names = [str(name) for name in content[self.dataset_cls.meta["key"]]]
+            self._class_names = [str(name) for name in content[cls.meta["key"]]]
         return list(self._class_names)
 
 

@@ -59,7 +59,7 @@ def _module_width(module: nn.Module) -> int | None:
     for attr in ("out_features", "out_channels", "num_features", "embedding_dim"):
         value = getattr(module, attr, None)
         if is_int(value):
-            return value  # type: ignore[no-any-return]
+            return value
     if isinstance(module, nn.LayerNorm) and module.normalized_shape:
         return int(module.normalized_shape[-1])
     return None

@@ -5,8 +5,8 @@ The methods: ``docs/method.md#baselines-that-need-the-teacher-on-every-batch``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, get_args
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -47,7 +47,9 @@ DEFAULT_TEACHER_WEIGHTS: dict[str, float] = {
     "cc": CC_WEIGHT,
     "pkt": PKT_WEIGHT,
 }
-_TEACHER_LOSSES = {"rkd": rkd_loss, "sp": sp_loss, "cc": cc_loss, "pkt": pkt_loss}
+_TEACHER_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "rkd": rkd_loss, "sp": sp_loss, "cc": cc_loss, "pkt": pkt_loss,
+}
 
 
 class TeacherDistillationModule(StudentModule):
@@ -114,7 +116,7 @@ class TeacherDistillationModule(StudentModule):
                          **deprecated)
         if not isinstance(teacher, nn.Module):
             raise SemvecTypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}.")
-        self.method: TeacherMethod = check_choice("method", method, DEFAULT_TEACHER_WEIGHTS)
+        self.method: TeacherMethod = check_choice("method", method, get_args(TeacherMethod))
         self.temperature = check_number("temperature", temperature, positive=True)
         self.weight = (
             DEFAULT_TEACHER_WEIGHTS[method] if weight is None

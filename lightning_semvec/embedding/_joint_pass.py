@@ -11,7 +11,7 @@ neurons in one space.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -65,7 +65,7 @@ class JointEmbeddingModule(EmbeddingModule):
         try:
             for name in self.model_names:
                 self.current_model = name
-                self.model[module_dict_key(name)](inputs)
+                cast(nn.ModuleDict, self.model)[module_dict_key(name)](inputs)
         finally:
             self.current_model = None
         rows = self._joint_rows()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -119,6 +119,9 @@ class EmbeddingModule(pl.LightningModule):
         forward goes on, so a later in-place op cannot change what they saw."""
         self.stream(name, self.readouts[name].read(output, name))
 
+    def _sketch(self, key: str) -> SketchedSimilarity:
+        return cast(SketchedSimilarity, self.sketches[key])  # ModuleDict is typed for any Module
+
     def stream(self, name: str, activations: Tensor) -> None:
         """Stream one batch's ``(M, N)`` activations of layer ``name`` into its metrics."""
         if self.pass_index == 0:
@@ -127,7 +130,7 @@ class EmbeddingModule(pl.LightningModule):
                 analysis.update(rows, labels, None, {})
         key = module_dict_key(name)
         if key in self.sketches:
-            self.sketches[key].update(activations)
+            self._sketch(key).update(activations)
 
     def on_validation_epoch_end(self) -> None:
         last = self.pass_index + 1 >= self.passes_needed
@@ -138,7 +141,8 @@ class EmbeddingModule(pl.LightningModule):
                 for name, analysis in self._analysis.items():
                     if module_dict_key(name) not in self.sketches:
                         self.vectors[name] = self._exact_vectors(name, analysis)
-            for key, sketch in self.sketches.items():
+            for key in self.sketches:
+                sketch = self._sketch(key)
                 if last:
                     self.vectors[layer_name_of_key(key)] = self._sketched_vectors(key, sketch)
                 else:

@@ -193,8 +193,8 @@ def embedding_config(
         num_classes=len(class_names) if num_classes is None and class_names else num_classes,
         label_fn=label_fn and check_callable(
             "label_fn", label_fn, "a callable taking a batch and returning its (B,) labels"),
-        input_fn=(input_fn and check_callable(
-            "input_fn", input_fn, "a callable taking a batch and returning the model's input")) or default_input,
+        input_fn=default_input if input_fn is None else check_callable(
+            "input_fn", input_fn, "a callable taking a batch and returning the model's input"),
     )
 
 

@@ -33,7 +33,7 @@ def _check_similarity_and_alive(activation_similarity: Tensor, alive: Tensor) ->
     if not isinstance(activation_similarity, Tensor) or activation_similarity.ndim != 2 or (
         activation_similarity.shape[0] != activation_similarity.shape[1]
     ):
-        got = (
+        got: object = (
             tuple(activation_similarity.shape)
             if isinstance(activation_similarity, Tensor)
             else type(activation_similarity).__name__

@@ -16,6 +16,8 @@ and :func:`lightning_semvec.embed_neurons` owns the passes over the data.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -183,7 +185,7 @@ def _lbfgs(
         [vectors], lr=1.0, max_iter=steps, history_size=10 if factor is None else 5,
         line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12,
     )
-    best = [float("inf"), normalize_vectors(vectors.detach())]
+    best: list[Any] = [float("inf"), normalize_vectors(vectors.detach())]  # [loss, unit vectors]
 
     def closure() -> Tensor:
         optimizer.zero_grad()
@@ -199,7 +201,7 @@ def _lbfgs(
         optimizer.step(closure)
     except RuntimeError:  # a step of non-finite size at an exact optimum (zero curvature)
         pass
-    return best[1]  # type: ignore[return-value]
+    return best[1]
 
 
 def optimal_vectors(

@@ -66,7 +66,7 @@ class ActivationSimilarity(Metric):
     """
 
     is_differentiable = False
-    higher_is_better = None
+    higher_is_better: bool | None = None
     full_state_update = False
 
     count: Tensor
@@ -143,7 +143,7 @@ class ActivationSimilarity(Metric):
             self.similarity,  # type: ignore[arg-type]
         )
 
-    def compute(self) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+    def compute(self) -> tuple[Tensor, Tensor]:
         """The activation similarity of the tracked neurons over all data seen.
 
         Returns:

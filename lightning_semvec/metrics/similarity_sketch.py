@@ -68,6 +68,7 @@ class SketchedSimilarity(Metric):
     sums_sq: Tensor
     max_abs: Tensor
     product: Tensor
+    test_matrix: Tensor
 
     def __init__(
         self,
@@ -95,7 +96,7 @@ class SketchedSimilarity(Metric):
         self.add_state("max_abs", torch.zeros(num_neurons, dtype=f64), dist_reduce_fx="max")
         self.add_state("product", torch.zeros(num_neurons, rank, dtype=f64), dist_reduce_fx="sum")
 
-    def set_dtype(self, dst_type: torch.dtype) -> Metric:
+    def set_dtype(self, dst_type: str | torch.dtype) -> Metric:
         """The states and the test matrix stay float64 (Pearson moments cancel in float32)."""
         return self
 
@@ -147,7 +148,7 @@ class SketchedSimilarity(Metric):
         sketch = sketch.float()
         return omega.float(), sketch, alive
 
-    def compute(self) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+    def compute(self) -> tuple[Tensor, Tensor, Tensor]:
         """The top eigenpairs of the activation similarity over all data seen.
 
         Returns:

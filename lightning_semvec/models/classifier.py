@@ -111,7 +111,7 @@ class ImageClassifier(pl.LightningModule):
     @property
     def network(self) -> nn.Module:
         """The network being trained (``self.net`` here, ``self.student`` in students)."""
-        return getattr(self, self.network_attribute)  # type: ignore[no-any-return]
+        return getattr(self, self.network_attribute)
 
     @override
     def forward(self, inputs: Tensor) -> Tensor:

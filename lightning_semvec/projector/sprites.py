@@ -176,8 +176,8 @@ def encode_png(pixels: np.ndarray) -> bytes:
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
     # The rows are differences already, so any sample of rows tells how well they compress.
     sample = np.ascontiguousarray(filtered[:: max(1, height // 64)])
-    compresses = len(zlib.compress(sample, 1)) < 0.85 * sample.size
-    data = zlib.compress(filtered, 1 if compresses else 0)
+    compresses = len(zlib.compress(sample.tobytes(), 1)) < 0.85 * sample.size
+    data = zlib.compress(filtered.tobytes(), 1 if compresses else 0)
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
         crc = zlib.crc32(payload, zlib.crc32(kind)) & 0xFFFFFFFF

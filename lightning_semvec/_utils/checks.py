@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 
@@ -33,14 +33,14 @@ __all__ = ["check_callable", "check_choice", "check_int", "check_number", "is_in
 T = TypeVar("T")
 
 
-def is_int(value: object) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
     """Whether ``value`` is an ``int`` and not a ``bool``."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def is_int_at_least(value: object, minimum: int) -> bool:
+def is_int_at_least(value: object, minimum: int) -> TypeGuard[int]:
     """Whether ``value`` is an ``int`` (not a ``bool``) of at least ``minimum``."""
-    return is_int(value) and value >= minimum  # type: ignore[operator]
+    return is_int(value) and value >= minimum
 
 
 def _range_text(minimum: float | None, maximum: float | None, strict: bool) -> str:

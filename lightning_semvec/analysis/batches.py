@@ -69,7 +69,7 @@ def find_num_classes(
         hparams.get("num_classes") if isinstance(hparams, Mapping) else None,
     ):
         if is_int_at_least(candidate, 2):
-            return int(candidate)  # type: ignore[arg-type]
+            return int(candidate)
     return None
 
 

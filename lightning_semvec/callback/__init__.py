@@ -9,11 +9,28 @@ and ``checkpoint`` (knowledge files from a Lightning ``.ckpt`` with no model:
 ``knowledge_from_checkpoint``, ``load_checkpoint``).
 
 Example:
+    >>> from lightning_semvec.callback import SemanticVectorCallback
     >>> callback = SemanticVectorCallback(layers=["net.0"], dim=4)
     >>> callback.dim
     4
 """
 
-from lightning_semvec.callback.semantic_vector_callback import SemanticVectorCallback
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["SemanticVectorCallback"]
+
+if TYPE_CHECKING:
+    from lightning_semvec.callback.semantic_vector_callback import SemanticVectorCallback
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: ``semvec export`` reads checkpoints through ``checkpoint`` here
+    # without importing Lightning (seconds of start-up).
+    if name != "SemanticVectorCallback":
+        raise AttributeError(f"module 'lightning_semvec.callback' has no attribute {name!r}")
+    value = importlib.import_module("lightning_semvec.callback.semantic_vector_callback").SemanticVectorCallback
+    globals()[name] = value
+    return value

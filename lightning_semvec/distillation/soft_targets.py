@@ -138,7 +138,7 @@ def plan_soft_targets(
         source = "class_means"
     else:
         layer = pick_soft_target_layer(knowledge, layer_map, layer, num_classes)
-        scores = soft_target_scores(knowledge, layer, source)  # type: ignore[arg-type]
+        scores = soft_target_scores(knowledge, layer, source)  # type: ignore[arg-type]  # 'auto' resolved above
     tau = DEFAULT_TEMPERATURES[source] if temperature is None else float(temperature)
     return SoftTargetPlan(layer, source, tau, torch.softmax(scores / tau, dim=1))
 

@@ -291,8 +291,8 @@ class StaticDistillationModule(StudentModule):
                     teacher_layer=teacher_layer,
                     buffer=self._teacher_buffers[teacher_layer],
                     weight=weights[student_layer],
-                    similarity=similarity or teacher.similarity,  # type: ignore[arg-type]
-                    readout=NeuronReadout(teacher.reduction, teacher.neuron_dim),  # type: ignore[arg-type]
+                    similarity=similarity or teacher.similarity,  # type: ignore[arg-type]  # the file's str, checked on load
+                    readout=NeuronReadout(teacher.reduction, teacher.neuron_dim),  # type: ignore[arg-type]  # checked on load
                     student_width=width,
                     teacher_width=teacher.num_neurons,
                     projection=projection_key,
@@ -338,7 +338,7 @@ class StaticDistillationModule(StudentModule):
         """The learnable map ``N_s -> N_t`` of a student layer, or ``None`` (same widths)."""
         for pair in self._pairs:
             if pair.student_layer == student_layer:
-                return self.projections[pair.projection] if pair.projection else None  # type: ignore[return-value]
+                return self.projections[pair.projection] if pair.projection else None  # type: ignore[return-value]  # ModuleDict of Linear
         raise KeyError(f"{student_layer!r} is not a student layer of layer_map {self.layer_map}.")
 
     # ------------------------------------------------------------------ the objective
@@ -398,7 +398,7 @@ class StaticDistillationModule(StudentModule):
         return loss
 
     def _soft_target_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        probs: Tensor = self.soft_target_probs  # type: ignore[assignment]
+        probs: Tensor = self.soft_target_probs  # type: ignore[assignment]  # a registered buffer
         soft = probs[targets]
         log_student = F.log_softmax(logits.float(), dim=1)
         return F.kl_div(log_student, soft, reduction="batchmean")

@@ -229,10 +229,10 @@ def _row_chunks(
         for start in range(0, rows, step):
             yield activations[start : start + step], labels
         return
+    assert labels is not None  # per_input > 0 needs a batch of labels
     step = max(1, CHUNK_ELEMENTS // (width * per_input))
     for start in range(0, batch, step):
-        yield (activations[start * per_input : (start + step) * per_input],
-               labels[start : start + step])  # type: ignore[index]
+        yield (activations[start * per_input : (start + step) * per_input], labels[start : start + step])
 
 
 def _padded(vectors: Tensor, dim: int) -> Tensor:

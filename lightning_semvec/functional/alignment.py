@@ -165,7 +165,7 @@ def alignment_loss(
     z, alive, finite = standardize_with_finiteness(activations, kind, sample_weights)
     e = normalize_vectors(vectors)
     if form == "auto":
-        form = choose_alignment_form(z.shape[0], z.shape[1], e.shape[1])  # type: ignore[assignment]
+        form = choose_alignment_form(z.shape[0], z.shape[1], e.shape[1])  # type: ignore[assignment]  # narrows 'auto'
     if form == "dense":
         loss = alignment_loss_dense(z, e, alive)
     else:

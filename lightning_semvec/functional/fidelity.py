@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchmetrics.utilities import rank_zero_warn
 
 from lightning_semvec._utils.checks import check_int
 from lightning_semvec.errors import SemvecValueError
@@ -59,6 +58,8 @@ def _alive_index(alive: Tensor, needed: int, what: str) -> Tensor | None:
     """Indices of the alive neurons, or ``None`` (and a warning) when fewer than ``needed``."""
     index = alive.nonzero().squeeze(1)
     if index.numel() < needed:
+        from torchmetrics.utilities import rank_zero_warn  # here: importing torchmetrics costs seconds
+
         rank_zero_warn(
             f"only {index.numel()} of {alive.numel()} tracked neurons are alive on the data "
             f"seen; {what} needs {needed}, returning NaN.",

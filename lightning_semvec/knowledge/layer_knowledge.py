@@ -141,7 +141,7 @@ class LayerKnowledge:
 def neuron_dim_is_valid(neuron_dim: object) -> bool:
     """Whether ``neuron_dim`` is a non-zero int (not a bool) in
     ``[-MAX_NEURON_DIM, MAX_NEURON_DIM]``."""
-    return is_int(neuron_dim) and 0 < abs(neuron_dim) <= MAX_NEURON_DIM  # type: ignore[arg-type]
+    return is_int(neuron_dim) and 0 < abs(neuron_dim) <= MAX_NEURON_DIM
 
 
 def bit_equal(a: Tensor, b: Tensor) -> bool:

@@ -140,7 +140,7 @@ class ActivationSimilarity(Metric):
             self.sums,
             self.outer,
             self.max_abs,
-            self.similarity,  # type: ignore[arg-type]
+            self.similarity,  # type: ignore[arg-type]  # checked in __init__
         )
 
     def compute(self) -> tuple[Tensor, Tensor]:

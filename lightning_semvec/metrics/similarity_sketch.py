@@ -128,7 +128,7 @@ class SketchedSimilarity(Metric):
         """``(Omega, Y, alive, inverse norms)`` of the current (gathered) states; ``Y`` and
         ``Omega`` are new ``(N, k)`` tensors, the only two made (memory)."""
         kind = self.similarity
-        alive = alive_from_moments(self.count, self.sums, self.sums_sq, self.max_abs, kind)  # type: ignore[arg-type]
+        alive = alive_from_moments(self.count, self.sums, self.sums_sq, self.max_abs, kind)  # type: ignore[arg-type]  # checked in __init__
         if kind == "pearson":
             centred_sq = self.sums_sq - self.sums.square() / self.count.clamp_min(1.0)
             sketch = torch.addr(self.product, self.sums, self.sums @ self.test_matrix,

@@ -106,7 +106,9 @@ def alignment_loss_factorized(
     return (total.clamp_min(0.0) if constant_term else total) / _pair_count(alive)
 
 
-def choose_alignment_form(num_samples: int, num_neurons: int, dim: int) -> str:
+def choose_alignment_form(
+    num_samples: int, num_neurons: int, dim: int
+) -> Literal["dense", "factorized"]:
     """Pick the cheaper form: dense only while ``N x N`` is small and cheaper to build.
 
     Example:
@@ -165,7 +167,7 @@ def alignment_loss(
     z, alive, finite = standardize_with_finiteness(activations, kind, sample_weights)
     e = normalize_vectors(vectors)
     if form == "auto":
-        form = choose_alignment_form(z.shape[0], z.shape[1], e.shape[1])  # type: ignore[assignment]  # narrows 'auto'
+        form = choose_alignment_form(z.shape[0], z.shape[1], e.shape[1])
     if form == "dense":
         loss = alignment_loss_dense(z, e, alive)
     else:

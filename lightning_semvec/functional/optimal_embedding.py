@@ -176,7 +176,8 @@ def _lbfgs(
         def loss_of(u: Tensor) -> Tensor:
             return dense_alignment_loss(u, target, every)
     else:
-        target = factor[:, keep].float().clone()  # type: ignore[index]  # factor is set on this branch
+        assert factor is not None  # the caller passes exactly one of similarity and factor
+        target = factor[:, keep].float().clone()
 
         def loss_of(u: Tensor) -> Tensor:
             return alignment_loss_factorized(target, u, every, constant_term=False)

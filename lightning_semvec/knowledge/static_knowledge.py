@@ -193,7 +193,7 @@ class StaticKnowledge:
             and self.package_version == other.package_version
         )
 
-    __hash__ = None  # type: ignore[assignment]  # unhashable: __eq__ compares mutable tensors
+    __hash__ = None  # type: ignore[assignment]  # unhashable: __eq__ compares mutable fields
 
     def __repr__(self) -> str:
         layers = ", ".join(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -13,7 +13,7 @@ from lightning_semvec.functional.neuron_statistics import (
     check_activation_matrix,
     similarity_from_moments,
 )
-from lightning_semvec.functional.similarity import check_similarity_kind
+from lightning_semvec.functional.similarity import SimilarityKind, check_similarity_kind
 
 
 class ActivationSimilarity(Metric):
@@ -90,7 +90,7 @@ class ActivationSimilarity(Metric):
         check_int("seed", seed)
         super().__init__(**kwargs)
         self.num_neurons = num_neurons
-        self.similarity = similarity
+        self.similarity: SimilarityKind = cast(SimilarityKind, similarity)  # checked by check_similarity_kind above
         self.max_neurons = max_neurons
         self.seed = seed
         if num_neurons > max_neurons:
@@ -140,7 +140,7 @@ class ActivationSimilarity(Metric):
             self.sums,
             self.outer,
             self.max_abs,
-            self.similarity,  # type: ignore[arg-type]  # checked in __init__
+            self.similarity,
         )
 
     def compute(self) -> tuple[Tensor, Tensor]:

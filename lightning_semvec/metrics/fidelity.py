@@ -144,7 +144,7 @@ class SemanticFidelity(ActivationSimilarity):
         similarity, alive = self._synced_similarity()
         return similarity.to(torch.float32), alive
 
-    def compute(self) -> dict[str, Tensor]:  # type: ignore[override]  # scores, not the parent's similarity
+    def compute(self) -> dict[str, Tensor]:  # type: ignore[override]  # a dict of scores, not the base class's (similarity, alive)
         """``{"spearman": rho, "neighbour_agreement": agreement}`` over alive tracked neurons.
 
         Each value is a float32 scalar, NaN when too few neurons are alive (3 for Spearman,

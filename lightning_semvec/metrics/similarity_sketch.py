@@ -3,7 +3,7 @@ processes: the top eigenpairs of ``S`` in ``O(N (d + p))`` memory, never ``N x N
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -15,7 +15,7 @@ from lightning_semvec.functional.neuron_statistics import (
     check_activation_matrix,
 )
 from lightning_semvec.functional.optimal_embedding import nystrom_eigenpairs
-from lightning_semvec.functional.similarity import check_similarity_kind
+from lightning_semvec.functional.similarity import SimilarityKind, check_similarity_kind
 
 __all__ = ["SketchedSimilarity"]
 
@@ -82,7 +82,8 @@ class SketchedSimilarity(Metric):
         check_int("rank", rank, 1, num_neurons, hint=f"(N = {num_neurons} neurons).")
         check_similarity_kind(similarity)
         super().__init__(**kwargs)
-        self.num_neurons, self.rank, self.similarity = num_neurons, rank, similarity
+        self.num_neurons, self.rank = num_neurons, rank
+        self.similarity: SimilarityKind = cast(SimilarityKind, similarity)  # checked by check_similarity_kind above
         generator = torch.Generator().manual_seed(check_int("seed", seed))
         f64 = torch.float64
         # A buffer, not a state: it follows .to() but is not reset or summed across processes.
@@ -128,7 +129,7 @@ class SketchedSimilarity(Metric):
         """``(Omega, Y, alive, inverse norms)`` of the current (gathered) states; ``Y`` and
         ``Omega`` are new ``(N, k)`` tensors, the only two made (memory)."""
         kind = self.similarity
-        alive = alive_from_moments(self.count, self.sums, self.sums_sq, self.max_abs, kind)  # type: ignore[arg-type]  # checked in __init__
+        alive = alive_from_moments(self.count, self.sums, self.sums_sq, self.max_abs, kind)
         if kind == "pearson":
             centred_sq = self.sums_sq - self.sums.square() / self.count.clamp_min(1.0)
             sketch = torch.addr(self.product, self.sums, self.sums @ self.test_matrix,

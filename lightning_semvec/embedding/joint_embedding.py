@@ -24,9 +24,9 @@ from lightning_semvec.capture.readout import (
 from lightning_semvec.embedding._joint_pass import JOINT_LAYER, JointEmbeddingModule
 from lightning_semvec.embedding.neuron_embedding import (
     embedding_config,
+    embedding_messages,
     run_passes,
     trainer_of,
-    warn_once,
 )
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 from lightning_semvec.functional.alignment import DENSE_MAX_NEURONS
@@ -139,7 +139,7 @@ def embed_models(
     readouts = {name: layer_readout(name, default, layer_options or {}) for name in chosen}
     owners = {name: model for name, (model, _) in chosen.items()}
     runner = trainer_of(trainer, "embed_models")
-    wrapper = JointEmbeddingModule(models, readouts, owners, config, warn_once("embed_models"))
+    wrapper = JointEmbeddingModule(models, readouts, owners, config, embedding_messages("embed_models"))
     with ExitStack() as stack:
         for model in models.values():
             stack.enter_context(preserved_model(model))

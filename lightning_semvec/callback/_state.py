@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from lightning_semvec._utils.warning_cache import WarningCache
+from lightning_semvec.capture.knowledge import knowledge_of_readouts
 from lightning_semvec.capture.readout import NeuronReadout
 from lightning_semvec.knowledge import (
     KNOWLEDGE_MARKER,
@@ -58,15 +59,9 @@ def knowledge_of_parts(
         messages.warn("class-names", f"{messages.owner}: {len(class_names)} class names but "
                       f"{sorted(counts)} classes: the knowledge has no names.")
         class_names = None
-    return StaticKnowledge.from_vectors(
-        dict(vectors),
-        similarity=similarity,  # type: ignore[arg-type]
-        reduction={name: r.reduction for name, r in readouts.items()},
-        neuron_dim={name: r.neuron_dim for name, r in readouts.items()},
-        statistics={name: dict(values) for name, values in statistics.items()},
-        source_model=source_model,
-        training_steps=training_steps,
-        class_names=list(class_names) if class_names is not None else None,
+    return knowledge_of_readouts(
+        vectors, readouts, similarity=similarity, source_model=source_model,
+        statistics=statistics, training_steps=training_steps, class_names=class_names,
     )
 
 

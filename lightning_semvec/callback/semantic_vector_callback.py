@@ -25,6 +25,7 @@ from lightning_semvec.callback._state import (
     vector_state_of,
 )
 from lightning_semvec.callback._update import update_vectors
+from lightning_semvec.capture.knowledge import model_class_path
 from lightning_semvec.capture.layers import LayerSpec, layer_spec_list, resolve_layers
 from lightning_semvec.capture.readout import (
     NeuronReadout,
@@ -288,7 +289,7 @@ class SemanticVectorCallback(Callback):
         self._steps_per_batch = 1
         self._modules = resolve_layers(pl_module, self.layer_specs)
         self.readouts = {name: self._readout_for(name) for name in self._modules}
-        self.source_model = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
+        self.source_model = model_class_path(pl_module)
         names = getattr(trainer.datamodule, "class_names", None)
         self._datamodule_class_names = list(names) if names is not None else None
         if self._analysis is not None:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from lightning_semvec._utils.model_guard import preserved_model
 from lightning_semvec.analysis.options import LabelFn
+from lightning_semvec.capture.knowledge import knowledge_of_readouts, model_class_path
 from lightning_semvec.capture.layers import LayerSpec, resolve_layers
 from lightning_semvec.capture.readout import (
     NeuronReadout,
@@ -239,16 +240,10 @@ def _knowledge(
                  else wrapper.similarity[0][rows][:, columns])
         matching = match_neurons(joint[rows], joint[columns], cross)
         extra[matching_key(first, other)] = matching_record(matching)
-    return StaticKnowledge.from_vectors(
-        vectors,
-        similarity=similarity,
-        reduction={name: r.reduction for name, r in readouts.items()},
-        neuron_dim={name: r.neuron_dim for name, r in readouts.items()},
-        statistics=statistics,
-        source_model="; ".join(
-            f"{name}: {type(m).__module__}.{type(m).__qualname__}" for name, m in models.items()),
-        class_names=list(class_names) if class_names is not None else None,
-        extra=extra,
+    return knowledge_of_readouts(
+        vectors, readouts, similarity=similarity, statistics=statistics,
+        source_model="; ".join(f"{name}: {model_class_path(m)}" for name, m in models.items()),
+        class_names=class_names, extra=extra,
     )
 
 

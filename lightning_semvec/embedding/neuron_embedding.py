@@ -16,6 +16,7 @@ from lightning_semvec._utils.checks import check_callable, check_choice, check_i
 from lightning_semvec._utils.model_guard import preserved_model
 from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.analysis.options import LabelFn
+from lightning_semvec.capture.knowledge import knowledge_of_readouts, model_class_path
 from lightning_semvec.capture.layers import LayerSpec, resolve_layers
 from lightning_semvec.capture.readout import (
     NeuronReadout,
@@ -141,15 +142,13 @@ def embed_neurons(
         if result.fidelity is not None:
             rank_zero_info(f"embed_neurons: {name}: in-sample fidelity (Spearman) "
                            f"{result.fidelity['spearman']:.4f}")
-    return StaticKnowledge.from_vectors(
-        {name: wrapper.vectors[name].cpu() for name in modules},
+    return knowledge_of_readouts(
+        {name: wrapper.vectors[name].cpu() for name in modules}, readouts,
         similarity=config.similarity,
-        reduction={name: r.reduction for name, r in readouts.items()},
-        neuron_dim={name: r.neuron_dim for name, r in readouts.items()},
         statistics={n: r.statistics for n, r in wrapper.results.items() if r.statistics},
-        source_model=f"{type(model).__module__}.{type(model).__qualname__}",
+        source_model=model_class_path(model),
         training_steps=training_steps,
-        class_names=list(class_names) if class_names is not None else None,
+        class_names=class_names,
         extra={"embedded": "post hoc (embed_neurons)", **{
             f"fidelity/{n}": f"{r.fidelity['spearman']:.6f}"
             for n, r in wrapper.results.items() if r.fidelity is not None}},

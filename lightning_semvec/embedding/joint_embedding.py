@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from lightning_semvec._utils.model_guard import preserved_model
 from lightning_semvec.analysis.options import LabelFn
+from lightning_semvec.capture.hooks import ForwardHookManager, LayerHook
 from lightning_semvec.capture.knowledge import knowledge_of_readouts, model_class_path
 from lightning_semvec.capture.layers import LayerSpec, resolve_layers
 from lightning_semvec.capture.readout import (
@@ -144,8 +145,9 @@ def embed_models(
     with ExitStack() as stack:
         for model in models.values():
             stack.enter_context(preserved_model(model))
+        hooks = stack.enter_context(ForwardHookManager(who="embed_models"))
         for name, (model_name, module) in chosen.items():
-            module.register_forward_hook(_hook(wrapper, model_name, name))
+            hooks.add(name, module, _hook(wrapper, model_name))
         run_passes(wrapper, runner, dataloader, "embed_models", lambda: None)
         wrapper.model = nn.Identity()  # the wrapper must not keep the models alive
     return _knowledge(wrapper, models, readouts, owners, config.similarity, class_names)
@@ -200,10 +202,8 @@ def _chosen_layers(
     return chosen
 
 
-def _hook(
-    wrapper: JointEmbeddingModule, model_name: str, layer: str
-) -> Callable[[nn.Module, Any, Any], None]:
-    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+def _hook(wrapper: JointEmbeddingModule, model_name: str) -> LayerHook:
+    def hook(layer: str, output: Any, call: int) -> None:
         wrapper.capture(model_name, layer, output)
 
     return hook

@@ -16,6 +16,7 @@ from lightning_semvec._utils.checks import check_callable, check_choice, check_i
 from lightning_semvec._utils.model_guard import preserved_model
 from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.analysis.options import LabelFn
+from lightning_semvec.capture.hooks import ForwardHookManager, LayerHook
 from lightning_semvec.capture.knowledge import knowledge_of_readouts, model_class_path
 from lightning_semvec.capture.layers import LayerSpec, resolve_layers
 from lightning_semvec.capture.readout import (
@@ -132,9 +133,9 @@ def embed_neurons(
     readouts = {name: layer_readout(name, default, layer_options or {}) for name in modules}
     runner = trainer_of(trainer, "embed_neurons")
     wrapper = EmbeddingModule(model, readouts, config, embedding_messages("embed_neurons"))
-    with preserved_model(model):
+    with preserved_model(model), ForwardHookManager(who="embed_neurons") as hooks:
         for name, module in modules.items():
-            module.register_forward_hook(_hook(wrapper, name))
+            hooks.add(name, module, _hook(wrapper))
         run_passes(wrapper, runner, dataloader, "embed_neurons",
                    lambda: _check_widths(wrapper, modules))
         wrapper.model = nn.Identity()  # the wrapper must not keep the model alive
@@ -231,8 +232,8 @@ def run_passes(
         after_pass()
 
 
-def _hook(wrapper: EmbeddingModule, name: str) -> Callable[[nn.Module, Any, Any], None]:
-    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+def _hook(wrapper: EmbeddingModule) -> LayerHook:
+    def hook(name: str, output: Any, call: int) -> None:
         if wrapper.streaming:
             wrapper.consume(name, output)
 

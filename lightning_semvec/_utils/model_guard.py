@@ -13,29 +13,26 @@ __all__ = ["preserved_model"]
 
 @contextmanager
 def preserved_model(model: nn.Module) -> Iterator[None]:
-    """Restore ``model``'s modes, devices, forward hooks and trainer reference on exit.
+    """Restore ``model``'s modes, devices and trainer reference on exit.
 
     A ``Trainer`` moves the module it runs to its device, puts it in eval mode and, for a
-    ``LightningModule`` inside another, sets its ``trainer``; the forward hooks that read it
-    are ours. On exit, normal or by an exception, every submodule gets back its ``training``
-    flag, every parameter and buffer its device (the same tensor objects: an optimizer that
-    holds them still does), every module exactly the forward hooks it had, and a
-    ``LightningModule`` its trainer. Weights are never written to (the passes run under
-    inference mode), so their values need no copy.
+    ``LightningModule`` inside another, sets its ``trainer``. On exit, normal or by an
+    exception, every submodule gets back its ``training`` flag, every parameter and buffer its
+    device (the same tensor objects: an optimizer that holds them still does), and a
+    ``LightningModule`` its trainer. Forward hooks are not touched here: the
+    :class:`~lightning_semvec.capture.hooks.ForwardHookManager` that added ours removes its own
+    handles. Weights are never written to (the passes run under inference mode), so their values
+    need no copy.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
         >>> with preserved_model(net):
         ...     _ = net.eval()
-        ...     _ = net[0].register_forward_hook(lambda *args: None)
-        >>> net[1].training, len(net[0]._forward_hooks)
-        (True, 0)
+        >>> net[1].training
+        True
     """
     modules = list(model.modules())
     modes = [module.training for module in modules]
-    hooks = [
-        (dict(module._forward_hooks), dict(module._forward_pre_hooks)) for module in modules
-    ]
     tensors = [
         (module, name, tensor.device)
         for module in modules
@@ -48,11 +45,8 @@ def preserved_model(model: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        for module, mode, (forward, pre) in zip(modules, modes, hooks, strict=True):
+        for module, mode in zip(modules, modes, strict=True):
             module.training = mode
-            for store, saved in ((module._forward_hooks, forward), (module._forward_pre_hooks, pre)):
-                for key in [key for key in store if key not in saved]:
-                    del store[key]
         with torch.no_grad():
             for module, name, device in tensors:
                 tensor = module._parameters.get(name) if name in module._parameters else (

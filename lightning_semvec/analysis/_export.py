@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
+from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.analysis.layer_analysis import LayerResult
-from lightning_semvec.analysis.projector_export import Notify, write_projector
+from lightning_semvec.analysis.projector_export import write_projector
 from lightning_semvec.functional.similarity import (
     semantic_similarity as _semantic_similarity,
 )
@@ -20,15 +21,15 @@ if TYPE_CHECKING:
 __all__ = ["log_figures", "tensorboard_logger_of", "write_projector_and_figures"]
 
 
-def tensorboard_logger_of(trainer: pl.Trainer, notify: Notify) -> TensorBoardLogger | None:
+def tensorboard_logger_of(trainer: pl.Trainer, messages: WarningCache) -> TensorBoardLogger | None:
     """The first ``TensorBoardLogger`` among the trainer's loggers, or ``None`` (and a one-time
-    message through ``notify``)."""
+    note through ``messages``)."""
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             return logger
-    notify(
+    messages.note(
         "no-tensorboard",
-        "SemanticVectorCallback: no TensorBoardLogger among the trainer's loggers, so the "
+        f"{messages.owner}: no TensorBoardLogger among the trainer's loggers, so the "
         "Embedding Projector export and the figures are skipped (fidelity is still logged).",
     )
     return None
@@ -44,7 +45,7 @@ def write_projector_and_figures(
     projector: bool,
     figures: bool,
     figure_max_neurons: int,
-    notify: Notify,
+    messages: WarningCache,
 ) -> None:
     """Write every layer's projector files and/or figures for ``step`` (global rank 0 only).
 
@@ -54,7 +55,7 @@ def write_projector_and_figures(
     """
     experiment = logger.experiment  # creates the event file, so TensorBoard lists the run
     if projector:
-        write_projector(logger.log_dir, vectors, results, step, class_names, notify)
+        write_projector(logger.log_dir, vectors, results, step, class_names, messages)
     if figures:
         for name, layer_vectors in vectors.items():
             log_figures(experiment, name, layer_vectors, results.get(name), step, class_names,

@@ -9,12 +9,13 @@ and figures (:mod:`~lightning_semvec.analysis._export`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
 from torch import Tensor
 
+from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.analysis._export import (
     tensorboard_logger_of,
     write_projector_and_figures,
@@ -41,7 +42,7 @@ class ValidationAnalysis:
         options: what to analyse and write.
         similarity: the activation similarity of the vectors (the fidelity uses the same).
         seed: seeds the fidelity's neuron subsets of wide layers.
-        notify: called with ``(key, message)`` for a one-time message.
+        messages: the owner's once-only messages (the callback's).
     """
 
     def __init__(
@@ -49,12 +50,12 @@ class ValidationAnalysis:
         options: AnalysisOptions,
         similarity: SimilarityKind,
         seed: int,
-        notify: Callable[[str, str], None],
+        messages: WarningCache,
     ) -> None:
         self.options = options
         self.similarity: SimilarityKind = similarity
         self.seed = seed
-        self.notify = notify
+        self.messages = messages
         self.num_classes: int | None = None
         self.layers: dict[str, LayerAnalysis] | None = None  # during an analysed epoch only
         self.results: dict[str, LayerResult] = {}
@@ -98,8 +99,8 @@ class ValidationAnalysis:
         """Stream one validation batch: ``captured`` holds each layer's ``(M, N)`` chunks."""
         if self.layers is None:
             return
-        labels = labels_of_batch(batch, self.options.label_fn, self.num_classes, self.notify)
-        images = images_of_batch(batch, self.notify) if self.options.images_per_neuron else None
+        labels = labels_of_batch(batch, self.options.label_fn, self.num_classes, self.messages)
+        images = images_of_batch(batch, self.messages) if self.options.images_per_neuron else None
         thumbnails: dict[int, Tensor] = {}  # by size: layers of one width share them
         for name, analysis in self.layers.items():
             for position, chunk in enumerate(captured.get(name, [])):
@@ -155,7 +156,7 @@ class ValidationAnalysis:
         when this step has none yet)."""
         step = trainer.global_step
         finished = self.options.finish_vectors and finish_in_place(
-            vectors, self.results, step, self.notify)
+            vectors, self.results, step, self.messages)
         if not (vectors.layer_names and trainer.is_global_zero):
             return
         fresh = self.exported_step != step
@@ -182,7 +183,7 @@ class ValidationAnalysis:
         figures = figures and options.figure_schedule is not None
         if not (projector or figures):
             return
-        logger = tensorboard_logger_of(trainer, self.notify)
+        logger = tensorboard_logger_of(trainer, self.messages)
         if logger is None:
             return
         write_projector_and_figures(
@@ -194,6 +195,6 @@ class ValidationAnalysis:
             projector=projector,
             figures=figures,
             figure_max_neurons=options.figure_max_neurons,
-            notify=self.notify,
+            messages=self.messages,
         )
         self.exported_step = step

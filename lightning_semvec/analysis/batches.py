@@ -3,16 +3,17 @@ epoch is analysed at all. Plain functions of the batch and the options, no state
 
 Example:
     >>> import torch
+    >>> from lightning_semvec._utils.warning_cache import WarningCache
     >>> batch = (torch.rand(4, 3, 8, 8), torch.tensor([0, 1, 2, 1]))
-    >>> labels_of_batch(batch, label_fn=None, num_classes=3, notify=print).tolist()
+    >>> labels_of_batch(batch, label_fn=None, num_classes=3, messages=WarningCache("demo")).tolist()
     [0, 1, 2, 1]
-    >>> images_of_batch(batch, notify=print).shape
+    >>> images_of_batch(batch, messages=WarningCache("demo")).shape
     torch.Size([4, 3, 8, 8])
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,14 +21,13 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from lightning_semvec._utils.checks import is_int_at_least
+from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.analysis.options import LabelFn
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
-Notify = Callable[[str, str], None]
-"""Called with ``(key, message)`` for a one-time message (the callback's ``_info_once``)."""
 
 def is_label_tensor(value: Any) -> bool:
     """Whether ``value`` looks like a batch's labels: a ``(B,)`` integer (not bool) tensor."""
@@ -74,12 +74,13 @@ def find_num_classes(
 
 
 def labels_of_batch(
-    batch: Any, label_fn: LabelFn | None, num_classes: int | None, notify: Notify
+    batch: Any, label_fn: LabelFn | None, num_classes: int | None,
+    messages: WarningCache,
 ) -> Tensor | None:
     """A validation batch's ``(B,)`` integer labels, or ``None``.
 
     Taken from ``label_fn(batch)`` when given, else ``batch[1]`` of a ``(x, y, ...)`` tuple or
-    list with integer ``y``. ``notify`` gets a one-time message when there are no labels or the
+    list with integer ``y``. ``messages`` gets a one-time note when there are no labels or the
     number of classes is unknown.
 
     Raises:
@@ -104,33 +105,33 @@ def labels_of_batch(
     else:
         labels = None
     if labels is None:
-        notify(
+        messages.note(
             "no-labels",
-            "SemanticVectorCallback: a validation batch carries no integer labels (none at "
+            f"{messages.owner}: a validation batch carries no integer labels (none at "
             "batch[1], or label_fn returned None), so the projector shows no preferred class "
             "or selectivity; pass a label_fn that picks them out of the batch.",
         )
     elif num_classes is None:
-        notify(
+        messages.note(
             "no-num-classes",
-            "SemanticVectorCallback: the number of classes is unknown, so the projector "
+            f"{messages.owner}: the number of classes is unknown, so the projector "
             "shows no preferred class or selectivity; pass num_classes or class_names.",
         )
     elif labels.numel():
         low, high = torch.stack([labels.min(), labels.max()]).tolist()  # one host sync
         if low < 0 or high >= num_classes:
             raise SemvecValueError(
-                f"SemanticVectorCallback: validation labels lie in [{low}, {high}], outside "
+                f"{messages.owner}: validation labels lie in [{low}, {high}], outside "
                 f"[0, {num_classes}) for num_classes={num_classes}. Pass num_classes (or "
                 "class_names) matching the labels, or a label_fn that returns class indices."
             )
     return labels
 
 
-def images_of_batch(batch: Any, notify: Notify) -> Tensor | None:
+def images_of_batch(batch: Any, messages: WarningCache) -> Tensor | None:
     """A validation batch's images: ``batch[0]`` (or the batch itself) when it is a
     ``(B, C, H, W)`` float or uint8 tensor with ``C`` in ``{1, 3}``; else ``None`` (and a
-    one-time message through ``notify``)."""
+    one-time note through ``messages``)."""
     x = batch[0] if isinstance(batch, (tuple, list)) and len(batch) > 0 else batch
     if (
         isinstance(x, Tensor)
@@ -139,9 +140,9 @@ def images_of_batch(batch: Any, notify: Notify) -> Tensor | None:
         and (x.is_floating_point() or x.dtype == torch.uint8)
     ):
         return x
-    notify(
+    messages.note(
         "no-images",
-        "SemanticVectorCallback: projector_images needs image inputs (batch[0] of shape "
+        f"{messages.owner}: projector_images needs image inputs (batch[0] of shape "
         "(B, C, H, W) with 1 or 3 channels); these validation inputs are not, so the "
         "projector gets no neuron images.",
     )

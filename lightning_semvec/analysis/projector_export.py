@@ -11,11 +11,12 @@ telling among those it could open first, :func:`opening_layer`) is listed once m
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 
 from lightning_semvec._utils.indices import evenly_spaced
+from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.analysis.layer_analysis import LayerResult
 from lightning_semvec.projector import (
     neuron_metadata,
@@ -27,16 +28,13 @@ from lightning_semvec.projector import writer as projector_writer
 
 __all__ = ["opening_layer", "write_projector"]
 
-Notify = Callable[[str, str], None]
-
-
 def write_projector(
     log_dir: str,
     vectors: Mapping[str, Tensor],
     results: Mapping[str, LayerResult],
     step: int,
     class_names: Sequence[str] | None,
-    notify: Notify,
+    messages: WarningCache,
 ) -> None:
     """Write every layer's projector entry for ``step`` and the ``(latest)`` entry.
 
@@ -50,9 +48,9 @@ def write_projector(
         limit = projector_writer.MAX_PROJECTOR_POINTS
         ids = evenly_spaced(count, limit)
         if count > limit:
-            notify(
+            messages.note(
                 f"projector-subsampled-{name}",
-                f"SemanticVectorCallback: {name} has {count:,} neurons, more than the "
+                f"{messages.owner}: {name} has {count:,} neurons, more than the "
                 f"{limit:,} points TensorBoard's projector shows, so its projector entries "
                 f"hold {len(ids):,} evenly spaced neurons (the 'neuron' column gives each "
                 "one's index); the knowledge file keeps them all.",

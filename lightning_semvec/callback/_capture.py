@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.capture.readout import NeuronReadout
 from lightning_semvec.errors import SemvecValueError
 
@@ -28,11 +29,12 @@ class LayerCapture:
         neuron_subset: ``(N, step, device) -> indices or None``; a layer with a subset keeps
             only those neurons, taken in the hook so the full output can go as soon as autograd
             is done with it (a 65,536-neuron layer costs memory for its subset alone).
-        warn_once: called with ``(key, message)`` for a one-time warning.
+        messages: the owner's once-only messages.
 
     Example:
         >>> import torch
-        >>> capture = LayerCapture(["fc"], warn_once=lambda k, m: None)
+        >>> from lightning_semvec._utils.warning_cache import WarningCache
+        >>> capture = LayerCapture(["fc"], messages=WarningCache("SemanticVectorCallback"))
         >>> capture.wants("fc"), capture.wants("conv")
         (True, False)
         >>> readout = NeuronReadout()
@@ -47,11 +49,11 @@ class LayerCapture:
         *,
         step: int = 0,
         neuron_subset: NeuronSubset | None = None,
-        warn_once: Callable[[str, str], None],
+        messages: WarningCache,
     ) -> None:
         self.step = step
         self.neuron_subset = neuron_subset
-        self.warn_once = warn_once
+        self.messages = messages
         self.chunks: dict[str, list[Tensor]] = {name: [] for name in names}
         self.widths: dict[str, int] = {}  # full widths, before any neuron subset
         self.subsets: dict[str, Tensor] = {}  # this step's neuron subset of each wide layer
@@ -80,9 +82,9 @@ class LayerCapture:
                     "happens with a module reused in several places (a shared nn.ReLU, say): "
                     "hook a module used once, or give each use its own module."
                 )
-            self.warn_once(
+            self.messages.warn(
                 f"calls:{name}",
-                f"SemanticVectorCallback: layer {name!r} is called more than once per forward; "
+                f"{self.messages.owner}: layer {name!r} is called more than once per forward; "
                 "its calls are stacked as extra samples. If the calls are different places in "
                 "the network (a shared activation module), hook modules used once instead.",
             )

@@ -20,12 +20,12 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.functional.alignment import DENSE_MAX_NEURONS
 
 __all__ = ["AgreedLayer", "GatheredStep", "agree_on_layers", "gather_activations"]
 
-WarnOnce = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def gather_activations(
     subsets: Mapping[str, Tensor],
     widths: Mapping[str, int],
     neuron_subset: Callable[[int], Tensor | None],
-    warn_once: WarnOnce,
+    messages: WarningCache,
 ) -> GatheredStep:
     """The global activations of one update step, the same on every process.
 
@@ -135,7 +135,7 @@ def gather_activations(
         widths: ``{layer: N}``, the full widths of this process's layers.
         neuron_subset: ``N -> indices or None``, this step's neuron subset of a layer of ``N``
             neurons (the same on every process), for the layers this process did not run.
-        warn_once: called with ``(key, message)`` for a one-time warning.
+        messages: the callback's once-only messages.
 
     A layer that ran on no process is left out (and listed in ``not_called``); one with fewer
     than 2 rows in all is left out with a one-time warning. Under DDP a process that did not
@@ -152,7 +152,7 @@ def gather_activations(
         for name in names:
             if name not in activations:
                 step.not_called.append(name)
-            elif _enough_rows(name, activations[name].shape[0], warn_once):
+            elif _enough_rows(name, activations[name].shape[0], messages):
                 step.activations[name] = activations[name]
                 step.weights[name] = None
         step.subsets = {n: s for n, s in subsets.items() if n in step.activations}
@@ -165,7 +165,7 @@ def gather_activations(
         layer = agreed.get(name)
         if layer is None:
             step.not_called.append(name)
-        elif _enough_rows(name, sum(layer.rows), warn_once):
+        elif _enough_rows(name, sum(layer.rows), messages):
             groups.setdefault((layer.rows, layer.columns <= DENSE_MAX_NEURONS), []).append(name)
     rank = pl_module.global_rank
     for (rows, _), members in groups.items():
@@ -219,13 +219,13 @@ def _gather_group(
     return gathered, weights.reshape(-1).float()
 
 
-def _enough_rows(name: str, rows: int, warn_once: WarnOnce) -> bool:
+def _enough_rows(name: str, rows: int, messages: WarningCache) -> bool:
     """Whether ``rows`` global samples can give a similarity (2 or more); warns once if not."""
     if rows >= 2:
         return True
-    warn_once(
+    messages.warn(
         f"small:{name}",
-        f"SemanticVectorCallback: a training batch gave layer {name!r} only {rows} sample; "
+        f"{messages.owner}: a training batch gave layer {name!r} only {rows} sample; "
         "similarity needs at least 2, so the step was skipped (use a batch size of 2 or more).",
     )
     return False

@@ -11,12 +11,14 @@ read as well.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from lightning_semvec._utils.warning_cache import WarningCache
+from lightning_semvec.capture.knowledge import knowledge_of_readouts
 from lightning_semvec.capture.readout import NeuronReadout
 from lightning_semvec.knowledge import (
     KNOWLEDGE_MARKER,
@@ -48,24 +50,18 @@ def knowledge_of_parts(
     similarity: str,
     training_steps: int,
     source_model: str | None,
-    warn_once: Callable[[str, str], None],
+    messages: WarningCache,
 ) -> StaticKnowledge:
     """The callback's knowledge from its parts: ``(N, d)`` vectors, readouts and statistics per
     layer. Class names that do not match the statistics' classes are dropped, with a warning."""
     counts = class_counts_of(statistics)
     if class_names is not None and counts and counts != {len(class_names)}:
-        warn_once("class-names", f"SemanticVectorCallback: {len(class_names)} class names but "
-                  f"{sorted(counts)} classes: the knowledge has no names.")
+        messages.warn("class-names", f"{messages.owner}: {len(class_names)} class names but "
+                      f"{sorted(counts)} classes: the knowledge has no names.")
         class_names = None
-    return StaticKnowledge.from_vectors(
-        dict(vectors),
-        similarity=similarity,
-        reduction={name: r.reduction for name, r in readouts.items()},
-        neuron_dim={name: r.neuron_dim for name, r in readouts.items()},
-        statistics={name: dict(values) for name, values in statistics.items()},
-        source_model=source_model,
-        training_steps=training_steps,
-        class_names=list(class_names) if class_names is not None else None,
+    return knowledge_of_readouts(
+        vectors, readouts, similarity=similarity, source_model=source_model,
+        statistics=statistics, training_steps=training_steps, class_names=class_names,
     )
 
 

@@ -4,12 +4,13 @@ on the steps the loggers write. Runs on every process at every update."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import lightning.pytorch as pl
 from torch import Tensor
 
 from lightning_semvec._utils.logging_steps import logs_this_step
+from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.callback._capture import LayerCapture
 from lightning_semvec.callback._gather import gather_activations
 from lightning_semvec.vectors.semantic_vectors import SemanticVectors
@@ -25,7 +26,7 @@ def update_vectors(
     activations: Mapping[str, Tensor],
     capture: LayerCapture,
     *,
-    warn_once: Callable[[str, str], None],
+    messages: WarningCache,
 ) -> bool:
     """Step ``vectors`` on this step's ``{layer: (M, K)}`` activations of the layers this process
     ran (``names``: every layer, in the callback's fixed order).
@@ -38,11 +39,11 @@ def update_vectors(
         pl_module, trainer.world_size, list(names), dict(activations),
         subsets=capture.subsets, widths=capture.widths,
         neuron_subset=lambda n: vectors.neuron_subset(n, capture.step, pl_module.device),
-        warn_once=warn_once,
+        messages=messages,
     )
     for name in gathered.not_called:  # on no process: the gather said so on every one
-        warn_once(f"missing:{name}", f"SemanticVectorCallback: layer {name!r} was not called in "
-                  "this training step, so its vectors were not updated.")
+        messages.warn(f"missing:{name}", f"{messages.owner}: layer {name!r} was not called "
+                      "in this training step, so its vectors were not updated.")
     if not gathered.activations:
         return False
     result = vectors.step(

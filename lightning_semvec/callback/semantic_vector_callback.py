@@ -15,6 +15,7 @@ from typing_extensions import override
 
 from lightning_semvec._utils.checks import check_int
 from lightning_semvec._utils.deprecation import accept_removed_keywords
+from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.analysis._validation import ValidationAnalysis
 from lightning_semvec.analysis.options import AnalysisOptions
 from lightning_semvec.callback._capture import LayerCapture
@@ -25,6 +26,7 @@ from lightning_semvec.callback._state import (
     vector_state_of,
 )
 from lightning_semvec.callback._update import update_vectors
+from lightning_semvec.capture.knowledge import model_class_path
 from lightning_semvec.capture.layers import LayerSpec, layer_spec_list, resolve_layers
 from lightning_semvec.capture.readout import (
     NeuronReadout,
@@ -160,10 +162,10 @@ class SemanticVectorCallback(Callback):
         self._steps_per_batch = 1  # the most optimizer steps one batch has taken (manual optimization)
         self._datamodule_class_names: list[str] | None = None
         self._loaded: StaticKnowledge | None = None  # metadata of a restored checkpoint
-        self._warned: set[str] = set()
+        self._messages = WarningCache("SemanticVectorCallback")
         self._global_rank = 0
         self._analysis = (
-            ValidationAnalysis(analysis, similarity, seed, self._info_once) if analysis is not None else None
+            ValidationAnalysis(analysis, similarity, seed, self._messages) if analysis is not None else None
         )
 
     # ----------------------------------------------------------------- public views
@@ -259,7 +261,7 @@ class SemanticVectorCallback(Callback):
             vectors, readouts, {n: st for n, st in self.neuron_statistics.items() if n in vectors},
             self.class_names, similarity=self.similarity, training_steps=self.training_steps,
             source_model=self.source_model or (loaded.source_model if loaded else None),
-            warn_once=self._warn_once,
+            messages=self._messages,
         )
 
     def export_knowledge(self, path: str | Path) -> Path:
@@ -289,7 +291,7 @@ class SemanticVectorCallback(Callback):
         self._steps_per_batch = 1
         self._modules = resolve_layers(pl_module, self.layer_specs)
         self.readouts = {name: self._readout_for(name) for name in self._modules}
-        self.source_model = f"{type(pl_module).__module__}.{type(pl_module).__qualname__}"
+        self.source_model = model_class_path(pl_module)
         datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's data connector, not declared on Trainer
         names = getattr(datamodule, "class_names", None)
         self._datamodule_class_names = list(names) if names is not None else None
@@ -318,7 +320,7 @@ class SemanticVectorCallback(Callback):
         if (step + ahead) // self.every_n_steps > step // self.every_n_steps:
             self._capture = LayerCapture(
                 list(self._modules), step=step, neuron_subset=self.vectors.neuron_subset,
-                warn_once=self._warn_once,
+                messages=self._messages,
             )
         else:
             self._capture = None
@@ -357,7 +359,7 @@ class SemanticVectorCallback(Callback):
         widths = {n: self.vectors[n].shape[0] for n in self._modules if n in self.vectors}
         names = self._analysis.start_epoch(trainer, pl_module, widths)
         if names:
-            self._capture = LayerCapture(names, warn_once=self._warn_once)
+            self._capture = LayerCapture(names, messages=self._messages)
 
     @override
     def on_validation_batch_end(
@@ -432,7 +434,7 @@ class SemanticVectorCallback(Callback):
         dims = {layer.dim for layer in knowledge.layers.values()}
         if dims != {self.dim}:
             raise SemvecValueError(
-                f"The checkpoint's semantic vectors have dim={sorted(dims)[0]}, this callback "
+                f"The checkpoint's semantic vectors have dim={min(dims)}, this callback "
                 f"has dim={self.dim}: use the same dim to resume."
             )
         # Runs before the model is on its device: on_fit_start moves the vectors there.
@@ -461,14 +463,6 @@ class SemanticVectorCallback(Callback):
             handle.remove()
         self._handles = []
 
-    def _warn_once(self, key: str, message: str, info: bool = False) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            (rank_zero_info if info else rank_zero_warn)(message)
-
-    def _info_once(self, key: str, message: str) -> None:
-        self._warn_once(key, message, info=True)
-
     def _update(
         self,
         trainer: pl.Trainer,
@@ -478,5 +472,5 @@ class SemanticVectorCallback(Callback):
     ) -> None:
         """Gather this step's activations from every process and step the vectors."""
         if update_vectors(trainer, pl_module, self.vectors, list(self._modules), activations,
-                          capture, warn_once=self._warn_once):
+                          capture, messages=self._messages):
             self.training_steps = trainer.global_step

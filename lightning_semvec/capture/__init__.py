@@ -3,7 +3,9 @@
 The modules: ``layers`` (:func:`resolve_layers`: dotted names, glob patterns or module objects,
 resolved once, with "did you mean" for a misspelt name; ``module_dict_key``, the one escaping
 of layer names as ``ModuleDict`` keys) and ``readout`` (:class:`NeuronReadout` and
-``layer_readout``: any output shape to a ``(samples, neurons)`` matrix).
+``layer_readout``: any output shape to a ``(samples, neurons)`` matrix), ``hooks``
+(``ForwardHookManager``: the forward hooks, their handles and what a call means) and
+``knowledge`` (``knowledge_of_readouts``: vectors and their readouts as knowledge).
 
 Example:
     >>> import torch

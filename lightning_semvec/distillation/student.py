@@ -7,12 +7,12 @@ from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
 
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from lightning_semvec._utils.logging_steps import logs_this_step
+from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.distillation.capture import OutputCapture
 from lightning_semvec.errors import SemvecTypeError
 from lightning_semvec.models.classifier import ImageClassifier
@@ -93,7 +93,7 @@ class StudentModule(ImageClassifier):
                          **deprecated)
         self._capture = OutputCapture()
         self._hook_handles: list[RemovableHandle] = []
-        self._warned: set[str] = set()
+        self._messages = WarningCache(type(self).__name__)
 
     # ------------------------------------------------------------------ overridable API
     def distillation_losses(
@@ -170,9 +170,8 @@ class StudentModule(ImageClassifier):
 
     # ------------------------------------------------------------------ helpers for subclasses
     def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            rank_zero_warn(message)
+        """Warn ``message`` once per ``key`` (rank zero): this module's :class:`WarningCache`."""
+        self._messages.warn(key, message)
 
     @staticmethod
     def _zero_like_graph(x: Tensor) -> Tensor:

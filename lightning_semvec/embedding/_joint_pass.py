@@ -10,12 +10,13 @@ neurons in one space.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
+from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.capture.layers import module_dict_key
 from lightning_semvec.capture.readout import NeuronReadout
 from lightning_semvec.embedding._pass import EmbeddingConfig, EmbeddingModule
@@ -35,7 +36,7 @@ class JointEmbeddingModule(EmbeddingModule):
         readouts: ``{joint layer name: readout}`` of every chosen layer, grouped by model in
             the order of ``models``; the joint space's neurons are theirs, in this order.
         owners: ``{joint layer name: model name}``.
-        config, notify: as for :class:`~lightning_semvec.embedding._pass.EmbeddingModule`.
+        config, messages: as for :class:`~lightning_semvec.embedding._pass.EmbeddingModule`.
 
     The forward hooks that call :meth:`capture` belong to the caller.
     """
@@ -48,10 +49,10 @@ class JointEmbeddingModule(EmbeddingModule):
         readouts: Mapping[str, NeuronReadout],
         owners: Mapping[str, str],
         config: EmbeddingConfig,
-        notify: Callable[[str, str], None],
+        messages: WarningCache,
     ) -> None:
         holder = nn.ModuleDict({module_dict_key(name): model for name, model in models.items()})
-        super().__init__(holder, readouts, config, notify)
+        super().__init__(holder, readouts, config, messages)
         self.model_names = list(models)
         self.owners = dict(owners)
         self.current_model: str | None = None  # the model whose forward is running

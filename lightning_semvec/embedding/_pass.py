@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.analysis.batches import labels_of_batch
 from lightning_semvec.analysis.layer_analysis import LayerAnalysis, LayerResult
 from lightning_semvec.analysis.options import LabelFn
@@ -68,8 +69,10 @@ class EmbeddingConfig:
 class EmbeddingModule(pl.LightningModule):
     """Runs ``model`` on each validation batch and streams the ``readouts``' layers.
 
-    The forward hooks that call :meth:`consume` belong to the caller
-    (:func:`~lightning_semvec.embed_neurons` registers and removes them).
+    ``messages`` are the call's once-only messages
+    (:func:`~lightning_semvec.embedding.neuron_embedding.embedding_messages`). The forward hooks
+    that call :meth:`consume` belong to the caller (:func:`~lightning_semvec.embed_neurons`
+    registers and removes them).
     """
 
     #: The function named in messages.
@@ -77,13 +80,13 @@ class EmbeddingModule(pl.LightningModule):
 
     def __init__(
         self, model: nn.Module, readouts: Mapping[str, NeuronReadout], config: EmbeddingConfig,
-        notify: Callable[[str, str], None],
+        messages: WarningCache,
     ) -> None:
         super().__init__()
         self.model = model
         self.readouts = dict(readouts)
         self.config = config
-        self.notify = notify
+        self.messages = messages
         self.streaming = False  # the hooks stream only inside validation_step
         self._labels: Tensor | None = None
         self.pass_index = 0
@@ -105,7 +108,7 @@ class EmbeddingModule(pl.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         if self.pass_index == 0:
             self._labels = labels_of_batch(batch, self.config.label_fn, self.config.num_classes,
-                                           self.notify)
+                                           self.messages)
         self.streaming = True
         try:
             self(batch)

@@ -14,6 +14,8 @@ from torch import Tensor, nn
 
 from lightning_semvec._utils.model_guard import preserved_model
 from lightning_semvec.analysis.options import LabelFn
+from lightning_semvec.capture.hooks import ForwardHookManager, LayerHook
+from lightning_semvec.capture.knowledge import knowledge_of_readouts, model_class_path
 from lightning_semvec.capture.layers import LayerSpec, resolve_layers
 from lightning_semvec.capture.readout import (
     NeuronReadout,
@@ -24,9 +26,9 @@ from lightning_semvec.capture.readout import (
 from lightning_semvec.embedding._joint_pass import JOINT_LAYER, JointEmbeddingModule
 from lightning_semvec.embedding.neuron_embedding import (
     embedding_config,
+    embedding_messages,
     run_passes,
     trainer_of,
-    warn_once,
 )
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 from lightning_semvec.functional.alignment import DENSE_MAX_NEURONS
@@ -139,12 +141,13 @@ def embed_models(
     readouts = {name: layer_readout(name, default, layer_options or {}) for name in chosen}
     owners = {name: model for name, (model, _) in chosen.items()}
     runner = trainer_of(trainer, "embed_models")
-    wrapper = JointEmbeddingModule(models, readouts, owners, config, warn_once("embed_models"))
+    wrapper = JointEmbeddingModule(models, readouts, owners, config, embedding_messages("embed_models"))
     with ExitStack() as stack:
         for model in models.values():
             stack.enter_context(preserved_model(model))
+        hooks = stack.enter_context(ForwardHookManager(who="embed_models"))
         for name, (model_name, module) in chosen.items():
-            module.register_forward_hook(_hook(wrapper, model_name, name))
+            hooks.add(name, module, _hook(wrapper, model_name))
         run_passes(wrapper, runner, dataloader, "embed_models", lambda: None)
         wrapper.model = nn.Identity()  # the wrapper must not keep the models alive
     return _knowledge(wrapper, models, readouts, owners, config.similarity, class_names)
@@ -199,10 +202,8 @@ def _chosen_layers(
     return chosen
 
 
-def _hook(
-    wrapper: JointEmbeddingModule, model_name: str, layer: str
-) -> Callable[[nn.Module, Any, Any], None]:
-    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+def _hook(wrapper: JointEmbeddingModule, model_name: str) -> LayerHook:
+    def hook(layer: str, output: Any, call: int) -> None:
         wrapper.capture(model_name, layer, output)
 
     return hook
@@ -239,16 +240,10 @@ def _knowledge(
                  else wrapper.similarity[0][rows][:, columns])
         matching = match_neurons(joint[rows], joint[columns], cross)
         extra[matching_key(first, other)] = matching_record(matching)
-    return StaticKnowledge.from_vectors(
-        vectors,
-        similarity=similarity,
-        reduction={name: r.reduction for name, r in readouts.items()},
-        neuron_dim={name: r.neuron_dim for name, r in readouts.items()},
-        statistics=statistics,
-        source_model="; ".join(
-            f"{name}: {type(m).__module__}.{type(m).__qualname__}" for name, m in models.items()),
-        class_names=list(class_names) if class_names is not None else None,
-        extra=extra,
+    return knowledge_of_readouts(
+        vectors, readouts, similarity=similarity, statistics=statistics,
+        source_model="; ".join(f"{name}: {model_class_path(m)}" for name, m in models.items()),
+        class_names=class_names, extra=extra,
     )
 
 

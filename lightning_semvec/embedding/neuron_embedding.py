@@ -9,12 +9,15 @@ import lightning.pytorch as pl
 from lightning.pytorch.strategies.launchers.multiprocessing import (
     _MultiProcessingLauncher,
 )
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from lightning_semvec._utils.checks import check_callable, check_choice, check_int
 from lightning_semvec._utils.model_guard import preserved_model
+from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.analysis.options import LabelFn
+from lightning_semvec.capture.hooks import ForwardHookManager, LayerHook
+from lightning_semvec.capture.knowledge import knowledge_of_readouts, model_class_path
 from lightning_semvec.capture.layers import LayerSpec, resolve_layers
 from lightning_semvec.capture.readout import (
     NeuronReadout,
@@ -33,7 +36,7 @@ from lightning_semvec.functional.optimal_embedding import DEFAULT_REFINE_STEPS
 from lightning_semvec.functional.similarity import SIMILARITY_KINDS, SimilarityKind
 from lightning_semvec.knowledge import StaticKnowledge
 
-__all__ = ["embed_neurons", "embedding_config", "run_passes", "trainer_of", "warn_once"]
+__all__ = ["embed_neurons", "embedding_config", "embedding_messages", "run_passes", "trainer_of"]
 
 #: Trainer options of the passes unless the caller sets them: no logs, files or bars.
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -129,10 +132,10 @@ def embed_neurons(
     default = NeuronReadout(reduction, neuron_dim, select_output)
     readouts = {name: layer_readout(name, default, layer_options or {}) for name in modules}
     runner = trainer_of(trainer, "embed_neurons")
-    wrapper = EmbeddingModule(model, readouts, config, warn_once("embed_neurons"))
-    with preserved_model(model):
+    wrapper = EmbeddingModule(model, readouts, config, embedding_messages("embed_neurons"))
+    with preserved_model(model), ForwardHookManager(who="embed_neurons") as hooks:
         for name, module in modules.items():
-            module.register_forward_hook(_hook(wrapper, name))
+            hooks.add(name, module, _hook(wrapper))
         run_passes(wrapper, runner, dataloader, "embed_neurons",
                    lambda: _check_widths(wrapper, modules))
         wrapper.model = nn.Identity()  # the wrapper must not keep the model alive
@@ -140,15 +143,13 @@ def embed_neurons(
         if result.fidelity is not None:
             rank_zero_info(f"embed_neurons: {name}: in-sample fidelity (Spearman) "
                            f"{result.fidelity['spearman']:.4f}")
-    return StaticKnowledge.from_vectors(
-        {name: wrapper.vectors[name].cpu() for name in modules},
+    return knowledge_of_readouts(
+        {name: wrapper.vectors[name].cpu() for name in modules}, readouts,
         similarity=config.similarity,
-        reduction={name: r.reduction for name, r in readouts.items()},
-        neuron_dim={name: r.neuron_dim for name, r in readouts.items()},
         statistics={n: r.statistics for n, r in wrapper.results.items() if r.statistics},
-        source_model=f"{type(model).__module__}.{type(model).__qualname__}",
+        source_model=model_class_path(model),
         training_steps=training_steps,
-        class_names=list(class_names) if class_names is not None else None,
+        class_names=class_names,
         extra={"embedded": "post hoc (embed_neurons)", **{
             f"fidelity/{n}": f"{r.fidelity['spearman']:.6f}"
             for n, r in wrapper.results.items() if r.fidelity is not None}},
@@ -198,17 +199,11 @@ def embedding_config(
     )
 
 
-def warn_once(who: str) -> Callable[[str, str], None]:
-    """The ``notify`` of an :class:`EmbeddingModule`: each message once, on rank 0, naming
-    ``who`` instead of the callback (whose helpers it shares)."""
-    warned: set[str] = set()
-
-    def notify(key: str, message: str) -> None:
-        if key not in warned and not key.startswith("no-labels"):
-            warned.add(key)
-            rank_zero_warn(message.replace("SemanticVectorCallback", who))
-
-    return notify
+def embedding_messages(who: str) -> WarningCache:
+    """The once-only messages of one embedding call named ``who``: the notes of the analysis
+    helpers it shares with the callback are warnings here, and unlabelled data (fine for an
+    embedding) is not remarked on."""
+    return WarningCache(who, notes="warn", muted=("no-labels",))
 
 
 def run_passes(
@@ -237,8 +232,8 @@ def run_passes(
         after_pass()
 
 
-def _hook(wrapper: EmbeddingModule, name: str) -> Callable[[nn.Module, Any, Any], None]:
-    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+def _hook(wrapper: EmbeddingModule) -> LayerHook:
+    def hook(name: str, output: Any, call: int) -> None:
         if wrapper.streaming:
             wrapper.consume(name, output)
 

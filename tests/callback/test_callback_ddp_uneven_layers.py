@@ -22,10 +22,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from lightning_semvec import SemanticVectorCallback
+from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.callback._gather import gather_activations
 from lightning_semvec.errors import SemvecValueError
 
-DDP = dict(devices=2, strategy="ddp_spawn", use_distributed_sampler=False)
+DDP = {"devices": 2, "strategy": "ddp_spawn", "use_distributed_sampler": False}
 
 
 class SaveState(pl.Callback):
@@ -243,7 +244,7 @@ class FakeProcesses:
                 results[rank] = gather_activations(
                     self.module(rank), len(shares), names, shares[rank],
                     subsets={}, widths={n: a.shape[1] for n, a in shares[rank].items()},
-                    neuron_subset=lambda width: None, warn_once=lambda key, message: None,
+                    neuron_subset=lambda width: None, messages=WarningCache("test"),
                 )
             except Exception as error:
                 results[rank] = error
@@ -291,10 +292,10 @@ def test_one_process_gathers_nothing():
             raise AssertionError("one process must not call a collective")
 
     acts = {"a": rows(3, 0), "b": rows(1, 1)}
-    warnings: list[str] = []
+    messages = WarningCache("test")
     out = gather_activations(
         NoCollectives(), 1, ["a", "b", "c"], acts, subsets={}, widths={"a": 4, "b": 4},
-        neuron_subset=lambda width: None, warn_once=lambda key, message: warnings.append(key),
+        neuron_subset=lambda width: None, messages=messages,
     )
     assert out.activations["a"] is acts["a"] and out.weights == {"a": None}
-    assert out.not_called == ["c"] and warnings == ["small:b"]
+    assert out.not_called == ["c"] and messages.said == {"small:b"}

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal
 
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-
 __all__ = ["WarningCache"]
 
 Level = Literal["info", "warn"]
@@ -64,5 +62,9 @@ class WarningCache:
         if key in self.said or key.startswith(self.muted):
             return False
         self.said.add(key)
+        # Imported here: Lightning takes seconds to import, and `semvec export` reads a checkpoint
+        # (through the callback's state, which holds a cache) without it.
+        from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
         (rank_zero_info if level == "info" else rank_zero_warn)(message)
         return True

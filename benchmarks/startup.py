@@ -18,6 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# a misspelt command answers with usage and exit status 2; every other command must succeed
+EXPECTED_STATUS = {"semvec fitt (misspelt)": 2}
+
 
 def commands(knowledge: Path, out: Path) -> dict[str, list[str]]:
     semvec = [sys.executable, "-m", "lightning_semvec"]
@@ -43,16 +46,21 @@ def main() -> None:
                        check=True)
         table = commands(knowledge, Path(tmp) / "report")
         times: dict[str, list[float]] = {name: [] for name in table}
+        status: dict[str, set[int]] = {name: set() for name in table}
         for _ in range(args.reps):
             for name, argv in table.items():
                 start = time.perf_counter()
-                subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+                done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
                 times[name].append(time.perf_counter() - start)
+                status[name].add(done.returncode)
+                if done.returncode != EXPECTED_STATUS.get(name, 0):  # a failing command is no timing
+                    raise SystemExit(f"{name} exited {done.returncode}:\n{done.stderr.decode()[-2000:]}")
     base = statistics.median(times["import lightning.pytorch"])
-    print(f"{'command':<28}{'median (s)':>11}{'range (s)':>16}{'vs Lightning':>14}")
+    print(f"{'command':<28}{'median (s)':>11}{'range (s)':>16}{'vs Lightning':>14}{'exit':>6}")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:<28}{median:>11.2f}{f'{min(values):.2f} to {max(values):.2f}':>16}{median / base:>14.2f}")
+        exits = ",".join(str(code) for code in sorted(status[name]))
+        print(f"{name:<28}{median:>11.2f}{f'{min(values):.2f} to {max(values):.2f}':>16}{median / base:>14.2f}{exits:>6}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from lightning_semvec._utils.checks import check_int
-from lightning_semvec._utils.deprecation import accept_removed_keywords
+from lightning_semvec._utils.deprecation import DEFER_REMOVED, accept_removed_keywords
 from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.analysis._validation import ValidationAnalysis
 from lightning_semvec.analysis.options import AnalysisOptions
@@ -45,8 +45,6 @@ from lightning_semvec.vectors.semantic_vectors import OptimizerCallable, Semanti
 
 __all__ = ["SemanticVectorCallback"]
 
-
-_DEFER_REMOVED = "the update on a worker thread measured slower than the synchronous one on every case"
 
 class SemanticVectorCallback(Callback):
     """Learn a small semantic vector for every neuron of the chosen layers, as the model trains.
@@ -128,7 +126,7 @@ class SemanticVectorCallback(Callback):
         **deprecated: Any,
     ) -> None:
         super().__init__()
-        accept_removed_keywords(deprecated, "SemanticVectorCallback", {"defer_update": _DEFER_REMOVED})
+        accept_removed_keywords(deprecated, "SemanticVectorCallback", {"defer_update": DEFER_REMOVED})
         layers = layer_spec_list(layers, "net.features.*")
         if not layers:
             raise SemvecValueError(

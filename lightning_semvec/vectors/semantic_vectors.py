@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_semvec._utils.checks import check_choice, check_int, check_number
-from lightning_semvec._utils.deprecation import accept_removed_keywords
+from lightning_semvec._utils.deprecation import DEFER_REMOVED, accept_removed_keywords
 from lightning_semvec.capture.layers import module_dict_key
 from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.functional.alignment import (
@@ -48,8 +48,6 @@ NAMED_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
 }
 
-
-_DEFER_REMOVED = "the update on a worker thread measured slower than the synchronous one on every case"
 
 class StepResult(NamedTuple):
     """What one :meth:`SemanticVectors.step` did, for the ``L`` layers it stepped.
@@ -306,7 +304,7 @@ class SemanticVectors(nn.Module):
             (non-finite values, fewer than two alive neurons) kept its vectors and optimizer
             state; its :meth:`skipped_steps` count went up.
         """
-        accept_removed_keywords(deprecated, "SemanticVectors.step", {"defer": _DEFER_REMOVED})
+        accept_removed_keywords(deprecated, "SemanticVectors.step", {"defer": DEFER_REMOVED})
         subsets = subsets or {}
         if not activations:
             return StepResult([], torch.zeros(0, dtype=torch.bool), None)

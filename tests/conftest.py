@@ -55,3 +55,20 @@ def leaves_no_thread_or_process_group():
     problems += [f"thread {thread.name!r} ({type(thread).__module__}.{type(thread).__qualname__})" for thread in left]
     if problems:
         pytest.fail("the test left " + ", ".join(problems) + " behind: close it in the test or the code", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint of a small CNN trained for 3 steps on the digits."""
+    import lightning.pytorch as pl
+    from tiny_models import trainer_kwargs
+
+    from lightning_semvec.data import DigitsDataModule
+    from lightning_semvec.models import ImageClassifier
+
+    pl.seed_everything(0, verbose=False)
+    trainer = pl.Trainer(**trainer_kwargs(max_steps=3, max_epochs=None))
+    trainer.fit(ImageClassifier("small_cnn_student"), DigitsDataModule(batch_size=32))
+    path = tmp_path_factory.mktemp("ckpt") / "epoch=0-step=3.ckpt"
+    trainer.save_checkpoint(path)
+    return path

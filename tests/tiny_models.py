@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import lightning.pytorch as pl
@@ -91,3 +92,40 @@ def trainer_kwargs(**overrides: Any) -> dict[str, Any]:
     )
     kwargs.update(overrides)
     return kwargs
+
+
+#: Trainer options that print nothing (for post-hoc passes).
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "logger": False}
+
+
+def mlp(seed: int, hidden: tuple[int, int] = (16, 12)) -> nn.Sequential:
+    """``1`` and ``3``: hidden ReLU layers; ``4``: 4 logits."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, hidden[0]), nn.ReLU(), nn.Linear(*hidden), nn.ReLU(),
+                         nn.Linear(hidden[1], 4))
+
+
+def permuted(net: nn.Sequential, seed: int, noise: float) -> tuple[nn.Sequential, list[Tensor]]:
+    """``net`` with the units of both hidden layers permuted (the function unchanged), then
+    every weight moved by ``noise`` times its layer's spread; and the permutations."""
+    g = torch.Generator().manual_seed(seed)
+    other = copy.deepcopy(net)
+    perms = [torch.randperm(net[0].out_features, generator=g),
+             torch.randperm(net[2].out_features, generator=g)]
+    first, second = perms
+    with torch.no_grad():  # unit i of B's hidden layer is unit perm[i] of A's
+        other[0].weight.copy_(net[0].weight[first])
+        other[0].bias.copy_(net[0].bias[first])
+        other[2].weight.copy_(net[2].weight[second][:, first])
+        other[2].bias.copy_(net[2].bias[second])
+        other[4].weight.copy_(net[4].weight[:, second])
+        for p in other.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * noise * p.std())
+    return other, perms
+
+
+def data(n: int = 512, seed: int = 0) -> DataLoader:
+    """``n`` random 6-feature inputs with 3 labels, for :func:`mlp`, in batches of 128."""
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(TensorDataset(torch.randn(n, 6, generator=g),
+                                    torch.randint(0, 3, (n,), generator=g)), batch_size=128)

@@ -38,7 +38,7 @@ class LayerCapture:
         >>> capture.wants("fc"), capture.wants("conv")
         (True, False)
         >>> readout = NeuronReadout()
-        >>> capture.add("fc", torch.ones(4, 3), readout); capture.add("fc", torch.zeros(2, 3), readout)
+        >>> capture.add("fc", torch.ones(4, 3), readout); capture.add("fc", torch.zeros(2, 3), readout, call=1)
         >>> capture.activations("fc").shape
         torch.Size([6, 3])
     """
@@ -62,19 +62,20 @@ class LayerCapture:
         """Whether calls of layer ``name`` are kept."""
         return name in self.chunks
 
-    def add(self, name: str, output: Any, readout: NeuronReadout) -> None:
+    def add(self, name: str, output: Any, readout: NeuronReadout, *, call: int = 0) -> None:
         """Keep one call's ``(M, N)`` activations, read from the layer's ``output``.
 
         What is kept never shares memory with the output (a later in-place op on it, such as
         ``ReLU(inplace=True)`` or ``out += identity``, cannot change it); a wide layer's subset
         is read directly, copying only its neurons. Several calls per forward are stacked as
-        samples (with a one-time warning). Raised inside the forward, before any backward,
-        so a bad layer choice changes nothing.
+        samples (with a one-time warning): ``call`` is this call's index in the forward, as
+        the :class:`~lightning_semvec.capture.hooks.ForwardHookManager` counted it. Raised
+        inside the forward, before any backward, so a bad layer choice changes nothing.
         """
         width = readout.num_neurons(output, name)
         chunks = self.chunks[name]
         first = self.widths.setdefault(name, width)
-        if chunks:
+        if call:
             if first != width:
                 raise SemvecValueError(
                     f"Layer {name!r} is called more than once per forward with different widths "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -10,7 +10,6 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from lightning_semvec._utils.checks import check_int
@@ -26,6 +25,7 @@ from lightning_semvec.callback._state import (
     vector_state_of,
 )
 from lightning_semvec.callback._update import update_vectors
+from lightning_semvec.capture.hooks import ForwardHookManager
 from lightning_semvec.capture.knowledge import model_class_path
 from lightning_semvec.capture.layers import LayerSpec, layer_spec_list, resolve_layers
 from lightning_semvec.capture.readout import (
@@ -153,7 +153,7 @@ class SemanticVectorCallback(Callback):
         self.source_model: str | None = None
         self.training_steps = 0
         self._modules: dict[str, nn.Module] = {}
-        self._handles: list[RemovableHandle] = []
+        self._hooks = ForwardHookManager(who="SemanticVectorCallback")
         self._capture: LayerCapture | None = None
         self._last_seen_step: int | None = None
         self._batch_start_step = 0
@@ -281,7 +281,7 @@ class SemanticVectorCallback(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        self._remove_hooks()
+        self._hooks.remove_all()
         self._global_rank = trainer.global_rank
         # Step accounting belongs to one fit: a checkpoint restores it after setup, and a new
         # Trainer starts its own (a callback reused by a second Trainer must not carry it over).
@@ -296,7 +296,7 @@ class SemanticVectorCallback(Callback):
         if self._analysis is not None:
             self._analysis.setup(trainer, pl_module, self.class_names)
         for name, module in self._modules.items():
-            self._handles.append(module.register_forward_hook(self._make_hook(name)))
+            self._hooks.add(name, module, self._on_layer_output)
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -311,6 +311,7 @@ class SemanticVectorCallback(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         step = self._batch_start_step = trainer.global_step
+        self._hooks.new_forward()
         # Read the layers only when this batch's optimizer steps can reach a multiple of
         # every_n_steps: a batch may take one step per optimizer, and under manual optimization
         # as many as the most seen so far.
@@ -360,6 +361,13 @@ class SemanticVectorCallback(Callback):
             self._capture = LayerCapture(names, messages=self._messages)
 
     @override
+    def on_validation_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._hooks.new_forward()
+
+    @override
     def on_validation_batch_end(
         self,
         trainer: pl.Trainer,
@@ -388,7 +396,7 @@ class SemanticVectorCallback(Callback):
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
-            self._remove_hooks()
+            self._hooks.remove_all()
             self._capture = None
             if self._analysis is not None:
                 self._analysis.layers = None
@@ -445,21 +453,13 @@ class SemanticVectorCallback(Callback):
     def _readout_for(self, name: str) -> NeuronReadout:
         return layer_readout(name, self.default_readout, self.layer_options)
 
-    def _make_hook(self, name: str) -> Callable[[nn.Module, Any, Any], None]:
-        readout = self.readouts[name]
-
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            capture = self._capture
-            # Any mode: a frozen backbone kept in eval mode during fit is learned from too.
-            if capture is not None and capture.wants(name):
-                capture.add(name, output, readout)
-
-        return hook
-
-    def _remove_hooks(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+    def _on_layer_output(self, name: str, output: Any, call: int) -> None:
+        """Every layer's hook: keep ``output`` when this phase captures ``name`` (the calls
+        inside backward never reach here)."""
+        capture = self._capture
+        # Any mode: a frozen backbone kept in eval mode during fit is learned from too.
+        if capture is not None and capture.wants(name):
+            capture.add(name, output, self.readouts[name], call=call)
 
     def _update(
         self,

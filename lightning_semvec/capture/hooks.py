@@ -64,22 +64,23 @@ class ForwardHookManager:
 
     def add(self, name: str, module: nn.Module, hook: LayerHook) -> RemovableHandle:
         """Hook ``module`` (called ``name``): ``hook(name, output, call)`` on each forward call
-        outside backward."""
-
-        def forward_hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if in_backward():
-                return  # a recomputation inside backward is not a sample
-            call = self.calls.get(name, 0)
-            if call and self.second_call == "error":
-                raise SemvecValueError(
-                    f"{self.who}: layer {name!r} ran more than once in one forward; choose a "
-                    "module called once (not a shared one).")
-            self.calls[name] = call + 1
-            hook(name, output, call)
-
-        handle = module.register_forward_hook(forward_hook)
+        outside backward. The registered hook is a plain object, so a model holding it can be
+        pickled (``ddp_spawn``) or deep-copied when ``hook`` can (a ``functools.partial`` of a
+        method, say): the copy's hook reports to the copy's manager."""
+        handle = module.register_forward_hook(_ForwardHook(self, name, hook))
         self.handles.append(handle)
         return handle
+
+    def called(self, name: str) -> int:
+        """The index of this call of ``name`` in the forward, after the :data:`SecondCall`
+        policy (``"error"`` raises on a second call)."""
+        call = self.calls.get(name, 0)
+        if call and self.second_call == "error":
+            raise SemvecValueError(
+                f"{self.who}: layer {name!r} ran more than once in one forward; choose a "
+                "module called once (not a shared one).")
+        self.calls[name] = call + 1
+        return call
 
     def new_forward(self) -> None:
         """Start counting calls afresh (a new forward)."""
@@ -97,3 +98,16 @@ class ForwardHookManager:
 
     def __exit__(self, *exc_info: object) -> None:
         self.remove_all()
+
+
+class _ForwardHook:
+    """What :meth:`ForwardHookManager.add` registers: skips calls inside backward, counts the
+    rest and hands them on."""
+
+    def __init__(self, manager: ForwardHookManager, name: str, hook: LayerHook) -> None:
+        self.manager, self.name, self.hook = manager, name, hook
+
+    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        if in_backward():
+            return  # a recomputation inside backward is not a sample
+        self.hook(self.name, output, self.manager.called(self.name))

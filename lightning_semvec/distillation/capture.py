@@ -23,6 +23,7 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from lightning_semvec.capture.hooks import ForwardHookManager
 from lightning_semvec.capture.layers import resolve_layers
 from lightning_semvec.errors import SemvecValueError
 
@@ -32,22 +33,27 @@ __all__ = ["OutputCapture", "exact_layer", "owned_copy"]
 class OutputCapture:
     """Records module outputs, by key, while :meth:`recording` is active.
 
-    The hooks are ``functools.partial`` objects around a bound method of this plain object,
-    so a module holding them can be pickled (``ddp_spawn``) and deep-copied: the copy's hooks
-    record into the copy's capture. The outputs keep their graph (not detached) and are
-    copies, never aliases of what the network goes on to modify in place.
+    The hooks go through the package's one
+    :class:`~lightning_semvec.capture.hooks.ForwardHookManager` (``hooks``), which skips the
+    recomputations inside backward; what it registers holds ``functools.partial`` objects
+    around a bound method of this plain object, so a module holding them can be pickled
+    (``ddp_spawn``) and deep-copied: the copy's hooks record into the copy's capture. The
+    outputs keep their graph (not detached) and are copies, never aliases of what the network
+    goes on to modify in place. Every call of a hooked module while recording is kept, in
+    order (its caller decides what several calls mean).
+
+    Args:
+        who: names the owner in errors.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, who: str = "distillation") -> None:
         self.active = False
         self.outputs: dict[str, list[Any]] = {}
+        self.hooks = ForwardHookManager(who=who)
 
-    def record(
-        self, key: str, transform: Callable[[Any], Any] | None, module: nn.Module, inputs: Any,
-        output: Any,
-    ) -> None:
-        """The forward hook: keeps ``transform(output)`` (or a copy of ``output``) under ``key``
-        while recording."""
+    def record(self, transform: Callable[[Any], Any] | None, key: str, output: Any, call: int) -> None:
+        """The hook: keeps ``transform(output)`` (or a copy of ``output``) under ``key`` while
+        recording."""
         if self.active:
             kept = transform(output) if transform is not None else owned_copy(output)
             self.outputs.setdefault(key, []).append(kept)
@@ -63,12 +69,13 @@ class OutputCapture:
         ``ReLU(inplace=True)`` or ``out += identity`` in a ResNet block, would otherwise
         change what was recorded.
         """
-        return module.register_forward_hook(functools.partial(self.record, key, transform))
+        return self.hooks.add(key, module, functools.partial(self.record, transform))
 
     @contextmanager
     def recording(self) -> Iterator[dict[str, list[Any]]]:
         """Record during the block; everything recorded is dropped when it ends."""
         self.outputs = {}
+        self.hooks.new_forward()
         self.active = True
         try:
             yield self.outputs

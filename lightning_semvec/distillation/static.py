@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from lightning_semvec._utils.checks import check_choice, check_int, check_number, is_int
+from lightning_semvec.capture.layers import module_dict_key
 from lightning_semvec.capture.readout import NeuronReadout
 from lightning_semvec.distillation.capture import exact_layer
 from lightning_semvec.distillation.soft_targets import (
@@ -74,7 +75,9 @@ def _output_width(student: Any) -> int | None:
     return _module_width(leaves[-1]) if leaves else None
 
 
-def _safe_key(name: str, taken: set[str]) -> str:
+def _key_of_0_1(name: str, taken: set[str]) -> str:
+    """The state-dict key 0.1 gave a layer (dots to ``_``, ``_1`` on a clash); read only to
+    load a 0.1 checkpoint (see ``_load_from_state_dict``)."""
     key = name.replace(".", "_") or "layer"
     candidate, i = key, 1
     while candidate in taken:
@@ -247,6 +250,7 @@ class StaticDistillationModule(StudentModule):
         self.projections = nn.ModuleDict()
         self._pairs: list[_StaticPair] = []
         self._teacher_buffers: dict[str, str] = {}  # teacher layer -> buffer name
+        self._keys_of_0_1: dict[str, str] = {}  # 0.1's state-dict key -> this one, where they differ
         taken_buffers: set[str] = set()
         taken_projections: set[str] = set()
         for student_layer, teacher_layer in layer_map.items():
@@ -259,7 +263,8 @@ class StaticDistillationModule(StudentModule):
                 )
             teacher = knowledge[teacher_layer]
             if teacher_layer not in self._teacher_buffers:
-                buffer = _safe_key(f"teacher_vectors_{teacher_layer}", taken_buffers)
+                buffer = f"teacher_vectors_{module_dict_key(teacher_layer)}"
+                self._rename_of_0_1(_key_of_0_1(f"teacher_vectors_{teacher_layer}", taken_buffers), buffer)
                 self.register_buffer(buffer, teacher.vectors.clone(), persistent=True)
                 self._teacher_buffers[teacher_layer] = buffer
             width = widths.get(student_layer)
@@ -283,7 +288,9 @@ class StaticDistillationModule(StudentModule):
                         f"{teacher_layer!r} has {teacher.num_neurons}: set projection=True to "
                         "learn a linear map between them, or pair layers of the same width."
                     )
-                projection_key = _safe_key(student_layer, taken_projections)
+                projection_key = module_dict_key(student_layer)
+                self._rename_of_0_1(f"projections.{_key_of_0_1(student_layer, taken_projections)}.weight",
+                                    f"projections.{projection_key}.weight")
                 self.projections[projection_key] = nn.Linear(width, teacher.num_neurons, bias=False)
             self._pairs.append(
                 _StaticPair(
@@ -396,6 +403,18 @@ class StaticDistillationModule(StudentModule):
             return self._zero_like_graph(acts)
         loss, _ = alignment_loss(acts, getattr(self, pair.buffer), pair.similarity, self.form)
         return loss
+
+    def _rename_of_0_1(self, old: str, new: str) -> None:
+        if old != new:
+            self._keys_of_0_1[old] = new
+
+    @override
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # 0.1 escaped layer names lossily (dots to "_"); its checkpoints load under today's keys
+        for old, new in self._keys_of_0_1.items():
+            if prefix + old in state_dict and prefix + new not in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def _soft_target_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         probs: Tensor = self.soft_target_probs  # type: ignore[assignment]  # a registered buffer

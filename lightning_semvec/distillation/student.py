@@ -8,7 +8,6 @@ from typing import Any, NamedTuple
 
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from lightning_semvec._utils.logging_steps import logs_this_step
@@ -91,8 +90,7 @@ class StudentModule(ImageClassifier):
             raise SemvecTypeError(f"student must be an nn.Module, got {type(student).__name__}.")
         super().__init__(student, num_classes, optimizer=optimizer, lr_scheduler=lr_scheduler,
                          **deprecated)
-        self._capture = OutputCapture()
-        self._hook_handles: list[RemovableHandle] = []
+        self._capture = OutputCapture(type(self).__name__)
         self._messages = WarningCache(type(self).__name__)
 
     # ------------------------------------------------------------------ overridable API
@@ -141,7 +139,7 @@ class StudentModule(ImageClassifier):
         in-place op on the output does not change them. Hooks stay for the module's life and
         cost nothing outside this module's steps.
         """
-        self._hook_handles.append(self._capture.attach(module, key, transform))
+        self._capture.attach(module, key, transform)
 
     # ------------------------------------------------------------------ the objective
     @override

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_semvec._utils.warning_cache import WarningCache
+from lightning_semvec.capture.hooks import ForwardHookManager
 from lightning_semvec.capture.layers import module_dict_key
 from lightning_semvec.capture.readout import NeuronReadout
 from lightning_semvec.embedding._pass import EmbeddingConfig, EmbeddingModule
@@ -38,7 +39,9 @@ class JointEmbeddingModule(EmbeddingModule):
         owners: ``{joint layer name: model name}``.
         config, messages: as for :class:`~lightning_semvec.embedding._pass.EmbeddingModule`.
 
-    The forward hooks that call :meth:`capture` belong to the caller.
+    The caller registers the forward hooks that call :meth:`capture` through :attr:`hooks`
+    (and removes them): it refuses a second call of one layer in one model's forward, since
+    the joint space needs one output per input from each layer.
     """
 
     who = "embed_models"
@@ -56,6 +59,7 @@ class JointEmbeddingModule(EmbeddingModule):
         self.model_names = list(models)
         self.owners = dict(owners)
         self.current_model: str | None = None  # the model whose forward is running
+        self.hooks = ForwardHookManager(second_call="error", who=self.who)
         self.widths: dict[str, int] = {}  # joint layer name -> neurons, from the first batch
         self.similarity: tuple[Tensor, Tensor] | None = None  # exact (S, alive), on the CPU
         self._captured: dict[str, Tensor] = {}
@@ -66,6 +70,7 @@ class JointEmbeddingModule(EmbeddingModule):
         try:
             for name in self.model_names:
                 self.current_model = name
+                self.hooks.new_forward()  # a module shared by two models runs once in each
                 cast(nn.ModuleDict, self.model)[module_dict_key(name)](inputs)
         finally:
             self.current_model = None
@@ -79,11 +84,6 @@ class JointEmbeddingModule(EmbeddingModule):
         every model has run, and a later in-place op must not change what was read."""
         if not self.streaming or self.current_model != model_name:
             return
-        if layer in self._captured:
-            raise SemvecValueError(
-                f"embed_models: layer {layer!r} ran more than once in one forward; the joint "
-                "space needs one output per input from each layer: choose a module called once "
-                "(not a shared one).")
         self._captured[layer] = self.readouts[layer].read(output, layer, copy=True)
 
     def _joint_rows(self) -> Tensor:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from lightning_semvec._utils.model_guard import preserved_model
 from lightning_semvec.analysis.options import LabelFn
-from lightning_semvec.capture.hooks import ForwardHookManager, LayerHook
+from lightning_semvec.capture.hooks import LayerHook
 from lightning_semvec.capture.knowledge import knowledge_of_readouts, model_class_path
 from lightning_semvec.capture.layers import LayerSpec, resolve_layers
 from lightning_semvec.capture.readout import (
@@ -145,7 +145,7 @@ def embed_models(
     with ExitStack() as stack:
         for model in models.values():
             stack.enter_context(preserved_model(model))
-        hooks = stack.enter_context(ForwardHookManager(who="embed_models"))
+        hooks = stack.enter_context(wrapper.hooks)
         for name, (model_name, module) in chosen.items():
             hooks.add(name, module, _hook(wrapper, model_name))
         run_passes(wrapper, runner, dataloader, "embed_models", lambda: None)

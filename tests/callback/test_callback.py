@@ -417,7 +417,7 @@ def test_layers_are_read_only_on_the_steps_that_update(monkeypatch):
     semvec = SemanticVectorCallback(layers="classifier.2", dim=2, every_n_steps=3)
     reads, updates = [], []
     original_add, original_update = LayerCapture.add, semvec._update
-    monkeypatch.setattr(LayerCapture, "add", lambda *a: (reads.append(1), original_add(*a)))
+    monkeypatch.setattr(LayerCapture, "add", lambda *a, **k: (reads.append(1), original_add(*a, **k)))
     monkeypatch.setattr(semvec, "_update", lambda t, *rest: (updates.append(t.global_step),
                                                              original_update(t, *rest)))
     fit(callbacks=[semvec], max_steps=9)

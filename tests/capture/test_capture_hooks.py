@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
+import lightning.pytorch as pl
 import pytest
 import torch
+from tiny_models import TinyConvNet, trainer_kwargs
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from lightning_semvec import SemanticVectorCallback
 from lightning_semvec._utils.model_guard import preserved_model
 from lightning_semvec.capture.hooks import ForwardHookManager
+from lightning_semvec.distillation.capture import OutputCapture
 from lightning_semvec.errors import SemvecValueError
 
 
@@ -62,3 +69,36 @@ def test_second_call_policy():
         hooks.add("act", shared, lambda *args: None)
         with pytest.raises(SemvecValueError, match="me: layer 'act' ran more than once"):
             twice(torch.zeros(2, 3))
+
+
+class CheckpointedConvNet(TinyConvNet):
+    """``features`` runs under activation checkpointing: backward recomputes it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(checkpoint(self.features, x, use_reentrant=False))
+
+
+def test_the_callback_reads_no_sample_from_backward_recomputation(recwarn):
+    semvec = SemanticVectorCallback(layers=["features.2", "classifier.2"], dim=2, analysis=None)
+    rows = []
+    original = semvec._update
+    semvec._update = lambda t, m, activations, c: (  # type: ignore[method-assign]
+        rows.append({name: a.shape[0] for name, a in activations.items()}),
+        original(t, m, activations, c))
+    model = CheckpointedConvNet(batch_size=16, n=32)
+    pl.Trainer(callbacks=[semvec], **trainer_kwargs(max_steps=2)).fit(model)
+    # 16 images (the conv averaged over positions), 16 logits: the forward's call only
+    assert rows == [{"features.2": 16, "classifier.2": 16}] * 2
+    assert not [w for w in recwarn if "more than once" in str(w.message)]
+
+
+def test_modules_hooked_by_a_manager_pickle_and_copy_with_their_hooks():
+    owner = OutputCapture()
+    model = net()
+    owner.attach(model[1], "relu")
+    model.capture = owner  # type: ignore[assignment]  # held as the distillation modules hold it
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        with clone.capture.recording() as outputs:
+            clone(torch.zeros(2, 3))
+            assert [tuple(out.shape) for out in outputs["relu"]] == [(2, 4)]
+        assert clone.capture is not owner and not owner.outputs

@@ -5,28 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
 import torchvision
 from PIL import Image
-from tiny_models import trainer_kwargs
 
 from lightning_semvec import StaticKnowledge
 from lightning_semvec.cli._main import main
-from lightning_semvec.data import DigitsDataModule
-from lightning_semvec.models import ImageClassifier
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A checkpoint of a small CNN trained for 3 steps on the digits."""
-    pl.seed_everything(0, verbose=False)
-    trainer = pl.Trainer(**trainer_kwargs(max_steps=3, max_epochs=None))
-    trainer.fit(ImageClassifier("small_cnn_student"), DigitsDataModule(batch_size=32))
-    path = tmp_path_factory.mktemp("ckpt") / "epoch=0-step=3.ckpt"
-    trainer.save_checkpoint(path)
-    return path
 
 
 def photo_folder(root: Path) -> Path:

@@ -158,13 +158,32 @@ def test_teacher_vectors_are_buffers_unchanged_by_training(knowledge, datamodule
     expected = {name: knowledge.vectors(name).clone() for name in ("classifier.2", "classifier.1")}
     parameter_ids = {id(p) for p in module.parameters()}
     state = module.state_dict(keep_vars=True)
-    assert {"teacher_vectors_classifier_1", "teacher_vectors_classifier_2"} <= set(state)
+    assert {"teacher_vectors_classifier%2E1", "teacher_vectors_classifier%2E2"} <= set(state)
     for vectors in module.teacher_vectors.values():
         assert id(vectors) not in parameter_ids and not vectors.requires_grad
         assert any(v is vectors for v in state.values())  # persistent buffer: in checkpoints
     pl.Trainer(**quiet()).fit(module, datamodule)
     for name, vectors in module.teacher_vectors.items():
         assert torch.equal(vectors, expected[name]), name
+
+
+def test_layer_names_are_escaped_reversibly_and_a_0_1_state_dict_still_loads(knowledge) -> None:
+    def build() -> StaticDistillationModule:
+        nested = nn.Sequential(SmallNet())  # layers "0.fc1" (16 wide) and "0.fc2"
+        return StaticDistillationModule(nested, knowledge, {"0.fc1": "classifier.2", "0.fc2": "classifier.2"})
+
+    trained = build()
+    with torch.no_grad():
+        trained.projection_for("0.fc1").weight.fill_(0.5)  # type: ignore[union-attr]
+    state = trained.state_dict()
+    assert {"teacher_vectors_classifier%2E2", "projections.0%2Efc1.weight"} <= set(state)
+    # the keys 0.1 wrote (dots to "_") load under today's names, strictly
+    renamed = {"teacher_vectors_classifier%2E2": "teacher_vectors_classifier_2",
+               "projections.0%2Efc1.weight": "projections.0_fc1.weight"}
+    old_style = {renamed.get(key, key): value for key, value in state.items()}
+    fresh = build()
+    fresh.load_state_dict(old_style, strict=True)
+    assert all(torch.equal(value, state[key]) for key, value in fresh.state_dict().items())
 
 
 def test_knowledge_path_is_accepted(trained) -> None:

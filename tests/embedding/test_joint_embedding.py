@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
 import torch
+from tiny_models import QUIET, data, mlp, permuted
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -23,41 +23,6 @@ from lightning_semvec.knowledge.joint_space import (
     matching_key,
     stored_correlation,
 )
-
-QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "logger": False}
-
-
-def mlp(seed: int, hidden: tuple[int, int] = (16, 12)) -> nn.Sequential:
-    """``1`` and ``3``: hidden ReLU layers; ``4``: 4 logits."""
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(6, hidden[0]), nn.ReLU(), nn.Linear(*hidden), nn.ReLU(),
-                         nn.Linear(hidden[1], 4))
-
-
-def permuted(net: nn.Sequential, seed: int, noise: float) -> tuple[nn.Sequential, list[Tensor]]:
-    """``net`` with the units of both hidden layers permuted (the function unchanged), then
-    every weight moved by ``noise`` times its layer's spread; and the permutations."""
-    g = torch.Generator().manual_seed(seed)
-    other = copy.deepcopy(net)
-    perms = [torch.randperm(net[0].out_features, generator=g),
-             torch.randperm(net[2].out_features, generator=g)]
-    first, second = perms
-    with torch.no_grad():  # unit i of B's hidden layer is unit perm[i] of A's
-        other[0].weight.copy_(net[0].weight[first])
-        other[0].bias.copy_(net[0].bias[first])
-        other[2].weight.copy_(net[2].weight[second][:, first])
-        other[2].bias.copy_(net[2].bias[second])
-        other[4].weight.copy_(net[4].weight[:, second])
-        for p in other.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * noise * p.std())
-    return other, perms
-
-
-def data(n: int = 512, seed: int = 0) -> DataLoader:
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(torch.randn(n, 6, generator=g),
-                                    torch.randint(0, 3, (n,), generator=g)), batch_size=128)
-
 
 
 def eigen_start(s: Tensor, dim: int) -> Tensor:
@@ -237,3 +202,15 @@ def test_bad_input_is_one_clear_error(models, layers, options, error, message):
     with pytest.raises(error, match=message) as caught:
         embed_models(models, loader, layers, trainer=QUIET, **options)
     assert isinstance(caught.value, SemvecError)
+
+
+def test_a_layer_called_twice_in_one_forward_is_refused_and_a_model_twice_is_not():
+    a = mlp(0)
+    shared = nn.ReLU()
+    twice = nn.Sequential(nn.Linear(6, 8), shared, nn.Linear(8, 8), shared, nn.Linear(8, 4))
+    with pytest.raises(SemvecValueError, match="embed_models: layer 'b/1' ran more than once in one"):
+        embed_models({"a": a, "b": twice}, data(), layers=["1"], dim=3, trainer=QUIET)
+    assert not any(m._forward_hooks for m in (*a.modules(), *twice.modules()))
+    # one module object in two models runs once in each model's forward: that is no second call
+    knowledge = embed_models({"a": a, "b": a}, data(), layers=["1"], dim=3, trainer=QUIET)
+    assert list(knowledge.layers) == ["a/1", "b/1"]

@@ -8,8 +8,7 @@ import shutil
 
 import pytest
 import torch
-from test_cli_embed import checkpoint  # noqa: F401 (a fixture)
-from test_joint_embedding import QUIET, data, mlp, permuted
+from tiny_models import QUIET, data, mlp, permuted
 
 from lightning_semvec import StaticKnowledge, embed_models, write_report
 from lightning_semvec.cli._main import main

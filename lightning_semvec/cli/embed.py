@@ -5,7 +5,7 @@ The model is a Lightning checkpoint (rebuilt from its saved hyperparameters by i
 torchvision model name with a state-dict file of the user's; ``--compare`` names a second one,
 embedded with the first in one space. The data is an image folder
 (``torchvision.datasets.ImageFolder``: one sub-folder per class) or a ``LightningDataModule``,
-by short name (``digits``, ``mnist``, ``cifar10``, ``cifar100``) or import path. Nothing is
+by short name (``digits``, ``glyphs``, ``mnist``, ``cifar10``, ``cifar100``) or import path. Nothing is
 downloaded unless a data module is told to.
 """
 
@@ -36,6 +36,7 @@ __all__ = ["DATA_MODULES", "embed_model"]
 #: Short names of the package's data modules.
 DATA_MODULES = {
     "digits": "lightning_semvec.data.DigitsDataModule",
+    "glyphs": "lightning_semvec.data.GlyphsDataModule",
     "mnist": "lightning_semvec.data.MNISTDataModule",
     "cifar10": "lightning_semvec.data.CIFAR10DataModule",
     "cifar100": "lightning_semvec.data.CIFAR100DataModule",
@@ -69,7 +70,7 @@ def embed_model(
     Args:
         model: a Lightning checkpoint (``.ckpt``), or a torchvision model name
             (``resnet18``, ``mobilenet_v3_small``, ...) whose weights ``--weights`` gives.
-        data: an image folder (one sub-folder per class), or a data module: ``digits``,
+        data: an image folder (one sub-folder per class), or a data module: ``digits``, ``glyphs``,
             ``mnist``, ``cifar10``, ``cifar100`` or an import path such as
             ``my_package.MyDataModule`` (built with its defaults).
         layers: comma-separated layer names or glob patterns, as in

@@ -435,12 +435,17 @@ class StaticDistillationModule(StudentModule):
                     f"({names[:5]}...)."
                 )
             return num_classes
-        if names:
-            return len(names)
         counts = {k.num_classes for k in knowledge.layers.values() if k.num_classes is not None}
-        if len(counts) == 1:
-            return counts.pop()
+        known = len(names) if names else (counts.pop() if len(counts) == 1 else None)
         output = _output_width(student)
+        if known is not None and output is not None and known != output:
+            shown = f" {names[:5]}{'...' if len(names) > 5 else ''}" if names else ""
+            raise SemvecValueError(
+                f"The knowledge is of a {known}-class teacher{shown} but the student's last layer "
+                f"({type(student).__name__}) gives {output} outputs: distill into a student with "
+                f"{known} outputs, or use knowledge exported from a teacher of this task.")
+        if known is not None:
+            return known
         if output is not None:
             return output
         raise SemvecValueError(

@@ -17,6 +17,7 @@ from lightning_semvec import (
 )
 from lightning_semvec.data import DigitsDataModule
 from lightning_semvec.distillation.soft_targets import soft_target_scores
+from lightning_semvec.errors import SemvecValueError
 
 
 def logits_knowledge(class_means: torch.Tensor | None, counts: torch.Tensor | None = None) -> StaticKnowledge:
@@ -130,3 +131,17 @@ def test_readme_distillation_code_runs_with_knowledge_that_has_no_class_names(tm
     exec(compile(block, "<README.md python block 2>", "exec"), namespace)
     assert namespace["student"].num_classes == 10
     assert namespace["student"].trainer.current_epoch == 3
+
+
+def test_knowledge_of_another_number_of_classes_fails_at_construction_naming_both_sides() -> None:
+    two_class = StaticKnowledge.from_vectors({"logits": torch.eye(2)}, class_names=["cat", "dog"])
+    ten_way = nn.Sequential(nn.Flatten(), nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 10))
+    with pytest.raises(SemvecValueError, match=r"^The knowledge is of a 2-class teacher \['cat', 'dog'\] but the "
+                                               r"student's last layer \(Sequential\) gives 10 outputs: [^\n]+$"):
+        StaticDistillationModule(ten_way, two_class, {})
+    # class statistics alone say it too; a student of the right width is fine
+    stats = StaticKnowledge.from_vectors({"logits": torch.eye(3)},
+                                         statistics={"logits": {"class_means": torch.eye(3)}})
+    with pytest.raises(SemvecValueError, match="3-class teacher but the student's last layer"):
+        StaticDistillationModule(ten_way, stats, {})
+    assert StaticDistillationModule(student(), stats, {}).num_classes == 3

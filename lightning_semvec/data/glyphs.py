@@ -63,8 +63,8 @@ class GlyphsDataModule(SplitDataModule):
     symbol fonts; ``excluded_fonts`` says which were left out and why (a warning says so for
     fonts you passed).
 
-    Rendering the default set (23,684 images) took 10 to 11 s on a shared 2-core machine that was
-    running other work (loading it from the cache: 0.6 s); it is done once per setting and
+    Rendering the default set (23,684 images) takes 9 to 10 s on an idle 2-core machine, torch's
+    import included (loading it from the cache: 0.6 s); it is done once per setting and
     kept in ``cache_dir`` (:func:`default_cache_dir`, e.g. ``~/.cache/lightning_semvec``, as
     ``glyphs-<key>.pt``, about 25 MB); delete that folder to clear it. ``cache_dir=False``
     renders every time.

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
-from lightning_semvec._utils.checks import check_int
+from lightning_semvec._utils.checks import check_int, is_int
 from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.models.optimizers import (
     DEFAULT_OPTIMIZER,
@@ -128,6 +128,17 @@ class ImageClassifier(pl.LightningModule):
         return F.cross_entropy(logits, targets)
 
     # ------------------------------------------------------------------ Lightning hooks
+    @override
+    def setup(self, stage: str) -> None:
+        """Refuse, before any step, a data module that says it has another number of classes."""
+        data = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        classes = getattr(data, "num_classes", None)
+        if is_int(classes) and classes != self.num_classes:
+            raise SemvecValueError(
+                f"The data ({type(data).__name__}) has {classes} classes but {type(self).__name__} has "
+                f"num_classes={self.num_classes}: pass num_classes={classes} (semvec fit: --model.num_classes "
+                f"{classes}).")
+
     @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self._step(batch, "train")

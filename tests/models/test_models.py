@@ -253,3 +253,15 @@ def test_digits_upscale(mode):
 def test_digits_bad_args(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DigitsDataModule(**kwargs)
+
+
+def test_data_of_another_number_of_classes_is_refused_before_any_step():
+    module = ImageClassifier("small_cnn_student", num_classes=3, in_channels=1)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(SemvecValueError, match=r"^The data \(DigitsDataModule\) has 10 classes but ImageClassifier "
+                                               r"has num_classes=3: pass num_classes=10 \(semvec fit: --model"):
+        trainer.fit(module, datamodule=DigitsDataModule(batch_size=32))
+    assert trainer.global_step == 0
+    assert all(torch.equal(v, before[k]) for k, v in module.state_dict().items())

@@ -80,8 +80,8 @@ from distillation_methods import (
 )
 
 from lightning_semvec import AnalysisOptions, SemanticVectorCallback, StaticKnowledge
-from lightning_semvec.data import DigitsDataModule
-from lightning_semvec.models import ImageClassifier, SmallCNN, cosine_schedule
+from lightning_semvec.data import DigitsDataModule, GlyphsDataModule
+from lightning_semvec.models import ImageClassifier, PooledCNN, SmallCNN, cosine_schedule
 
 DEFAULT_METHODS = [
     "plain", "kd", "rkd", "sp", "cc", "pkt",
@@ -90,6 +90,29 @@ DEFAULT_METHODS = [
     "class_soft_targets", "class_soft_targets_shuffled", "class_soft_targets_untrained",
     "label_smoothing", "label_smoothing_matched", "tfkd_reg",
 ]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a data set fixes: its classes, sizes, networks and the defaults of its runs."""
+
+    num_classes: int
+    train_images: int
+    test_images: int
+    description: str  # what the images are and which test set is scored
+    network: type[nn.Module]
+    defaults: dict[str, Any]
+
+
+SETTINGS: dict[str, Setting] = {
+    "digits": Setting(10, 1257, 270, "scikit-learn's digits at 16x16 (upscaled 2x); test: 270 images",
+                      SmallCNN, dict(epochs=30, teacher_epochs=30, lr=1e-2, teacher_width=32, teacher_hidden=128,
+                                     student_width=8, student_hidden=32, train_size=None)),
+    "glyphs": Setting(62, 19840, 1860, "GlyphsDataModule's 62 characters at 32x32 from matplotlib's fonts; "
+                      "test: 1860 images of the 6 held-out fonts",
+                      PooledCNN, dict(epochs=50, teacher_epochs=8, lr=3e-3, teacher_width=32, teacher_hidden=64,
+                                      student_width=8, student_hidden=32, train_size=1860)),
+}
 
 
 @dataclass
@@ -113,6 +136,17 @@ class Config:
     limit_train_batches: int | float = 1.0
     limit_test_batches: int | float = 1.0
     methods: list[str] = field(default_factory=list)
+    data: str = "digits"
+
+    @property
+    def setting(self) -> Setting:
+        return SETTINGS[self.data]
+
+    def teacher_net(self) -> nn.Module:
+        return self.setting.network(1, self.setting.num_classes, width=self.teacher_width, hidden=self.teacher_hidden)
+
+    def student_net(self) -> nn.Module:
+        return self.setting.network(1, self.setting.num_classes, width=self.student_width, hidden=self.student_hidden)
 
 
 class StepTimer(pl.Callback):
@@ -159,6 +193,14 @@ def make_trainer(config: Config, epochs: int, callbacks: list[pl.Callback] | Non
     )
 
 
+def stratified_subset(dataset: TensorDataset, size: int, seed: int) -> TensorDataset:
+    """``size`` images of ``dataset``, as many of each class as its share, chosen by ``seed``."""
+    images, labels = dataset.tensors
+    keep, _ = train_test_split(np.arange(len(labels)), train_size=size, stratify=labels.numpy(), random_state=seed)
+    keep = torch.from_numpy(np.sort(keep))
+    return TensorDataset(images[keep], labels[keep])
+
+
 class DigitsSubset(DigitsDataModule):
     """The digits, with the training split cut to a stratified subset of ``train_size`` images."""
 
@@ -170,18 +212,31 @@ class DigitsSubset(DigitsDataModule):
         full = self.train_dataset is None
         super().setup(stage)
         if full and self.train_size is not None and self.train_dataset is not None:
-            images, labels = self.train_dataset.tensors
-            keep, _ = train_test_split(np.arange(len(labels)), train_size=self.train_size,
-                                       stratify=labels.numpy(), random_state=self.subset_seed)
-            keep = torch.from_numpy(np.sort(keep))
-            self.train_dataset = TensorDataset(images[keep], labels[keep])
+            self.train_dataset = stratified_subset(self.train_dataset, self.train_size, self.subset_seed)
 
 
-def make_data(config: Config, train_size: int | None = None, subset_seed: int = 0) -> DigitsSubset:
+class GlyphsSubset(GlyphsDataModule):
+    """The glyphs of seed 0 (one font split and one set of draws for teacher and students),
+    the training split cut to a stratified subset chosen by ``subset_seed``."""
+
+    def __init__(self, train_size: int | None, subset_seed: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.train_size, self.subset_seed = train_size, subset_seed
+
+    def setup(self, stage: str | None = None) -> None:
+        full = self.train_dataset is None
+        super().setup(stage)
+        if full and self.train_size is not None and self.train_dataset is not None:
+            self.train_dataset = stratified_subset(self.train_dataset, self.train_size, self.subset_seed)
+
+
+def make_data(config: Config, train_size: int | None = None, subset_seed: int = 0) -> pl.LightningDataModule:
+    if config.data == "glyphs":
+        return GlyphsSubset(train_size, subset_seed, batch_size=config.batch_size, seed=0)
     return DigitsSubset(train_size, subset_seed, batch_size=config.batch_size, upscale=config.upscale, seed=0)
 
 
-def evaluate_accuracy(trainer: pl.Trainer, module: pl.LightningModule, data: DigitsDataModule) -> float:
+def evaluate_accuracy(trainer: pl.Trainer, module: pl.LightningModule, data: pl.LightningDataModule) -> float:
     results = trainer.test(module, datamodule=data, verbose=False)
     return float(results[0]["test/acc"])
 
@@ -190,9 +245,9 @@ def train_teacher(config: Config, path: Path, trained: bool = True) -> tuple[nn.
     """Fit the teacher (or, with ``trained=False``, run its epochs at learning rate 0) with the
     callback on, validate so that the class statistics are stored, and export the knowledge."""
     pl.seed_everything(1000, verbose=False)
-    net = SmallCNN(1, 10, width=config.teacher_width, hidden=config.teacher_hidden)
+    net = config.teacher_net()
     lr = config.lr if trained else 0.0
-    teacher = ImageClassifier(net, num_classes=10, optimizer=functools.partial(torch.optim.Adam, lr=lr),
+    teacher = ImageClassifier(net, num_classes=config.setting.num_classes, optimizer=functools.partial(torch.optim.Adam, lr=lr),
                               lr_scheduler=cosine_schedule(config.teacher_epochs))
     analysis = AnalysisOptions(log_every_n_epochs=config.teacher_epochs, projector=False, figures=False)
     semvec = SemanticVectorCallback(layers=[TEACHER_LOGITS, TEACHER_PENULTIMATE], dim=config.vector_dim,
@@ -209,10 +264,10 @@ def teachers_of(config: Config, out_dir: Path) -> tuple[nn.Module, float, float]
     """The trained teacher and both knowledge files in ``out_dir``: made there once, reused by
     later runs with the same ``--workdir`` and teacher settings (a run of each setting of
     ``docs/results.md`` then sees the very same teacher)."""
-    settings = {k: getattr(config, k) for k in ("teacher_epochs", "teacher_width", "teacher_hidden",
+    settings = {k: getattr(config, k) for k in ("data", "teacher_epochs", "teacher_width", "teacher_hidden",
                                                 "lr", "upscale", "batch_size", "vector_dim")}
     record, weights = out_dir / "teachers.json", out_dir / "teacher.pt"
-    net = SmallCNN(1, 10, width=config.teacher_width, hidden=config.teacher_hidden)
+    net = config.teacher_net()
     if record.exists() and weights.exists() and json.loads(record.read_text())["settings"] == settings:
         saved = json.loads(record.read_text())
         net.load_state_dict(torch.load(weights, weights_only=True))
@@ -243,8 +298,8 @@ def run(config: Config, out_dir: Path) -> tuple[dict[str, Result], dict[str, flo
     for index in range(config.seeds):
         seed = config.first_seed + index
         data = make_data(config, config.train_size, subset_seed=seed)
-        student = functools.partial(SmallCNN, 1, 10, width=config.student_width, hidden=config.student_hidden)
-        builders = method_builders(student, teacher, knowledge, untrained, seed, config.lr, config.epochs)
+        builders = method_builders(config.student_net, teacher, knowledge, untrained, seed, config.lr,
+                                   config.epochs, config.setting.num_classes)
         # Rotate the order each seed, so that a slow spell of the machine does not always hit
         # the same methods' step times.
         shift = index % len(config.methods)
@@ -303,20 +358,25 @@ def format_table(config: Config, results: dict[str, Result], teachers: dict[str,
             if form in results and control in results:
                 against.append(f"| {form} | {control} | {_delta(results[form].accuracies, results[control].accuracies)} |")
                 rows += 1
-    size = config.train_size or 1257
+    setting = config.setting
+    size = config.train_size or setting.train_images
+    network = setting.network.__name__
+    teacher_params = sum(p.numel() for p in config.teacher_net().parameters())
+    student_params = sum(p.numel() for p in config.student_net().parameters())
     header = [
         f"Command: `{command}`", "",
-        f"- Teacher: SmallCNN(width={config.teacher_width}, hidden={config.teacher_hidden}), "
-        f"{config.teacher_epochs} epochs on all 1257 training images, test accuracy "
+        f"- Data: {setting.description}.",
+        f"- Teacher: {network}(width={config.teacher_width}, hidden={config.teacher_hidden}), "
+        f"{teacher_params:,} parameters, {config.teacher_epochs} epochs on all "
+        f"{setting.train_images} training images, test accuracy "
         f"{100 * teachers['teacher']:.2f}% (the untrained teacher of the controls: "
         f"{100 * teachers['untrained']:.2f}%).",
-        f"- Students: SmallCNN(width={config.student_width}, hidden={config.student_hidden}), "
-        f"seeds {config.first_seed}..{config.first_seed + config.seeds - 1} (a seed fixes the "
-        f"student's initialisation, the controls' randomness and the training subset, the same "
-        f"for every method), {config.epochs} epochs on {size} training images, Adam lr "
-        f"{config.lr} with a cosine schedule, batch {config.batch_size}; digits at "
-        f"{8 * config.upscale}x{8 * config.upscale}; test accuracy (270 images) of the last "
-        "epoch's weights.",
+        f"- Students: {network}(width={config.student_width}, hidden={config.student_hidden}), "
+        f"{student_params:,} parameters, seeds {config.first_seed}..{config.first_seed + config.seeds - 1} "
+        f"(a seed fixes the student's initialisation, the controls' randomness and the training "
+        f"subset, the same for every method; the data order is the same for every method), "
+        f"{config.epochs} epochs on {size} training images, Adam lr {config.lr} with a cosine "
+        f"schedule, batch {config.batch_size}; test accuracy of the last epoch's weights.",
         f"- Step time: median training step (forward, backward, optimizer) of a run over the plain "
         f"student's of the same seed, median over seeds; plain: "
         f"{1e3 * statistics.median(plain.step_times):.2f} ms wall, "
@@ -346,14 +406,19 @@ def write_section(path: Path, section: str, text: str) -> None:
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", choices=sorted(SETTINGS), default="digits",
+                        help="the setting; it fixes the networks and the defaults of the options left out")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0, help="pilot runs use 100")
-    parser.add_argument("--epochs", type=int, default=30, help="student epochs")
-    parser.add_argument("--teacher-epochs", type=int, default=30)
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--student-width", type=int, default=8)
-    parser.add_argument("--student-hidden", type=int, default=32)
-    parser.add_argument("--train-size", type=int, default=None, help="student's training images (default all 1257)")
+    parser.add_argument("--epochs", type=int, default=None, help="student epochs (digits 30, glyphs 50)")
+    parser.add_argument("--teacher-epochs", type=int, default=None, help="digits 30, glyphs 8")
+    parser.add_argument("--lr", type=float, default=None, help="digits 1e-2, glyphs 3e-3")
+    parser.add_argument("--teacher-width", type=int, default=None)
+    parser.add_argument("--teacher-hidden", type=int, default=None)
+    parser.add_argument("--student-width", type=int, default=None, help="8 on both")
+    parser.add_argument("--student-hidden", type=int, default=None, help="32 on both")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="student's training images (digits: all 1257; glyphs: 1860, 30 a class)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help="comma-separated; 'plain' is always run (see distillation_methods.py)")
@@ -366,17 +431,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
                         help="write the tables of earlier runs' --json files (same setting, other "
                              "methods: merged; the plain runs must agree) instead of running")
     args = parser.parse_args(argv)
-    config = Config(seeds=args.seeds, first_seed=args.first_seed, epochs=args.epochs,
-                    teacher_epochs=args.teacher_epochs, lr=args.lr, student_width=args.student_width,
-                    student_hidden=args.student_hidden, train_size=args.train_size, threads=args.threads,
-                    methods=[m.strip() for m in args.methods.split(",") if m.strip()])
+    setting = SETTINGS[args.data]
+    chosen = {name: getattr(args, name) for name in setting.defaults if getattr(args, name) is not None}
+    config = Config(seeds=args.seeds, first_seed=args.first_seed, threads=args.threads, data=args.data,
+                    methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+                    **{**setting.defaults, **chosen})
     known = list(method_builders(lambda: SmallCNN(1, 10, width=2, hidden=2), nn.Identity(),
                                  None, None, 0, 1e-3, 1))  # type: ignore[arg-type]
     unknown = [m for m in config.methods if m not in known]
     if unknown:
         parser.error(f"unknown methods {unknown}; known: {', '.join(known)}")
-    if args.train_size is not None and not 20 <= args.train_size < 1257:
-        parser.error("--train-size must be between 20 (two images a class) and 1256")
+    classes = setting.num_classes
+    if config.train_size is not None and not 2 * classes <= config.train_size < setting.train_images:
+        parser.error(f"--train-size must be between {2 * classes} (two images a class) and "
+                     f"{setting.train_images - 1} on {args.data}")
     if args.quick:
         config.seeds, config.epochs, config.teacher_epochs = 2, 1, 1
         config.limit_train_batches, config.limit_test_batches = 3, 2

@@ -54,8 +54,8 @@ TFKD: dict[str, float] = dict(correct=0.99, temperature=20.0, alpha=0.1, multipl
 class LabelSmoothingStudent(StudentModule):
     """Control: uniform label smoothing (torch's ``cross_entropy(label_smoothing=eps)``)."""
 
-    def __init__(self, student: nn.Module, smoothing: float, **kwargs: Any) -> None:
-        super().__init__(student, num_classes=10, **kwargs)
+    def __init__(self, student: nn.Module, num_classes: int, smoothing: float, **kwargs: Any) -> None:
+        super().__init__(student, num_classes=num_classes, **kwargs)
         self.smoothing = smoothing
 
     def task_loss(self, logits: Tensor, targets: Tensor) -> Tensor:
@@ -65,9 +65,9 @@ class LabelSmoothingStudent(StudentModule):
 class TfKDRegStudent(StudentModule):
     """Control: Tf-KD_reg, a teacher-free hand-made distribution (no teacher, no knowledge)."""
 
-    def __init__(self, student: nn.Module, correct: float, temperature: float, alpha: float,
+    def __init__(self, student: nn.Module, num_classes: int, correct: float, temperature: float, alpha: float,
                  multiplier: float, **kwargs: Any) -> None:
-        super().__init__(student, num_classes=10, **kwargs)
+        super().__init__(student, num_classes=num_classes, **kwargs)
         self.correct, self.temperature = correct, temperature
         self.alpha, self.multiplier = alpha, multiplier
 
@@ -126,19 +126,19 @@ def shuffled_both(knowledge: StaticKnowledge, layer: str, seed: int) -> StaticKn
     return shuffled_class_means(shuffled_rows(knowledge, layer, seed), layer, seed + 10_000)
 
 
-def matched_smoothing(knowledge: StaticKnowledge, options: dict[str, Any]) -> float:
+def matched_smoothing(knowledge: StaticKnowledge, options: dict[str, Any], num_classes: int) -> float:
     """The label-smoothing ``eps`` with as much mass off the true class as the soft targets.
 
     ``CE + w * KL(q || p)`` has the gradient of a cross-entropy with the target
     ``(onehot + w q) / (1 + w)``, whose mass off the true class is ``w (1 - q_yy) / (1 + w)``
-    (averaged over classes); ``label_smoothing=eps`` leaves ``eps * 9 / 10`` off it.
+    (averaged over classes); ``label_smoothing=eps`` leaves ``eps * (K - 1) / K`` off it.
     """
     weight = options["soft_targets"]
-    q = plan_soft_targets(knowledge, {}, None, 10, weight, options["soft_target_source"],
+    q = plan_soft_targets(knowledge, {}, None, num_classes, weight, options["soft_target_source"],
                           options["soft_target_temperature"]).probs
     assert q is not None, "the knowledge gives no soft targets"
     off = weight * (1.0 - float(q.diagonal().mean())) / (1.0 + weight)
-    return off * 10 / 9
+    return off * num_classes / (num_classes - 1)
 
 
 def method_builders(
@@ -149,6 +149,7 @@ def method_builders(
     seed: int,
     lr: float,
     epochs: int,
+    num_classes: int = 10,
 ) -> dict[str, Callable[[], StudentModule]]:
     """Every method by name; ``seed`` picks the controls' permutations and random vectors."""
     common: dict[str, Any] = dict(optimizer=functools.partial(torch.optim.Adam, lr=lr),
@@ -157,13 +158,18 @@ def method_builders(
     def teacher_run(method: str) -> Callable[[], StudentModule]:
         features = {} if method == "kd" else dict(
             student_feature_layer=STUDENT_PENULTIMATE, teacher_feature_layer="classifier.2")
-        return lambda: TeacherDistillationModule(student_net(), teacher, num_classes=10,
+        return lambda: TeacherDistillationModule(student_net(), teacher, num_classes=num_classes,
                                                  method=method, **features, **common)
+
+    # The penultimate layer is a ReLU, whose width the projection cannot read off the module.
+    hidden: dict[str, int] = {STUDENT_PENULTIMATE: student_net().get_submodule("classifier.1").out_features}
 
     def static(source: Callable[[], StaticKnowledge], layer_map: dict[str, str],
                **options: Any) -> Callable[[], StudentModule]:
         options = {"soft_targets": 0.0, **options}  # every term named: library defaults may change
-        return lambda: StaticDistillationModule(student_net(), source(), layer_map, **common, **options)
+        widths = {layer: hidden[layer] for layer in layer_map if layer in hidden}
+        return lambda: StaticDistillationModule(student_net(), source(), layer_map, student_widths=widths,
+                                                **common, **options)
 
     def teacher_knowledge() -> StaticKnowledge:
         return knowledge
@@ -175,15 +181,22 @@ def method_builders(
         return lambda: control(knowledge, TEACHER_LOGITS, seed)
 
     logits = {STUDENT_LOGITS: TEACHER_LOGITS}
+    penultimate = {STUDENT_PENULTIMATE: TEACHER_PENULTIMATE}
     paper = dict(weight=1.0)
     builders: dict[str, Callable[[], StudentModule]] = {
-        "plain": lambda: StudentModule(student_net(), num_classes=10, **common),
+        "plain": lambda: StudentModule(student_net(), num_classes=num_classes, **common),
         **{m: teacher_run(m) for m in ("kd", "rkd", "sp", "cc", "pkt")},
         # The paper's form: the logit layer's similarity, Pearson, weight 1, and its controls.
         "static": static(teacher_knowledge, logits, **paper),
         "static_shuffled": static(changed(shuffled_rows), logits, **paper),
         "static_random": static(changed(random_vectors), logits, **paper),
         "static_untrained": static(untrained_knowledge, logits, **paper),
+        # The paper's form on the penultimate layer (through the learnable projection where the
+        # widths differ), alone and beside the logits.
+        "static_penultimate": static(teacher_knowledge, penultimate, **paper),
+        "static_penultimate_shuffled": static(
+            lambda: shuffled_rows(knowledge, TEACHER_PENULTIMATE, seed), penultimate, **paper),
+        "static_both": static(teacher_knowledge, {**logits, **penultimate}, **paper),
         "static_w0.1": static(teacher_knowledge, logits, weight=0.1),
         "static_w0.1_untrained": static(untrained_knowledge, logits, weight=0.1),
         # Soft targets from the logit vectors' similarity (the 0.1 extension).
@@ -202,10 +215,10 @@ def method_builders(
         "class_soft_targets+static_w0.1_shuffled": static(changed(shuffled_both), logits, weight=0.1,
                                                          **CLASS_SOFT_TARGETS),
         # Teacher-free controls.
-        "label_smoothing": lambda: LabelSmoothingStudent(student_net(), 0.1, **common),
+        "label_smoothing": lambda: LabelSmoothingStudent(student_net(), num_classes, 0.1, **common),
         "label_smoothing_matched": lambda: LabelSmoothingStudent(
-            student_net(), matched_smoothing(knowledge, CLASS_SOFT_TARGETS), **common),
-        "tfkd_reg": lambda: TfKDRegStudent(student_net(), **TFKD, **common),
+            student_net(), num_classes, matched_smoothing(knowledge, CLASS_SOFT_TARGETS, num_classes), **common),
+        "tfkd_reg": lambda: TfKDRegStudent(student_net(), num_classes, **TFKD, **common),
     }
     for t in (2.0, 4.0, 16.0):  # pilot variants of the class soft targets' temperature and weight
         builders[f"class_soft_targets_t{t:g}"] = static(
@@ -219,6 +232,8 @@ def method_builders(
 #: The no-teacher controls each teacher form is compared with (besides the shared ones).
 CONTROLS: dict[str, list[str]] = {
     "static": ["static_shuffled", "static_random", "static_untrained"],
+    "static_penultimate": ["static_penultimate_shuffled"],
+    "static_both": ["static_shuffled", "static_penultimate_shuffled"],
     "static_w0.1": ["static_w0.1_untrained"],
     "soft_targets": ["soft_targets_shuffled"],
     "class_soft_targets": ["class_soft_targets_shuffled", "class_soft_targets_untrained"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -49,6 +50,24 @@ def test_distillation_benchmark_quick(tmp_path: Path) -> None:
          str(tmp_path / "run.json")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert table.split("| method |", 1)[1].split("<!--")[0].strip() in again.stdout
+
+
+def test_distillation_benchmark_quick_on_glyphs(tmp_path: Path) -> None:
+    methods = "plain,kd,static_both,static_penultimate_shuffled,class_soft_targets,label_smoothing_matched"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "distillation_benchmark.py"), "--data", "glyphs", "--quick",
+         "--methods", methods, "--workdir", str(tmp_path), "--output", str(tmp_path / "results.md")],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**os.environ, "LIGHTNING_SEMVEC_CACHE": str(tmp_path / "cache")},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    table = (tmp_path / "results.md").read_text()
+    assert "- Teacher: PooledCNN(width=32, hidden=64), 227,838 parameters" in table
+    assert "1860 images of the 6 held-out fonts" in table and "on 1860 training images" in table
+    for method in methods.split(","):
+        assert f"| {method} |" in table, method
+    # The penultimate pair is set against its own shuffled control.
+    assert "| static_both | static_penultimate_shuffled |" in table
 
 
 def test_projector_benchmark_compares_the_png_encoder_with_pillow_on_digits_and_noise(

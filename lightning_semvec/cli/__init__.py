@@ -3,7 +3,8 @@
 The modules: ``_main`` (:func:`main`: the command table, one-line errors, exit statuses),
 ``_small_commands`` (``demo``, ``report``, ``export`` and ``embed``, each parsed by
 jsonargparse from one typed function), ``_lightning`` (the LightningCLI programs behind
-``semvec fit`` and ``semvec distill``), ``embed`` (``semvec embed``: a knowledge file, a
+``semvec fit`` and ``semvec distill``), ``_data_names`` (``--data glyphs`` and the other
+short names), ``embed`` (``semvec embed``: a knowledge file, a
 report and projector files for a trained checkpoint) and ``demo`` (``semvec demo``).
 
 Importing it imports neither torch nor Lightning: each command imports what it uses.

@@ -34,6 +34,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_semvec.analysis.options import AnalysisOptions
 from lightning_semvec.callback.semantic_vector_callback import SemanticVectorCallback
+from lightning_semvec.cli._data_names import DATA_MODULES, expand_data_names
 from lightning_semvec.distillation import StaticDistillationModule
 
 DEFAULT_MAX_EPOCHS = 10
@@ -192,6 +193,8 @@ class SemvecLightningCLI(LightningCLI):
                     "usage": "%(prog)s [options]"},
         })
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        self.raw_args: list[str] = expand_data_names(kwargs.get("args") or [])
+        kwargs["args"] = self.raw_args
         super().__init__(*args, **kwargs)
 
     @staticmethod
@@ -255,6 +258,9 @@ class SemvecLightningCLI(LightningCLI):
         return "\n".join(lines)
 
 
+_IMAGE_CLASSIFIER = "lightning_semvec.models.ImageClassifier"
+
+
 def _short(path: str | os.PathLike) -> str:
     """``path`` relative to the current folder when it is inside it."""
     path = os.fspath(path)
@@ -296,6 +302,23 @@ class SemvecFitCLI(SemvecLightningCLI):
         every = getattr(analysis, "log_every_n_epochs", None)
         if isinstance(every, int) and isinstance(max_epochs, int) and 0 < max_epochs < every:
             analysis.log_every_n_epochs = max_epochs
+        self._classes_of_the_data(config)
+
+    def _classes_of_the_data(self, config: Any) -> None:
+        """The default model (``ImageClassifier``) takes the class count of the package's data
+        modules (62 for ``--data glyphs``) unless the command line names one."""
+        model, data = config.get("model"), config.get("data")
+        named = any(arg.startswith(("--model.num_classes", "--model.init_args.num_classes", "--config"))
+                    for arg in self.raw_args)
+        if named or model is None or data is None or model.get("class_path") != _IMAGE_CLASSIFIER:
+            return
+        path = data.get("class_path")
+        if path not in DATA_MODULES.values():
+            return
+        module, _, name = path.rpartition(".")
+        classes = getattr(getattr(importlib.import_module(module), name), "num_classes", None)
+        if isinstance(classes, int):
+            model["init_args"]["num_classes"] = classes
 
     def after_fit(self) -> None:
         path = self.config[self.subcommand].get("knowledge")

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from lightning_semvec._utils.checks import check_int
 from lightning_semvec.callback.checkpoint import load_checkpoint
+from lightning_semvec.cli._data_names import DATA_MODULES
 from lightning_semvec.embedding.joint_embedding import embed_models
 from lightning_semvec.embedding.neuron_embedding import embed_neurons
 from lightning_semvec.errors import SemvecFileNotFoundError, SemvecValueError
@@ -33,14 +34,6 @@ from lightning_semvec.report.html import write_report
 
 __all__ = ["DATA_MODULES", "embed_model"]
 
-#: Short names of the package's data modules.
-DATA_MODULES = {
-    "digits": "lightning_semvec.data.DigitsDataModule",
-    "glyphs": "lightning_semvec.data.GlyphsDataModule",
-    "mnist": "lightning_semvec.data.MNISTDataModule",
-    "cifar10": "lightning_semvec.data.CIFAR10DataModule",
-    "cifar100": "lightning_semvec.data.CIFAR100DataModule",
-}
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 

@@ -10,6 +10,7 @@ from lightning_semvec.models.cifar_resnet import (
 )
 from lightning_semvec.models.classifier import ImageClassifier
 from lightning_semvec.models.optimizers import cosine_schedule
+from lightning_semvec.models.pooled_cnn import PooledCNN
 from lightning_semvec.models.registry import available_models, build_model
 from lightning_semvec.models.small_cnn import SmallCNN
 
@@ -17,6 +18,7 @@ __all__ = [
     "BasicBlock",
     "CifarResNet",
     "ImageClassifier",
+    "PooledCNN",
     "SmallCNN",
     "available_models",
     "build_model",

@@ -1,4 +1,4 @@
-"""Build a network by name: small CNNs, CIFAR ResNets and torchvision ResNets for 32x32 images."""
+"""Build a network by name: small and pooled CNNs, CIFAR ResNets and torchvision ResNets for 32x32 images."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from lightning_semvec.models.cifar_resnet import (
     resnet32x4,
     resnet56,
 )
+from lightning_semvec.models.pooled_cnn import PooledCNN
 from lightning_semvec.models.small_cnn import SmallCNN
 
 
@@ -44,6 +45,13 @@ _BUILDERS: dict[str, Callable[[int, int], nn.Module]] = {
     "small_cnn_student": lambda num_classes, in_channels: SmallCNN(
         in_channels, num_classes, width=8, hidden=32
     ),
+    "pooled_cnn": lambda num_classes, in_channels: PooledCNN(in_channels, num_classes),
+    "pooled_cnn_teacher": lambda num_classes, in_channels: PooledCNN(
+        in_channels, num_classes, width=32
+    ),
+    "pooled_cnn_student": lambda num_classes, in_channels: PooledCNN(
+        in_channels, num_classes, width=8, hidden=32
+    ),
     "resnet8x4": lambda num_classes, in_channels: resnet8x4(num_classes, in_channels),
     "resnet32x4": lambda num_classes, in_channels: resnet32x4(num_classes, in_channels),
     "resnet20": lambda num_classes, in_channels: resnet20(num_classes, in_channels),
@@ -71,6 +79,10 @@ def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
           :class:`~lightning_semvec.models.SmallCNN` with ``(width, hidden)`` of
           ``(16, 64)`` / ``(32, 128)`` / ``(8, 32)``; modules ``features.*``, ``classifier.*``
           (``classifier.3`` gives the logits).
+        - ``pooled_cnn`` / ``pooled_cnn_teacher`` / ``pooled_cnn_student``:
+          :class:`~lightning_semvec.models.PooledCNN` with ``(width, hidden)`` of
+          ``(16, 64)`` / ``(32, 64)`` / ``(8, 32)``, three pooled stages for 32x32 images such as the glyphs; the same
+          module names (``classifier.3`` gives the logits).
         - ``resnet8x4``, ``resnet32x4``, ``resnet20``, ``resnet56``: CIFAR ResNets
           (:mod:`lightning_semvec.models.cifar_resnet`); modules ``conv1``, ``bn1``,
           ``layer1``..``layer3``, ``avgpool``, ``fc``.

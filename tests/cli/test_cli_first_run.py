@@ -108,3 +108,24 @@ def test_export_examples_name_a_checkpoint_that_default_checkpointing_writes(cap
         commands = re.findall(r"semvec export \S+", text)
         assert commands and not any("last.ckpt" in c for c in commands), commands
         assert any(re.search(r"epoch=\d+-step=\d+\.ckpt", c) for c in commands), commands
+
+
+def test_fit_and_distill_take_the_glyphs_by_short_name_and_their_62_classes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    glyphs = ["--data", "glyphs", "--data.samples_per_glyph", "1", "--data.val_samples_per_glyph", "1",
+              "--data.test_samples_per_glyph", "1", "--data.cache_dir", str(tmp_path / "cache")]
+    # No --model.num_classes: the default ImageClassifier takes the data's 62 classes.
+    assert main(["fit", *glyphs, *TINY, "--semvec.dim", "4", "--semvec.analysis.projector", "false",
+                 "--semvec.analysis.figures", "false", "--knowledge", "k.semvec.safetensors"]) == 0
+    from lightning_semvec import StaticKnowledge
+
+    knowledge = StaticKnowledge.load(tmp_path / "k.semvec.safetensors")
+    assert knowledge.class_names[:3] == ["0", "1", "2"] and len(knowledge.class_names) == 62
+    capsys.readouterr()
+    assert main(["distill", "--data=glyphs", *glyphs[2:], *TINY, "--model.knowledge", "k.semvec.safetensors",
+                 "--model.student", "lightning_semvec.models.PooledCNN", "--model.student.num_classes", "62",
+                 "--model.student.width", "4", "--model.layer_map", "{classifier.3: net.classifier.3}"]) == 0
+    assert "semvec distill: done, 1 epoch (2 steps)." in capsys.readouterr().out
+    # A number the user names is kept, and the data module says it does not fit.
+    assert main(["fit", *glyphs, *TINY, "--model.num_classes", "10"]) != 0
+    assert "has 62 classes but ImageClassifier has num_classes=10" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.models import (
     CifarResNet,
     ImageClassifier,
+    PooledCNN,
     SmallCNN,
     available_models,
     build_model,
@@ -23,6 +24,9 @@ EXPECTED_NAMES = {
     "small_cnn",
     "small_cnn_teacher",
     "small_cnn_student",
+    "pooled_cnn",
+    "pooled_cnn_teacher",
+    "pooled_cnn_student",
     "resnet8x4",
     "resnet32x4",
     "resnet20",
@@ -40,7 +44,7 @@ def test_available_models_lists_every_name():
 @pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))
 def test_registry_forward_shapes(name):
     torch.manual_seed(0)
-    in_channels = 1 if name.startswith("small_cnn") or name in ("resnet20", "resnet18") else 3
+    in_channels = 1 if name.startswith(("small_cnn", "pooled_cnn")) or name in ("resnet20", "resnet18") else 3
     net = build_model(name, num_classes=7, in_channels=in_channels).eval()
     with torch.no_grad():
         out = net(torch.randn(2, in_channels, 8, 8))
@@ -60,6 +64,21 @@ def test_registry_rejects_bad_sizes(bad):
         build_model("small_cnn", num_classes=bad)
     with pytest.raises(ValueError, match="in_channels"):
         build_model("small_cnn", num_classes=10, in_channels=bad)
+
+
+def test_pooled_cnn_names_sizes_and_bad_input():
+    net = PooledCNN(in_channels=1, num_classes=62, width=8)
+    names = dict(net.named_modules())
+    assert isinstance(names["features.6"], torch.nn.Conv2d) and names["features.6"].out_channels == 32
+    assert names["classifier.3"].out_features == 62 and names["classifier.1"].in_features == 32 * 16
+    # The pooled stages: 32x32 -> 16x16 -> 8x8 -> 4x4 cells.
+    assert net.features[:3](torch.zeros(1, 1, 32, 32)).shape == (1, 8, 16, 16)
+    assert net.features(torch.zeros(1, 1, 32, 32)).shape == (1, 32, 4, 4)
+    assert sum(p.numel() for p in build_model("pooled_cnn_teacher", 62, 1).parameters()) == 227838
+    with pytest.raises(ValueError, match=r"at least 4; got \(2, 1, 3, 3\)"):
+        net(torch.zeros(2, 1, 3, 3))
+    with pytest.raises(ValueError, match="width"):
+        PooledCNN(width=0)
 
 
 def test_small_cnn_structure_and_names():

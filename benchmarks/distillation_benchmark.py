@@ -1,6 +1,12 @@
 """Static distillation against the plain student, teacher-run baselines and no-teacher controls.
 
-What it does, in one process on the CPU:
+Two settings (``--data``): ``digits`` (scikit-learn's 8x8 digits, 10 classes, ``SmallCNN``),
+where a teacher's knowledge turned out not to matter, and ``glyphs`` (``GlyphsDataModule``: 62
+characters from matplotlib's fonts, tested on 6 held-out fonts, ``PooledCNN`` teacher of
+width 32 and student of width 8 and hidden 32 on 30 images a class), where it does. The
+setting fixes the networks and the defaults of the options left out (``SETTINGS``).
+
+What it does, in one process on the CPU (the digits' numbers; the glyphs' in ``SETTINGS``):
 
 1. Trains a teacher (``SmallCNN(width=32, hidden=128)``) on scikit-learn's digits upscaled
    to 16x16 (all 1,257 training images), with a
@@ -38,6 +44,18 @@ then one table per setting from their saved numbers::
 and the same with ``--student-width 4 --student-hidden 16`` (section ``small_tiny``), and
 without ``--train-size`` at ``--epochs 15`` (sections ``full`` and ``full_tiny``; the methods
 each table lists). The exact commands head each table.
+
+The glyphs (about 55 minutes as two processes on the 2-core machine, sharing one teacher)::
+
+    python benchmarks/distillation_benchmark.py --data glyphs --seeds 10 --workdir glyphs \
+        --methods plain,kd,kd_t8,rkd,sp,cc,pkt,label_smoothing,tfkd_reg --json teacher_run.json &
+    python benchmarks/distillation_benchmark.py --data glyphs --seeds 10 --workdir glyphs \
+        --methods plain,static,static_shuffled,...,class_soft_targets+static_w0.1_untrained --json static.json
+    python benchmarks/distillation_benchmark.py --from-json teacher_run.json static.json \
+        --output docs/results.md --section glyphs
+
+(the second process's full method list heads the table in ``docs/results.md``; start the
+second once the first has written ``glyphs/teachers.json``, or both train the teacher).
 
 Pilot runs that chose the class soft targets' temperature and weight used ``--first-seed 100``
 (seeds apart from the reported ones). Smoke mode (seconds; ``tests/test_benchmarks_smoke.py``)::
@@ -110,7 +128,7 @@ SETTINGS: dict[str, Setting] = {
                                      student_width=8, student_hidden=32, train_size=None)),
     "glyphs": Setting(62, 19840, 1860, "GlyphsDataModule's 62 characters at 32x32 from matplotlib's fonts; "
                       "test: 1860 images of the 6 held-out fonts",
-                      PooledCNN, dict(epochs=50, teacher_epochs=8, lr=3e-3, teacher_width=32, teacher_hidden=64,
+                      PooledCNN, dict(epochs=30, teacher_epochs=8, lr=3e-3, teacher_width=32, teacher_hidden=64,
                                       student_width=8, student_hidden=32, train_size=1860)),
 }
 
@@ -410,7 +428,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
                         help="the setting; it fixes the networks and the defaults of the options left out")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0, help="pilot runs use 100")
-    parser.add_argument("--epochs", type=int, default=None, help="student epochs (digits 30, glyphs 50)")
+    parser.add_argument("--epochs", type=int, default=None, help="student epochs (30 on both)")
     parser.add_argument("--teacher-epochs", type=int, default=None, help="digits 30, glyphs 8")
     parser.add_argument("--lr", type=float, default=None, help="digits 1e-2, glyphs 3e-3")
     parser.add_argument("--teacher-width", type=int, default=None)

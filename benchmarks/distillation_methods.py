@@ -155,11 +155,11 @@ def method_builders(
     common: dict[str, Any] = dict(optimizer=functools.partial(torch.optim.Adam, lr=lr),
                                   lr_scheduler=cosine_schedule(epochs))
 
-    def teacher_run(method: str) -> Callable[[], StudentModule]:
+    def teacher_run(method: str, **options: Any) -> Callable[[], StudentModule]:
         features = {} if method == "kd" else dict(
             student_feature_layer=STUDENT_PENULTIMATE, teacher_feature_layer="classifier.2")
         return lambda: TeacherDistillationModule(student_net(), teacher, num_classes=num_classes,
-                                                 method=method, **features, **common)
+                                                 method=method, **features, **options, **common)
 
     # The penultimate layer is a ReLU, whose width the projection cannot read off the module.
     hidden: dict[str, int] = {STUDENT_PENULTIMATE: student_net().get_submodule("classifier.1").out_features}
@@ -220,6 +220,9 @@ def method_builders(
             student_net(), num_classes, matched_smoothing(knowledge, CLASS_SOFT_TARGETS, num_classes), **common),
         "tfkd_reg": lambda: TfKDRegStudent(student_net(), num_classes, **TFKD, **common),
     }
+    for w in (3.0, 9.0):  # pilot variants of KD: the weight of its term beside the cross-entropy
+        builders[f"kd_w{w:g}"] = teacher_run("kd", weight=w)
+    builders["kd_t8"] = teacher_run("kd", temperature=8.0)
     for t in (2.0, 4.0, 16.0):  # pilot variants of the class soft targets' temperature and weight
         builders[f"class_soft_targets_t{t:g}"] = static(
             teacher_knowledge, {}, **{**CLASS_SOFT_TARGETS, "soft_target_temperature": t})

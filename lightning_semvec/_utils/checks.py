@@ -28,9 +28,13 @@ from typing import Any, TypeGuard, TypeVar
 
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 
-__all__ = ["check_callable", "check_choice", "check_int", "check_number", "is_int", "is_int_at_least"]
+__all__ = ["DIM_HINT", "check_callable", "check_choice", "check_int", "check_number", "is_int", "is_int_at_least"]
 
 T = TypeVar("T")
+
+#: Why semantic vectors need ``dim >= 2``, for the message that refuses 1.
+DIM_HINT = ("(a 1-d unit vector is +1 or -1, so the cosine of two is always +1 or -1 and there is "
+            "nothing to learn; 2 to 64 is typical)")
 
 
 def is_int(value: object) -> TypeGuard[int]:

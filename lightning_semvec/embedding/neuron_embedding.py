@@ -12,7 +12,7 @@ from lightning.pytorch.strategies.launchers.multiprocessing import (
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from lightning_semvec._utils.checks import check_callable, check_choice, check_int
+from lightning_semvec._utils.checks import DIM_HINT, check_callable, check_choice, check_int
 from lightning_semvec._utils.model_guard import preserved_model
 from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.analysis.options import LabelFn
@@ -184,7 +184,7 @@ def embedding_config(
                 f"class_names has {len(class_names)} names but num_classes={num_classes}: give "
                 "one name per class (or only one of the two).")
     return EmbeddingConfig(
-        dim=check_int("dim", dim, 1, hint="(2 to 64 is typical)"),
+        dim=check_int("dim", dim, 2, hint=DIM_HINT),
         similarity=check_choice("similarity", similarity, SIMILARITY_KINDS),
         exact_max_neurons=check_int("exact_max_neurons", exact_max_neurons, 3),
         oversampling=check_int("oversampling", dim + 8 if oversampling is None else oversampling, 0),

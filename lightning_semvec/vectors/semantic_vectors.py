@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, cast
 import torch
 from torch import Tensor, nn
 
-from lightning_semvec._utils.checks import check_choice, check_int, check_number
+from lightning_semvec._utils.checks import DIM_HINT, check_choice, check_int, check_number
 from lightning_semvec._utils.deprecation import DEFER_REMOVED, accept_removed_keywords
 from lightning_semvec.capture.layers import module_dict_key
 from lightning_semvec.errors import SemvecValueError
@@ -132,7 +132,7 @@ class SemanticVectors(nn.Module):
         max_neurons_per_step: int | None = DENSE_MAX_NEURONS,
     ) -> None:
         super().__init__()
-        self.dim = check_int("dim", dim, 1, hint="(2 to 64 is typical)")
+        self.dim = check_int("dim", dim, 2, hint=DIM_HINT)
         self.similarity: SimilarityKind = check_choice("similarity", similarity, SIMILARITY_KINDS)
         self.form: AlignmentForm = check_choice("form", form, ALIGNMENT_FORMS)
         if isinstance(optimizer, str):

@@ -156,7 +156,7 @@ def test_layer_option_picks_tensor_from_tuple_output():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(layers="classifier.2", dim=0), "dim must be an integer >= 1, got 0"),
+        (dict(layers="classifier.2", dim=0), "dim must be an integer >= 2, got 0"),
         (dict(layers=[], dim=2), "at least one layer"),
         (dict(layers="classifier.2", every_n_steps=0), "every_n_steps"),
         (dict(layers="classifier.2", similarity="dot"), "Unknown similarity 'dot'"),

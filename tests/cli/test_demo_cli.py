@@ -91,7 +91,7 @@ def small_knowledge(tmp_path, monkeypatch):
           "--model.student", "lightning_semvec.models.SmallCNN",
           "--model.layer_map", "{classifier.3: net.classifier.3}"],
          "semvec distill: error: 'bad.semvec.safetensors' is truncated"),
-        (["fit", "--semvec.dim", "0", *TINY], "semvec fit: error: dim must be an integer >= 1"),
+        (["fit", "--semvec.dim", "0", *TINY], "semvec fit: error: dim must be an integer >= 2"),
         (["demo", "--epochs", "0"], "semvec demo: error: epochs must be an integer >= 1, got 0."),
         (["demo", "--student-epochs", "0"],
          "semvec demo: error: student_epochs must be an integer >= 1, got 0."),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -165,7 +167,7 @@ def test_model_is_left_exactly_as_it_was_also_after_an_exception():
     ("kwargs", "message"),
     [
         ({"layers": ["features.9"]}, "Layer 'features.9' matches no module of TinyConvNet"),
-        ({"dim": 0}, "dim must be an integer >= 1"),
+        ({"dim": 0}, "dim must be an integer >= 2"),
         ({"layers": ["classifier.2"], "dataloader": []}, "the dataloader gave no batches"),
         ({"layers": ["classifier.2"], "trainer": {"limit_val_batches": 0}},
          "the dataloader gave no batches"),
@@ -175,6 +177,7 @@ def test_model_is_left_exactly_as_it_was_also_after_an_exception():
          "cannot use the spawning strategy"),
         ({"trainer": "gpu"}, "trainer must be a lightning.pytorch.Trainer"),
         ({"passes": 0}, "passes must be an integer >= 1"),
+        ({"dim": 1}, "dim must be an integer >= 2, got 1. (a 1-d unit vector is +1 or -1"),
         ({"input_fn": 3}, "input_fn must be a callable"),
         # Checked before any pass (these failed only after it, or with a bare TypeError).
         ({"num_classes": "3"}, "num_classes must be an integer >= 1"),
@@ -189,7 +192,7 @@ def test_bad_input_is_one_clear_error_and_changes_nothing(kwargs, message):
     before = recorded_state(model)
     arguments = {"dataloader": DataLoader(make_data(32), batch_size=16), "layers": ["features.*"],
                  **kwargs}
-    with pytest.raises(SemvecError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(SemvecError, match=re.escape(message)):
         embed_neurons(model, **arguments)
     assert_unchanged(model, before)
 

@@ -112,7 +112,9 @@ def test_another_optimizer_on_resume_warns_and_starts_fresh() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"dim": 0}, ValueError, "dim must be an integer >= 1"),
+        ({"dim": 0}, ValueError, "dim must be an integer >= 2"),
+        # 1-d unit vectors are +-1: their cosine is always +-1, its gradient zero; never learns.
+        ({"dim": 1}, ValueError, r"dim must be an integer >= 2, got 1. \(a 1-d unit vector is \+1 or -1"),
         ({"similarity": "dot"}, ValueError, "Unknown similarity 'dot'"),
         ({"form": "sparse"}, ValueError, "Unknown form"),
         ({"optimizer": "lbfgs"}, ValueError, "Unknown optimizer 'lbfgs'"),

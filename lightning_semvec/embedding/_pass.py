@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.data import sized_len
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
@@ -91,6 +92,9 @@ class EmbeddingModule(pl.LightningModule):
         self._labels: Tensor | None = None
         self.pass_index = 0
         self.batches_seen = 0
+        self._batches_before_pass = 0
+        #: What the passes read (set by ``run_passes``): the empty-process check looks at it.
+        self.data: Any = None
         self.analyses = nn.ModuleDict()  # the LayerAnalysis metrics, by escaped layer name
         self.sketches = nn.ModuleDict()
         self._analysis: dict[str, LayerAnalysis] = {}
@@ -135,7 +139,33 @@ class EmbeddingModule(pl.LightningModule):
         if key in self.sketches:
             self._sketch(key).update(activations)
 
+    def setup(self, stage: str) -> None:
+        # Lightning raises "DataLoader within local rank has zero length" on that process alone,
+        # and the others then wait in the first gather for as long as it lives: agree first.
+        if self.trainer.world_size > 1:
+            data = self.data
+            if isinstance(data, pl.LightningDataModule):
+                data = data.val_dataloader()
+            length = sized_len(data) if data is not None else None
+            self._agree_on_batches(-1 if length is None else length)
+
+    def on_validation_epoch_start(self) -> None:
+        self._batches_before_pass = self.batches_seen
+
+    def _agree_on_batches(self, count: int) -> None:
+        """Raise on every process, with one message, if any process has no batch to stream
+        (one collective; ``count`` is ``-1`` where unknown)."""
+        counts = self.all_gather(torch.tensor(count, device=self.device)).reshape(-1).tolist()
+        empty = [rank for rank, n in enumerate(counts) if n == 0]
+        if empty:
+            raise SemvecValueError(
+                f"{self.who}: the dataloader gave no batches on process(es) {empty} of "
+                f"{len(counts)} (a rank's own data, or a sampler, left it empty): give every "
+                "process at least one batch.")
+
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.world_size > 1:  # before any gather of the metrics: see setup
+            self._agree_on_batches(self.batches_seen - self._batches_before_pass)
         last = self.pass_index + 1 >= self.passes_needed
         with warnings.catch_warnings():
             # A process that saw no batch still joins the gathers.

@@ -219,6 +219,7 @@ def run_passes(
         SemvecValueError: a pass that gave no batch.
     """
     datamodule = dataloader if isinstance(dataloader, pl.LightningDataModule) else None
+    wrapper.data = dataloader
     while wrapper.pass_index < wrapper.passes_needed:
         before = wrapper.batches_seen
         if datamodule is not None:

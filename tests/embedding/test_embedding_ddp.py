@@ -42,14 +42,14 @@ torch.save({{name: knowledge[name].vectors for name in knowledge}}, {out!r} + f"
 """
 
 
-def run_two_processes(script: str, tmp_path: Path) -> None:
+def run_two_processes(script: str, tmp_path: Path, timeout: int = 600) -> None:
     """Run ``script`` (a template of ``tests`` and ``out``) as a file; its Trainer launches the
     second process (Lightning's subprocess launcher needs a script, not pytest's process)."""
     path = tmp_path / "ddp_script.py"
     path.write_text(textwrap.dedent(script.format(tests=str(ROOT / "tests"), out=str(tmp_path))))
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     done = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -116,3 +116,52 @@ def test_embed_models_under_ddp_gives_every_process_the_one_process_space(tmp_pa
     expected = torch.cat([single[name].vectors for name in single])
     torch.testing.assert_close(semantic_similarity(joint[0]), semantic_similarity(expected),
                                atol=1e-4, rtol=0)
+
+
+EMPTY_RANK_SCRIPT = """
+import os
+import sys
+import torch
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+sys.path.insert(0, {tests!r})
+from tiny_models import TinyConvNet, make_data
+from lightning_semvec import embed_models, embed_neurons
+
+rank = int(os.environ.get("LOCAL_RANK", "0"))
+SIZED = {sized}
+
+
+class Stream(IterableDataset):  # no length: only a pass shows that a process got nothing
+    def __iter__(self):
+        if rank == 0:
+            data = make_data(32)
+            yield from (data[i] for i in range(len(data)))
+
+
+data = (make_data(32) if rank == 0 else TensorDataset(torch.zeros(0, 1, 8, 8))) if SIZED else Stream()
+trainer = dict(accelerator="cpu", devices=2, strategy="ddp", logger=False, use_distributed_sampler=False,
+               enable_progress_bar=False, enable_model_summary=False)
+torch.manual_seed(0)
+try:
+    if SIZED:
+        embed_neurons(TinyConvNet(), DataLoader(data, batch_size=8), ["features.*"], dim=3, trainer=trainer)
+    else:
+        embed_models({{"a": TinyConvNet(), "b": TinyConvNet()}}, DataLoader(data, batch_size=8),
+                     ["features.2"], dim=3, trainer=trainer)
+except Exception as error:
+    with open({out!r} + f"/error{{rank}}.txt", "w") as file:
+        file.write(f"{{type(error).__name__}}: {{error}}")
+"""
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["sized", "iterable"])
+def test_a_process_with_no_batch_makes_every_process_raise_the_same_error(tmp_path, sized):
+    # Before: the empty process raised alone (Lightning's "zero length", or ours) and the
+    # other waited in the metrics' gather until the first exited ("Connection closed by peer").
+    run_two_processes(EMPTY_RANK_SCRIPT.replace("{sized}", str(sized)), tmp_path, timeout=240)
+    errors = [(tmp_path / f"error{rank}.txt").read_text() for rank in (0, 1)]
+    assert errors[0] == errors[1], errors
+    who = "embed_neurons" if sized else "embed_models"
+    assert errors[0] == (f"SemvecValueError: {who}: the dataloader gave no batches on process(es) [1] of 2 "
+                         "(a rank's own data, or a sampler, left it empty): give every process at least "
+                         "one batch.")

@@ -155,7 +155,8 @@ class EmbeddingModule(pl.LightningModule):
     def _agree_on_batches(self, count: int) -> None:
         """Raise on every process, with one message, if any process has no batch to stream
         (one collective; ``count`` is ``-1`` where unknown)."""
-        counts = self.all_gather(torch.tensor(count, device=self.device)).reshape(-1).tolist()
+        gathered = cast(Tensor, self.all_gather(torch.tensor(count, device=self.device)))
+        counts = gathered.reshape(-1).tolist()
         empty = [rank for rank, n in enumerate(counts) if n == 0]
         if empty:
             raise SemvecValueError(

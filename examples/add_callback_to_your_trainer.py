@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = semvec.export_knowledge(out / "digits_teacher.semvec.safetensors")
+    # This script's own output: a rerun replaces it (without overwrite=True, an existing file is an error).
+    path = semvec.export_knowledge(out / "digits_teacher.semvec.safetensors", overwrite=True)
     print(f"Knowledge file: {path}\n  {StaticKnowledge.load(path)}")
     return 0
 

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             semvec = SemanticVectorCallback(layers=["net.fc"], dim=32)
             run = trainer("teacher", callbacks=[semvec])
             run.fit(teacher, datamodule=data)
-            semvec.export_knowledge(knowledge)  # only global rank 0 writes
+            semvec.export_knowledge(knowledge, overwrite=True)  # only global rank 0 writes; a rerun replaces it
             if run.is_global_zero:
                 torch.save(teacher.net.state_dict(), teacher_path)
             run.strategy.barrier()  # with several processes, the others wait for both files

@@ -19,7 +19,8 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["SemvecError", "SemvecFileNotFoundError", "SemvecTypeError", "SemvecValueError"]
+__all__ = ["SemvecError", "SemvecFileExistsError", "SemvecFileNotFoundError", "SemvecTypeError",
+           "SemvecValueError"]
 
 
 class SemvecError(Exception):
@@ -36,3 +37,7 @@ class SemvecTypeError(SemvecError, TypeError):
 
 class SemvecFileNotFoundError(SemvecError, FileNotFoundError):
     """A file the user named does not exist."""
+
+
+class SemvecFileExistsError(SemvecError, FileExistsError):
+    """An output the user named exists and replacing it was not asked for."""

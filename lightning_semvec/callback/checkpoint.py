@@ -24,7 +24,12 @@ from typing import Any
 import torch
 
 from lightning_semvec.callback._state import is_callback_state, knowledge_of_state
-from lightning_semvec.errors import SemvecFileNotFoundError, SemvecValueError
+from lightning_semvec.errors import (
+    SemvecFileExistsError,
+    SemvecFileNotFoundError,
+    SemvecTypeError,
+    SemvecValueError,
+)
 from lightning_semvec.knowledge import KNOWLEDGE_SUFFIX, StaticKnowledge
 
 __all__ = ["check_output_path", "knowledge_from_checkpoint", "load_checkpoint", "semantic_vector_states"]
@@ -60,17 +65,24 @@ def semantic_vector_states(checkpoint: dict[str, Any]) -> dict[str, dict[str, An
     return {str(key): state for key, state in callbacks.items() if is_callback_state(state)}
 
 
-def check_output_path(out: str | Path) -> Path:
+def check_output_path(out: str | Path, overwrite: bool = False) -> Path:
     """``out`` as a :class:`~pathlib.Path` if a knowledge file can be written there.
 
-    Checked before a checkpoint is read, so a wrong output path fails at once rather than after
-    loading a large checkpoint.
+    Checked before a checkpoint is read (or a model trained), so a wrong output path fails at
+    once rather than after the work.
+
+    Args:
+        out: the knowledge file to write.
+        overwrite: whether an existing file at ``out`` may be replaced.
 
     Raises:
         SemvecValueError: ``out`` is a folder, or its parent is a file.
         SemvecFileNotFoundError: the parent folder does not exist.
+        SemvecFileExistsError: ``out`` exists and ``overwrite`` is false.
     """
     out = Path(out)
+    if not isinstance(overwrite, bool):
+        raise SemvecTypeError(f"overwrite must be True or False, got {overwrite!r}.")
     if out.is_dir():
         raise SemvecValueError(
             f"The output {out} is a folder: give the knowledge file's path, such as "
@@ -82,6 +94,11 @@ def check_output_path(out: str | Path) -> Path:
     if not folder.is_dir():
         raise SemvecFileNotFoundError(
             f"Cannot write {out}: the folder {folder} does not exist. Create it first."
+        )
+    if out.exists() and not overwrite:
+        raise SemvecFileExistsError(
+            f"{out} exists: pass overwrite=True (on the command line --overwrite) to replace "
+            "it, or write to another path."
         )
     return out
 

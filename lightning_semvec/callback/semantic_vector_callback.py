@@ -25,6 +25,7 @@ from lightning_semvec.callback._state import (
     vector_state_of,
 )
 from lightning_semvec.callback._update import update_vectors
+from lightning_semvec.callback.checkpoint import check_output_path
 from lightning_semvec.capture.hooks import ForwardHookManager
 from lightning_semvec.capture.knowledge import model_class_path
 from lightning_semvec.capture.layers import LayerSpec, layer_spec_list, resolve_layers
@@ -262,16 +263,22 @@ class SemanticVectorCallback(Callback):
             messages=self._messages,
         )
 
-    def export_knowledge(self, path: str | Path) -> Path:
+    def export_knowledge(self, path: str | Path, overwrite: bool = False) -> Path:
         """Save the learned vectors, metadata and statistics to a safetensors knowledge file.
 
-        Only global rank 0 writes; every rank returns the path.
+        Only global rank 0 writes (atomically: a failed write leaves any file there as it
+        was); every rank returns the path.
+
+        Args:
+            path: the file to write (``.semvec.safetensors`` is the suggested ending).
+            overwrite: replace a file already at ``path``; by default that is an error, raised
+                before anything is written.
 
         Example:
             ``semvec.export_knowledge("teacher.semvec.safetensors")``
         """
+        path = check_output_path(path, overwrite)
         knowledge = self.to_knowledge()
-        path = Path(path)
         if self._global_rank == 0:
             knowledge.save(path)
         return path

@@ -33,6 +33,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_semvec.analysis.options import AnalysisOptions
+from lightning_semvec.callback.checkpoint import check_output_path
 from lightning_semvec.callback.semantic_vector_callback import SemanticVectorCallback
 from lightning_semvec.cli._data_names import DATA_MODULES, expand_data_names
 from lightning_semvec.distillation import StaticDistillationModule
@@ -287,6 +288,11 @@ class SemvecFitCLI(SemvecLightningCLI):
             "--knowledge", type=str | None, default=None,
             help="after fit, export the learned vectors to this knowledge file",
         )
+        flag = parser.add_argument(
+            "--overwrite", type=bool, default=False,
+            help="replace the --knowledge file if it exists (else that is an error before training)",
+        )
+        flag.nargs, flag.const = "?", True  # "--overwrite" alone means true, as in semvec export
         parser.set_defaults({
             "model": {"class_path": "lightning_semvec.models.ImageClassifier"},
             "data": {"class_path": "lightning_semvec.data.DigitsDataModule"},
@@ -303,6 +309,8 @@ class SemvecFitCLI(SemvecLightningCLI):
         if isinstance(every, int) and isinstance(max_epochs, int) and 0 < max_epochs < every:
             analysis.log_every_n_epochs = max_epochs
         self._classes_of_the_data(config)
+        if config.get("knowledge"):  # before training: an hour's fit must not end in this error
+            check_output_path(config["knowledge"], bool(config.get("overwrite")))
 
     def _classes_of_the_data(self, config: Any) -> None:
         """The default model (``ImageClassifier``) takes the class count of the package's data
@@ -327,7 +335,8 @@ class SemvecFitCLI(SemvecLightningCLI):
                 c for c in self.trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning's callback connector
                 if isinstance(c, SemanticVectorCallback)
             )
-            self._knowledge = str(semvec.export_knowledge(path))
+            self._knowledge = str(semvec.export_knowledge(
+                path, overwrite=bool(self.config[self.subcommand].get("overwrite"))))
         super().after_fit()
 
     def summary_paths(self) -> dict[str, str]:

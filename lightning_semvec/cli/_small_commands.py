@@ -121,9 +121,11 @@ def _run_export(args: Sequence[str]) -> None:
 
     parser = command_parser("export", knowledge_from_checkpoint)
     parser.add_argument("out", type=str, help="the knowledge file to write (.semvec.safetensors)")
+    flag = parser.add_argument("--overwrite", type=bool, default=False, help="replace the file if it exists")
+    flag.nargs, flag.const = "?", True  # "--overwrite" alone means true, as the other flags
     options = _parse(parser, args)
     # Before the checkpoint is read: a wrong output path should not cost a large load first.
-    out = check_output_path(options.pop("out"))
+    out = check_output_path(options.pop("out"), options.pop("overwrite"))
     print(f"Knowledge file: {knowledge_from_checkpoint(**options).save(out)}")
 
 

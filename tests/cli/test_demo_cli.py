@@ -1,6 +1,7 @@
 """The `semvec` command line, run as a user would (in-process, tiny sizes)."""
 
 import functools
+import os
 
 import pytest
 import torch
@@ -208,3 +209,49 @@ def test_top_level_help_lists_commands(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ("fit", "distill", "demo", "report", "export"))
+
+
+def test_no_knowledge_file_is_replaced_unless_asked(fitted, capsys):
+    """`semvec export`, `semvec fit --knowledge` and `export_knowledge` refuse an existing file
+    (before any work), leave it as it was, and replace it with --overwrite / overwrite=True."""
+    existing = fitted / "k.semvec.safetensors"
+    before = existing.read_bytes()
+    checkpoint = str(next(fitted.glob("lightning_logs/version_0/checkpoints/*.ckpt")))
+    capsys.readouterr()
+    assert main(["export", checkpoint, str(existing), "--trust-checkpoint"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "k.semvec.safetensors exists: pass overwrite=True (on the command line --overwrite) to "
+        "replace it, or write to another path.")
+    # The fit's own knowledge file: refused before training (no new log folder).
+    assert main(["fit", *TINY, "--semvec.dim", "4", "--knowledge", "k.semvec.safetensors"]) == 2
+    assert "k.semvec.safetensors exists" in capsys.readouterr().err
+    assert not (fitted / "lightning_logs" / "version_1").exists()
+    assert existing.read_bytes() == before
+    assert main(["export", checkpoint, str(existing), "--trust-checkpoint", "--overwrite"]) == 0
+    StaticKnowledge.load(existing)
+
+
+def test_export_knowledge_refuses_an_existing_file_and_clears_a_killed_writes_temporary(tmp_path):
+    import lightning.pytorch as pl
+    from tiny_models import QUIET, data, mlp
+
+    from lightning_semvec import SemanticVectorCallback
+    from lightning_semvec.errors import SemvecFileExistsError
+    from lightning_semvec.models import ImageClassifier
+
+    semvec = SemanticVectorCallback(layers=["net.1"], dim=4, analysis=None)
+    pl.Trainer(max_epochs=1, limit_train_batches=2, callbacks=[semvec], **QUIET).fit(
+        ImageClassifier(mlp(0), num_classes=4), data())
+    path = tmp_path / "k.semvec.safetensors"
+    path.write_bytes(b"not mine")
+    with pytest.raises(SemvecFileExistsError, match="k.semvec.safetensors exists: pass overwrite=True"):
+        semvec.export_knowledge(path)
+    assert path.read_bytes() == b"not mine"
+    # A write killed half-way left its temporary (named after its process, which is gone);
+    # a live process's temporary is another write in progress and stays.
+    dead, live = tmp_path / ".k.semvec.safetensors.999999999.ab12cd34.tmp", \
+        tmp_path / f".k.semvec.safetensors.{os.getpid()}.ab12cd34.tmp"
+    dead.write_bytes(b"half"), live.write_bytes(b"half")
+    semvec.export_knowledge(path, overwrite=True)
+    assert StaticKnowledge.load(path)["net.1"].vectors.shape[1] == 4
+    assert not dead.exists() and live.exists()

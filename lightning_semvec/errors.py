@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 __all__ = ["SemvecError", "SemvecFileExistsError", "SemvecFileNotFoundError", "SemvecTypeError",
-           "SemvecValueError"]
+           "SemvecValueError", "SemvecWriteError"]
 
 
 class SemvecError(Exception):
@@ -41,3 +41,8 @@ class SemvecFileNotFoundError(SemvecError, FileNotFoundError):
 
 class SemvecFileExistsError(SemvecError, FileExistsError):
     """An output the user named exists and replacing it was not asked for."""
+
+
+class SemvecWriteError(SemvecError, OSError):
+    """An output could not be written (a full or read-only disk, no permission); nothing that
+    was there before was changed."""

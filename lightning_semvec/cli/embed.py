@@ -12,6 +12,7 @@ downloaded unless a data module is told to.
 from __future__ import annotations
 
 import importlib
+import pickle
 from pathlib import Path
 from typing import Any, Literal
 
@@ -198,6 +199,12 @@ def _model(
     network = torchvision.models.get_model(source, weights=None, num_classes=num_classes)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SemvecValueError(
+            f"{weights} is not a file of tensors that loads without running code ({first}): "
+            "save the weights with torch.save(model.state_dict(), 'weights.pt').") from err
+    try:
         network.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
     except (RuntimeError, TypeError, AttributeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -47,7 +47,17 @@ CHUNK_ELEMENTS = 1 << 22
 
 
 def default_input(batch: Any) -> Any:
-    """The model's input in a batch: ``batch[0]`` of a tuple or list, else the batch itself."""
+    """The model's input in a batch: ``batch[0]`` of a tuple or list, else the batch itself.
+
+    Raises:
+        SemvecValueError: for a dict batch, whose input only the caller can name.
+    """
+    if isinstance(batch, Mapping):
+        keys = list(batch)[:6]
+        raise SemvecValueError(
+            f"The batches are dicts (keys {keys}), so which entry the model takes is not known: "
+            f"pass input_fn, e.g. input_fn=lambda batch: batch[{keys[0] if keys else 'image'!r}] "
+            "(or input_fn=lambda batch: batch for a model that takes the dict).")
     return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 

@@ -24,7 +24,7 @@ from torch import Tensor
 import lightning_semvec
 from lightning_semvec._utils.checks import is_int
 from lightning_semvec.capture.readout import REDUCTIONS
-from lightning_semvec.errors import SemvecFileNotFoundError
+from lightning_semvec.errors import SemvecFileNotFoundError, SemvecWriteError
 from lightning_semvec.functional.similarity import SIMILARITY_KINDS
 from lightning_semvec.knowledge.header_checks import (
     KnowledgeFileError,
@@ -110,6 +110,11 @@ def write_knowledge_file(document: dict[str, Any], path: str | os.PathLike[str])
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise SemvecWriteError(
+            f"Cannot write {path}: {err.strerror or err} (a full or read-only disk?); any file "
+            "that was there is unchanged: free some space or write elsewhere.") from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

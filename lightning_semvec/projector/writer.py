@@ -9,6 +9,7 @@ log directory as it was.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -174,8 +175,25 @@ def _tensors_tsv(matrix: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+#: Longest folder name a tag becomes (file systems allow 255 bytes a name).
+_MAX_FOLDER_BYTES = 120
+
+
 def _encode_tag(tag: str) -> str:
-    return tag.replace("%", "%25").replace("/", "%2f")
+    """The folder of ``tag``: ``%``, ``/`` and control characters (a NUL byte, which no file
+    system takes) %-escaped; a name too long for a file system cut, with a hash of the whole
+    tag so that two long tags stay apart.
+
+    Example:
+        >>> _encode_tag("net/fc%1"), _encode_tag("a\\x00b"), len(_encode_tag("x" * 10_000))
+        ('net%2ffc%251', 'a%00b', 113)
+    """
+    encoded = re.sub(r"[%/\x00-\x1f\x7f]", lambda m: f"%{ord(m.group()):02x}", tag)
+    if len(encoded.encode("utf-8")) <= _MAX_FOLDER_BYTES:
+        return encoded
+    digest = hashlib.sha256(tag.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    head = encoded.encode("utf-8")[:100].decode("utf-8", "ignore")
+    return f"{head}~{digest}"
 
 
 def _as_numpy(values: Tensor | np.ndarray | Sequence[Any]) -> np.ndarray:

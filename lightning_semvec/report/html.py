@@ -161,7 +161,9 @@ def write_report(
         vectors = knowledge[name].vectors
         stats = knowledge.statistics(name)
         n = vectors.shape[0]
-        slug = f"{position:02d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}"
+        # The position keeps names apart; 80 characters keep a file name within every file
+        # system's limit, however long the layer's name.
+        slug = f"{position:02d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', name)[:80]}"
         ids = evenly_spaced(n, max_heatmap_neurons)
         figure = similarity_heatmaps(semantic_similarity(vectors[ids]), neuron_ids=ids,
                                      title=f"{name}: semantic similarity")

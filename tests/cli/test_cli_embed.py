@@ -3,6 +3,7 @@ give a knowledge file, a report and projector files (nothing downloaded)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -77,12 +78,19 @@ def test_embed_torchvision_weights_on_an_image_folder(tmp_path):
         (["squeezenet1_1", "{photos}", "features.99", "{out}", "--weights", "{weights}",
           "--num-classes", "2", "--image-size", "32"], "Layer 'features.99' matches no module"),
         (["{tmp}/missing.ckpt", "digits", "net.features.2", "{out}"], "No checkpoint at"),
+        # A pickle that names code (a whole model saved with torch.save): UnpicklingError before.
+        (["squeezenet1_1", "{photos}", "features.3", "{out}", "--weights", "{tmp}/pickled.pt"],
+         "{tmp}/pickled.pt is not a file of tensors that loads without running code"),
+        (["squeezenet1_1", "{photos}", "features.3", "{out}", "--weights", "{tmp}/empty.pt"],
+         "{tmp}/empty.pt is not a file of tensors that loads without running code"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, arguments, message):
     photos = photo_folder(tmp_path / "photos")
     weights = tmp_path / "squeezenet.pt"
     torch.save(torchvision.models.squeezenet1_1(num_classes=2).state_dict(), weights)
+    torch.save({"net": functools.partial(print, "ran")}, tmp_path / "pickled.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
     values = {"photos": photos, "out": tmp_path / "out", "weights": weights, "tmp": tmp_path}
     assert main(["embed", *(a.format(**values) for a in arguments)]) == 2
     error = capsys.readouterr().err.strip()

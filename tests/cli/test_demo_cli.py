@@ -255,3 +255,23 @@ def test_export_knowledge_refuses_an_existing_file_and_clears_a_killed_writes_te
     semvec.export_knowledge(path, overwrite=True)
     assert StaticKnowledge.load(path)["net.1"].vectors.shape[1] == 4
     assert not dead.exists() and live.exists()
+
+
+def test_a_full_disk_during_export_is_one_line_and_keeps_the_old_file(fitted, capsys, monkeypatch):
+    existing = fitted / "k.semvec.safetensors"
+    before = existing.read_bytes()
+    checkpoint = str(next(fitted.glob("lightning_logs/version_0/checkpoints/*.ckpt")))
+
+    def full(fd: int) -> None:  # the disk filled up: the written data cannot reach it
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    capsys.readouterr()
+    # Before: a raw OSError traceback.
+    assert main(["export", checkpoint, str(existing), "--trust-checkpoint", "--overwrite"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.startswith("semvec export: error: Cannot write ")
+    assert "No space left on device (a full or read-only disk?); any file that was there is unchanged" in error
+    monkeypatch.undo()
+    assert existing.read_bytes() == before
+    assert [p.name for p in fitted.iterdir() if p.name.endswith(".tmp")] == []

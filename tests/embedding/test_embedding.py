@@ -261,3 +261,30 @@ def test_sketch_eigenvalues_approach_the_exact_ones_with_a_power_pass():
     error_two = (two_passes[:8] - exact).abs().max().item()
     assert error_two <= error_one + 1e-9 and error_two < 1e-4 * exact[0].item()
     assert alive.all() and torch.allclose(vectors.T @ vectors, torch.eye(12), atol=1e-5)
+
+
+class _DictImages(torch.utils.data.Dataset):
+    """Batches as dicts, as Hugging Face datasets give them."""
+
+    def __init__(self) -> None:
+        self.images, self.labels = make_data(32).tensors
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"pixel_values": self.images[index], "label": self.labels[index]}
+
+
+def test_dict_batches_without_input_fn_are_one_clear_error_naming_the_keys():
+    loader, model = DataLoader(_DictImages(), batch_size=8), TinyConvNet()
+    before = recorded_state(model)
+    # Before: torch's "conv2d() received an invalid combination of arguments" from the model.
+    with pytest.raises(SemvecError, match=re.escape(
+            "The batches are dicts (keys ['pixel_values', 'label']), so which entry the model takes is not "
+            "known: pass input_fn, e.g. input_fn=lambda batch: batch['pixel_values']")):
+        embed_neurons(model, loader, ["features.*"], dim=3)
+    assert_unchanged(model, before)
+    knowledge = embed_neurons(model, loader, ["features.*"], dim=3, input_fn=lambda batch: batch["pixel_values"],
+                              label_fn=lambda batch: batch["label"], num_classes=3)
+    assert knowledge["features.2"].statistics["class_counts"].sum() == 32

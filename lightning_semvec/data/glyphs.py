@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from lightning_semvec._utils.checks import check_int
+from lightning_semvec._utils.files import temporary_sibling
 from lightning_semvec.data._glyph_augment import Augmentation, augment
 from lightning_semvec.data._glyph_fonts import (
     CHARACTERS,
@@ -265,8 +265,7 @@ class GlyphsDataModule(SplitDataModule):
 def _save_atomically(stored: dict[str, Tensor], path: Path) -> None:
     """Write to a temporary sibling and rename it into place (a killed write leaves no half file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+    temporary = temporary_sibling(path)
     try:
         torch.save(stored, temporary)
         os.replace(temporary, path)

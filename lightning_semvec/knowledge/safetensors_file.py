@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from torch import Tensor
 
 import lightning_semvec
 from lightning_semvec._utils.checks import is_int
+from lightning_semvec._utils.files import temporary_sibling
 from lightning_semvec.capture.readout import REDUCTIONS
 from lightning_semvec.errors import SemvecFileNotFoundError, SemvecWriteError
 from lightning_semvec.functional.similarity import SIMILARITY_KINDS
@@ -99,8 +99,7 @@ def write_knowledge_file(document: dict[str, Any], path: str | os.PathLike[str])
     # One metadata key only: safetensors writes the metadata in hash-map order, so a second
     # key would make the bytes of identical saves differ.
     data = safetensors.torch.save(tensors, metadata={METADATA_KEY: json.dumps(header_document)})
-    _remove_stale_temporaries(folder, path.name)
-    tmp = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp = temporary_sibling(folder / path.name)
     try:
         # os.open with 0o666 honours the umask, unlike a temporary file (always 0600):
         # a knowledge file is meant to be shared.
@@ -119,21 +118,6 @@ def write_knowledge_file(document: dict[str, Any], path: str | os.PathLike[str])
         tmp.unlink(missing_ok=True)
         raise
     return path
-
-
-def _remove_stale_temporaries(folder: Path, name: str) -> None:
-    """Delete the temporaries that a killed write of ``name`` left in ``folder``: those whose
-    writing process (the pid in their name) no longer runs on this machine."""
-    for stale in folder.glob(f".{name}.*.tmp"):
-        pid = stale.name[len(name) + 2:].split(".", 1)[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            stale.unlink(missing_ok=True)
-        except (PermissionError, OverflowError, OSError):
-            continue  # another user's live process, or not a pid of ours: leave it
 
 
 def read_knowledge_document(path: str | os.PathLike[str]) -> dict[str, Any]:

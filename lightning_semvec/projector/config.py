@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,10 +125,14 @@ def entries_of(config: Any) -> list[EmbeddingEntry]:
     ]
 
 
-def merge_entry(folder: LogDir, config: Any, entry: EmbeddingEntry) -> None:
+def merge_entry(
+    folder: LogDir, config: Any, entry: EmbeddingEntry, files: Mapping[str, bytes] | None = None
+) -> None:
     """Add ``entry`` to ``config`` (replacing one of the same name) and save it in ``folder``.
 
-    ``config`` is what :func:`load_config` returned; it is changed in place.
+    ``config`` is what :func:`load_config` returned; it is changed in place. ``files`` (the
+    entry's tensors, metadata and sprite, by path in ``folder``) are written with the config as
+    one unit: a failed write leaves the old files and the old config.
     """
     from google.protobuf import text_format
 
@@ -144,4 +149,5 @@ def merge_entry(folder: LogDir, config: Any, entry: EmbeddingEntry) -> None:
     if entry.sprite_path:
         info.sprite.image_path = entry.sprite_path
         info.sprite.single_image_dim.extend(entry.sprite_dim)
-    folder.replace_bytes(CONFIG_FILENAME, text_format.MessageToString(config).encode("utf-8"))
+    folder.replace_together(
+        {**(files or {}), CONFIG_FILENAME: text_format.MessageToString(config).encode("utf-8")})

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import os
 import posixpath
-import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.utils import get_protocol
 
+from lightning_semvec._utils.files import temporary_sibling
 from lightning_semvec.errors import (
     SemvecFileNotFoundError,
     SemvecTypeError,
@@ -102,24 +104,34 @@ class LogDir:
         self.fs.pipe_file(path, data)
 
     def replace_bytes(self, relative: str, data: bytes) -> None:
-        """Replace the file ``relative`` so that a reader sees the old or the new content.
+        """Replace the file ``relative`` so that a reader sees the old or the new content."""
+        self.replace_together({relative: data})
 
-        On a local disk the data goes to a file beside the target, then is renamed over it.
-        Object stores (S3, GCS) show an object only once its upload completes, so a plain
-        write is already all or nothing there and a rename would copy the object.
+    def replace_together(self, files: Mapping[str, bytes]) -> None:
+        """Replace several files so that a failed write (a full disk) leaves every one as it was.
+
+        On a local disk each file is first written in full beside its target (a hidden
+        temporary named after this process; the next write clears a killed one's), and only
+        then are all renamed into place, in the order given: list last the file that points to
+        the others (the config). Object stores (S3, GCS) show an object only once its upload
+        completes, so there each file is written as it is, all or nothing.
         """
         if not isinstance(self.fs, LocalFileSystem):
-            self.write_bytes(relative, data)
+            for relative, data in files.items():
+                self.write_bytes(relative, data)
             return
-        path = self.path(relative)
-        folder = posixpath.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{posixpath.basename(path)}.", dir=folder)
+        staged: list[tuple[Path, Path]] = []
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
+            for relative, data in files.items():
+                path = Path(self.path(relative))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                temporary = temporary_sibling(path)
+                staged.append((temporary, path))
+                with open(temporary, "xb") as handle:
+                    handle.write(data)
         except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            for temporary, _ in staged:
+                temporary.unlink(missing_ok=True)
             raise
+        for temporary, path in staged:
+            os.replace(temporary, path)

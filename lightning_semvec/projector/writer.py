@@ -127,8 +127,6 @@ def write_embedding(
         files[f"{subdir}/sprite.png"] = encode_png(make_sprite(images))
         sprite_dim = (int(images.shape[3]), int(images.shape[2]))
 
-    for relative, data in files.items():
-        folder.write_bytes(relative, data)
     entry = EmbeddingEntry(
         tensor_name=f"{tag}:{global_step:05d}",
         tensor_path=f"{subdir}/tensors.tsv",
@@ -137,7 +135,7 @@ def write_embedding(
         sprite_path=f"{subdir}/sprite.png" if sprite_images is not None else "",
         sprite_dim=sprite_dim,
     )
-    merge_entry(folder, config, entry)
+    merge_entry(folder, config, entry, files)  # all files and the config, or none of them
     return entry
 
 

@@ -164,3 +164,35 @@ def test_neuron_metadata_shapes_and_sizes_are_checked():
         neuron_metadata("fc", 3, {"mean_activation": torch.zeros(4)})
     with pytest.raises(SemvecValueError, match="num_neurons must be an integer >= 1, got 0"):
         neuron_metadata("fc", 0)
+
+
+def test_a_full_disk_while_rewriting_an_embedding_leaves_the_old_one_whole(tmp_path, monkeypatch):
+    """The tensors, metadata, sprite and config are written whole beside their targets before any
+    is renamed into place: before, a full disk truncated tensors.tsv under a config that still
+    listed the old shape ("columns changed from 8 to 7 at row 504")."""
+    from lightning_semvec.projector import storage
+
+    old = torch.arange(15.0).reshape(5, 3)
+    write_embedding(tmp_path, "fc", old, metadata={"neuron": list(range(5))})
+    real_open, written = open, []
+
+    def filling_up(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        if "x" in mode:
+            written.append(path)
+            if len(written) == 2:  # the disk fills up while the second file is written
+                handle.close()
+                raise OSError(28, "No space left on device")
+        return handle
+
+    monkeypatch.setattr(storage, "open", filling_up, raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        write_embedding(tmp_path, "fc", torch.ones(7, 2), metadata={"neuron": list(range(7))})
+    monkeypatch.undo()
+    (entry,) = read_projector_config(tmp_path)
+    assert entry.tensor_shape == (5, 3)
+    np.testing.assert_array_equal(read_embedding_tensor(tmp_path, entry), old.numpy())
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")) == []
+    # The next write goes through whole.
+    write_embedding(tmp_path, "fc", torch.ones(7, 2), metadata={"neuron": list(range(7))})
+    assert read_projector_config(tmp_path)[0].tensor_shape == (7, 2)

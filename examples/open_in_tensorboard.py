@@ -68,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     knowledge = semvec.export_knowledge(Path(logger.log_dir) / "digits.semvec.safetensors")
 
     # The statistics travel in the knowledge file: the report needs nothing else.
-    index = write_report(knowledge, Path(args.out) / "report")
+    # This script's own report: a rerun replaces it (without overwrite=True, a folder that holds
+    # files is an error).
+    index = write_report(knowledge, Path(args.out) / "report", overwrite=True)
     print(f"Offline report: {index}")
     print(f"Knowledge file: {knowledge}")
     print(f"TensorBoard logs: {logger.log_dir}")

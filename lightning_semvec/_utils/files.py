@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from pathlib import Path
 
-__all__ = ["remove_stale_temporaries", "temporary_sibling"]
+from lightning_semvec.errors import SemvecFileExistsError, SemvecTypeError, SemvecValueError
+
+__all__ = ["check_output_folder", "remove_stale_temporaries", "replace_folder", "temporary_sibling"]
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -34,8 +37,6 @@ def temporary_sibling(path: Path) -> Path:
 def remove_stale_temporaries(folder: Path, name: str) -> None:
     """Delete the temporaries of ``name`` in ``folder`` whose writing process (the pid in their
     name) no longer runs on this machine; files or folders."""
-    import shutil
-
     for stale in folder.glob(f".{name}.*.tmp"):
         pid = stale.name[len(name) + 2:].split(".", 1)[0]
         if not pid.isdigit():
@@ -49,3 +50,39 @@ def remove_stale_temporaries(folder: Path, name: str) -> None:
                 stale.unlink(missing_ok=True)
         except (PermissionError, OverflowError, OSError):
             continue  # another user's live process, or not a pid: leave it
+
+
+def check_output_folder(folder: str | os.PathLike[str], overwrite: bool) -> Path:
+    """``folder`` as a :class:`~pathlib.Path` if an output folder may be written there: absent,
+    empty, or holding files with ``overwrite`` true.
+
+    Raises:
+        SemvecValueError: ``folder`` is a file.
+        SemvecFileExistsError: it holds files and ``overwrite`` is false.
+    """
+    if not isinstance(overwrite, bool):
+        raise SemvecTypeError(f"overwrite must be True or False, got {overwrite!r}.")
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise SemvecValueError(f"{path} is a file, not a folder: give a folder to write.")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise SemvecFileExistsError(
+            f"{path} holds files (another run's output?): pass overwrite=True (on the command "
+            "line --overwrite) to replace it, or choose another folder.")
+    return path
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Put the folder ``new`` at ``target``, replacing what is there as a whole (moved aside,
+    then deleted once ``new`` is in place)."""
+    old = temporary_sibling(target) if target.exists() else None
+    if old is not None:
+        os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)  # put the previous folder back
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

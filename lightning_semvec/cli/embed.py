@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_semvec._utils.checks import check_int
+from lightning_semvec._utils.files import check_output_folder, replace_folder, temporary_sibling
 from lightning_semvec.callback.checkpoint import load_checkpoint
 from lightning_semvec.cli._data_names import DATA_MODULES
 from lightning_semvec.embedding.joint_embedding import embed_models
@@ -58,6 +60,7 @@ def embed_model(
     compare: str | None = None,
     compare_weights: str | None = None,
     compare_layers: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Embed a trained model's neurons; write a knowledge file, a report and projector files.
 
@@ -93,6 +96,9 @@ def embed_model(
             projector a ``joint`` entry with a ``model`` column.
         compare_weights: the state-dict file of a torchvision ``--compare`` model.
         compare_layers: the second model's layers (default: ``layers``).
+        overwrite: write into an ``out_dir`` that holds files (another run's): its knowledge
+            file, report and projector folders are replaced; by default that is an error,
+            raised before the model is read.
 
     Returns:
         The knowledge file's path (``<name>-vs-<other>.semvec.safetensors`` with ``--compare``).
@@ -100,9 +106,7 @@ def embed_model(
     check_int("batch_size", batch_size, 1)
     check_int("image_size", image_size, 1)
     names = _layer_names(layers)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise SemvecValueError(f"The output {out} is a file: give a folder to write into.")
+    out = check_output_folder(out_dir, overwrite)
     if compare is None and (compare_weights is not None or compare_layers is not None):
         raise SemvecValueError("--compare_weights and --compare_layers go with --compare (the "
                                "second model).")
@@ -129,8 +133,15 @@ def embed_model(
     knowledge.extra.update({"embedded_from": Path(model).name, "data": str(data)})
     out.mkdir(parents=True, exist_ok=True)
     path = knowledge.save(out / f"{stem}{KNOWLEDGE_SUFFIX}")
-    write_report(path, out / "report")
-    _write_projector(knowledge, out / "projector")
+    write_report(path, out / "report", overwrite=True)  # the folder was checked above
+    # The projector folder is this run's alone, written whole and then put in place.
+    projector = temporary_sibling(out / "projector")
+    try:
+        _write_projector(knowledge, projector)
+        replace_folder(projector, out / "projector")
+    finally:
+        if projector.exists():
+            shutil.rmtree(projector, ignore_errors=True)
     return path
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import html
 import os
 import re
+import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ import torch
 from torch import Tensor
 
 from lightning_semvec._utils.checks import check_int
+from lightning_semvec._utils.files import check_output_folder, replace_folder, temporary_sibling
 from lightning_semvec._utils.indices import evenly_spaced
 from lightning_semvec.analysis.figures import pca_map, similarity_heatmaps
 from lightning_semvec.errors import SemvecFileNotFoundError
@@ -100,8 +102,13 @@ def write_report(
     neighbours: int = 3,
     max_table_rows: int = 2000,
     max_matching_rows: int = 50,
+    overwrite: bool = False,
 ) -> Path:
     """Write the report folder of a knowledge file; returns the path of its ``index.html``.
+
+    The folder is written whole or not at all: the page and figures go to a hidden folder
+    beside ``out_dir`` and replace it only once all are written, so a failed write (a full disk)
+    leaves a previous report as it was.
 
     ``semvec report`` takes its arguments and options from this signature.
 
@@ -110,7 +117,7 @@ def write_report(
             statistics (files exported after an analysed validation epoch), the table shows
             each neuron's preferred class, class selectivity and mean activation and marks the
             dead ones, and the PCA map is coloured by preferred class.
-        out_dir: the folder to write (created if needed; files of the same names replaced).
+        out_dir: the folder to write (created, with its parents, if needed).
         log_dir: deprecated and ignored: the statistics now come from the knowledge file.
         max_heatmap_neurons: the heatmap shows at most this many neurons (evenly spaced).
         neighbours: nearest neighbours listed per neuron.
@@ -118,6 +125,8 @@ def write_report(
             were left out.
         max_matching_rows: matched neurons listed in each "Matching" section of a joint
             knowledge file (``lightning_semvec.embed_models``), best correlation first.
+        overwrite: replace ``out_dir`` as a whole if it holds files (another run's report);
+            by default that is an error, raised before anything is written.
 
     Returns:
         ``<out_dir>/index.html``.
@@ -125,6 +134,7 @@ def write_report(
     Raises:
         KnowledgeFileError: if ``knowledge_path`` is not a valid knowledge file.
         SemvecFileNotFoundError: if ``knowledge_path`` does not exist.
+        SemvecFileExistsError: if ``out_dir`` holds files and ``overwrite`` is false.
         SemvecValueError: if ``max_heatmap_neurons`` is not an integer >= 1, or
             ``neighbours``, ``max_table_rows`` or ``max_matching_rows`` not one >= 0.
 
@@ -153,8 +163,22 @@ def write_report(
     if not knowledge_path.is_file():
         raise SemvecFileNotFoundError(f"Knowledge file {str(knowledge_path)!r} does not exist.")
     knowledge = StaticKnowledge.load(knowledge_path)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    final = check_output_folder(out_dir, overwrite)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = temporary_sibling(final)
+    out.mkdir()
+    try:
+        _write_pages(knowledge, knowledge_path, out, max_heatmap_neurons, neighbours, max_table_rows,
+                     max_matching_rows)
+        replace_folder(out, final)
+    finally:
+        if out.exists():
+            shutil.rmtree(out, ignore_errors=True)
+    return final / "index.html"
+
+
+def _write_pages(knowledge: StaticKnowledge, knowledge_path: Path, out: Path, max_heatmap_neurons: int,
+                 neighbours: int, max_table_rows: int, max_matching_rows: int) -> None:
     class_names = knowledge.class_names
     sections, contents = [], []
     for position, name in enumerate(knowledge.layer_names):
@@ -183,7 +207,6 @@ def write_report(
     with_selectivity = any("selectivity" in knowledge.statistics(n) for n in knowledge.layer_names)
     page = _page(knowledge, knowledge_path, _contents(contents, with_selectivity), sections)
     (out / "index.html").write_text(page, "utf-8")
-    return out / "index.html"
 
 
 #: The note under every table that lists selectivity: what it is and when a cell is empty.

@@ -13,6 +13,7 @@ from PIL import Image
 
 from lightning_semvec import StaticKnowledge
 from lightning_semvec.cli._main import main
+from lightning_semvec.projector import read_projector_config
 
 
 def photo_folder(root: Path) -> Path:
@@ -60,6 +61,16 @@ def test_embed_torchvision_weights_on_an_image_folder(tmp_path):
     assert knowledge["features.12"].vectors.shape == (512, 3)
     assert knowledge["features.3"].statistics["class_counts"].tolist() == [4.0, 4.0]
     assert (out / "report" / "index.html").is_file()
+    # The folder now holds a run: another is refused before the model is read, and replaces it
+    # with --overwrite (the projector folder holds the new run's entries alone).
+    again = ["embed", "squeezenet1_1", str(photos), "features.12", str(out), "--weights", str(weights),
+             "--num-classes", "2", "--image-size", "32", "--dim", "3", "--batch-size", "4", "--accelerator", "cpu"]
+    assert main(again) == 2
+    assert main([*again, "--overwrite"]) == 0
+    entries = {entry.tag for entry in read_projector_config(out / "projector")}
+    assert entries == {"features.12"}
+    assert StaticKnowledge.load(out / "squeezenet1_1.semvec.safetensors").layer_names == ["features.12"]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
 
 
 @pytest.mark.parametrize(

@@ -60,9 +60,17 @@ def test_report_from_the_knowledge_file(fitted, capsys):
     page = (fitted / "report" / "index.html").read_text()
     assert "<th>preferred class</th>" in page and "<th>dead</th>" in page
     assert "Report:" in capsys.readouterr().out
+    # A folder that holds a report is replaced only when asked, as a whole.
+    (fitted / "report" / "notes.txt").write_text("mine")
+    assert main(["report", "k.semvec.safetensors", "report"]) == 2
+    assert "report holds files (another run's output?): pass overwrite=True (on the command line " \
+        "--overwrite)" in capsys.readouterr().err
+    assert (fitted / "report" / "notes.txt").exists() and (fitted / "report" / "index.html").read_text() == page
     # The old --logdir spelling still parses; the folder is no longer read.
     with pytest.warns(FutureWarning, match="deprecated and ignored"):
-        assert main(["report", "k.semvec.safetensors", "report", "--logdir", "lightning_logs"]) == 0
+        assert main(["report", "k.semvec.safetensors", "report", "--logdir", "lightning_logs", "--overwrite"]) == 0
+    assert not (fitted / "report" / "notes.txt").exists() and (fitted / "report" / "index.html").exists()
+    assert [p.name for p in fitted.iterdir() if p.name.startswith(".report.")] == []
 
 
 @pytest.fixture

@@ -44,3 +44,28 @@ def test_the_projector_takes_very_long_and_nul_tags(tmp_path):
     for tag, vectors in written.items():
         assert len(entries[tag].tensor_path) < 140
         torch.testing.assert_close(torch.as_tensor(read_embedding_tensor(tmp_path, entries[tag])), vectors)
+
+
+def test_a_report_that_fails_half_way_leaves_the_previous_report_whole(tmp_path, monkeypatch):
+    """Before: figures of the new run were written beside the old index.html, which then showed
+    another file's figures; now the folder is replaced only once all is written."""
+    import matplotlib.figure
+
+    first = StaticKnowledge.from_vectors({"fc": torch.randn(5, 3), "conv": torch.randn(4, 3)})
+    index = write_report(first.save(tmp_path / "a.semvec.safetensors"), tmp_path / "report")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "report").iterdir()}
+    real_savefig, saved = matplotlib.figure.Figure.savefig, []
+
+    def filling_up(self, *args, **kwargs):
+        saved.append(args[0])
+        if len(saved) == 3:
+            raise OSError(28, "No space left on device")
+        return real_savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", filling_up)
+    second = StaticKnowledge.from_vectors({"fc": torch.randn(5, 3), "conv": torch.randn(4, 3)})
+    with pytest.raises(OSError, match="No space left"):
+        write_report(second.save(tmp_path / "b.semvec.safetensors"), tmp_path / "report", overwrite=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "report").iterdir()} == before
+    assert "a.semvec.safetensors" in index.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.semvec.safetensors", "b.semvec.safetensors", "report"]

@@ -180,6 +180,8 @@ def _model(
         checkpoint = load_checkpoint(path, trust)
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
             raise SemvecValueError(f"{path} is not a Lightning checkpoint (no 'state_dict').")
+        if not trust:
+            _check_named_imports(path, checkpoint.get("hyper_parameters"), model_class)
         cls = _imported(model_class, "--model_class")
         if not (isinstance(cls, type) and issubclass(cls, pl.LightningModule)):
             raise SemvecValueError(f"--model_class {model_class} is not a LightningModule class.")
@@ -261,6 +263,36 @@ def _data(
                             num_workers=loader.num_workers, collate_fn=loader.collate_fn)
     names = getattr(module, "class_names", None)
     return loader, list(names) if names is not None else None
+
+
+#: What a checkpoint's hyperparameters may name for import without --trust-checkpoint.
+_SAFE_IMPORTS = ("lightning_semvec.", "torchvision.", "torch.", "lightning.pytorch.cli.")
+_IMPORT_KEYS = ("class_path", "_class_path", "_instantiator")
+
+
+def _check_named_imports(path: Path, hyper_parameters: Any, model_class: str) -> None:
+    """Refuse, before anything is imported, a checkpoint whose hyperparameters name a module
+    outside this package, torchvision, torch and the user's ``--model_class`` (Lightning's
+    loader would import it: a file could run any installed module's import-time code)."""
+    stack: list[tuple[str, Any]] = [("hyper_parameters", hyper_parameters)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                named = f"{where}.{key}"
+                if key in _IMPORT_KEYS and isinstance(item, str):
+                    allowed = item.startswith(_SAFE_IMPORTS) or item == model_class or \
+                        item.startswith(model_class.rpartition(".")[0] + ".")
+                    if not allowed:
+                        raise SemvecValueError(
+                            f"{path} names {item!r} to import ({named}); without "
+                            "--trust-checkpoint only lightning_semvec, torchvision, torch and the "
+                            "--model_class you name are imported: pass --model_class if that is "
+                            "your module's class, or --trust-checkpoint for a file you trust.")
+                else:
+                    stack.append((named, item))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
 
 
 def _imported(path: str, option: str) -> Any:

@@ -138,3 +138,24 @@ def test_embed_reads_what_semvec_fit_wrote(tmp_path, monkeypatch, capsys):
         page = (tmp_path / folder / "report" / "index.html").read_text()
         assert "measured on the data it was embedded on" in page and model_row in page
         assert "last analysed validation epoch" not in page and "teacher model" not in page
+
+
+def test_a_checkpoint_naming_a_module_outside_the_package_is_refused_before_importing_it(tmp_path, capsys):
+    # Before: `this.Nothing` was imported (the Zen of Python printed), then a jsonargparse traceback.
+    import sys
+
+    path = tmp_path / "hostile.ckpt"
+    torch.save({"state_dict": {}, "global_step": 0, "hyper_parameters": {
+        "_class_path": "lightning_semvec.models.ImageClassifier",
+        "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.01}},
+        "model": {"class_path": "this.Nothing"}}}, path)
+    sys.modules.pop("this", None)
+    assert main(["embed", str(path), "digits", "net.features.2", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert "Beautiful is better than ugly" not in captured.out and "this" not in sys.modules
+    error = captured.err.strip()
+    assert len(error.splitlines()) == 1 and (
+        "hostile.ckpt names 'this.Nothing' to import (hyper_parameters.model.class_path); without "
+        "--trust-checkpoint only lightning_semvec, torchvision, torch and the --model_class you name "
+        "are imported") in error
+    assert not (tmp_path / "out").exists()

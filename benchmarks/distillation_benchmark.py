@@ -219,33 +219,28 @@ def stratified_subset(dataset: TensorDataset, size: int, seed: int) -> TensorDat
     return TensorDataset(images[keep], labels[keep])
 
 
-class DigitsSubset(DigitsDataModule):
-    """The digits, with the training split cut to a stratified subset of ``train_size`` images."""
+class TrainingSubset:
+    """A data module's training split cut to a stratified subset of ``train_size`` images chosen
+    by ``subset_seed`` (mixed in before the data module's class)."""
 
     def __init__(self, train_size: int | None, subset_seed: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.train_size, self.subset_seed = train_size, subset_seed
 
     def setup(self, stage: str | None = None) -> None:
-        full = self.train_dataset is None
-        super().setup(stage)
-        if full and self.train_size is not None and self.train_dataset is not None:
+        full = self.train_dataset is None  # type: ignore[attr-defined]
+        super().setup(stage)  # type: ignore[misc]
+        if full and self.train_size is not None and self.train_dataset is not None:  # type: ignore[attr-defined]
             self.train_dataset = stratified_subset(self.train_dataset, self.train_size, self.subset_seed)
 
 
-class GlyphsSubset(GlyphsDataModule):
+class DigitsSubset(TrainingSubset, DigitsDataModule):
+    """The digits, the training split cut to ``train_size`` images."""
+
+
+class GlyphsSubset(TrainingSubset, GlyphsDataModule):
     """The glyphs of seed 0 (one font split and one set of draws for teacher and students),
-    the training split cut to a stratified subset chosen by ``subset_seed``."""
-
-    def __init__(self, train_size: int | None, subset_seed: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.train_size, self.subset_seed = train_size, subset_seed
-
-    def setup(self, stage: str | None = None) -> None:
-        full = self.train_dataset is None
-        super().setup(stage)
-        if full and self.train_size is not None and self.train_dataset is not None:
-            self.train_dataset = stratified_subset(self.train_dataset, self.train_size, self.subset_seed)
+    the training split cut to ``train_size`` images."""
 
 
 def make_data(config: Config, train_size: int | None = None, subset_seed: int = 0) -> pl.LightningDataModule:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lightning_semvec._utils.checks import check_int
 from lightning_semvec.errors import SemvecValueError
+from lightning_semvec.models.small_cnn import check_sizes, classifier_head
 
 
 class PooledCNN(nn.Module):
@@ -54,13 +54,7 @@ class PooledCNN(nn.Module):
         self, in_channels: int = 1, num_classes: int = 62, width: int = 16, hidden: int = 64
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("in_channels", in_channels),
-            ("num_classes", num_classes),
-            ("width", width),
-            ("hidden", hidden),
-        ):
-            check_int(name, value, 1)
+        check_sizes(in_channels=in_channels, num_classes=num_classes, width=width, hidden=hidden)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.features = nn.Sequential(
@@ -74,12 +68,7 @@ class PooledCNN(nn.Module):
             nn.ReLU(),
             nn.AdaptiveAvgPool2d(4),
         )
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(4 * width * 16, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, num_classes),
-        )
+        self.classifier = classifier_head(4 * width * 16, hidden, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, num_classes)`` of images ``(B, in_channels, H, W)``."""

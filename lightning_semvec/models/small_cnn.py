@@ -50,13 +50,7 @@ class SmallCNN(nn.Module):
         self, in_channels: int = 1, num_classes: int = 10, width: int = 16, hidden: int = 64
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("in_channels", in_channels),
-            ("num_classes", num_classes),
-            ("width", width),
-            ("hidden", hidden),
-        ):
-            check_int(name, value, 1)
+        check_sizes(in_channels=in_channels, num_classes=num_classes, width=width, hidden=hidden)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.features = nn.Sequential(
@@ -66,12 +60,7 @@ class SmallCNN(nn.Module):
             nn.ReLU(),
             nn.AdaptiveAvgPool2d(2),
         )
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(2 * width * 4, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, num_classes),
-        )
+        self.classifier = classifier_head(2 * width * 4, hidden, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, num_classes)`` of images ``(B, in_channels, H, W)``."""
@@ -81,3 +70,15 @@ class SmallCNN(nn.Module):
                 f"got {tuple(x.shape)}."
             )
         return self.classifier(self.features(x))
+
+
+def check_sizes(**sizes: int) -> None:
+    """Each size an integer of at least 1, else one error naming it (the networks' arguments)."""
+    for name, value in sizes.items():
+        check_int(name, value, 1)
+
+
+def classifier_head(features: int, hidden: int, num_classes: int) -> nn.Sequential:
+    """``Flatten``, ``Linear(features, hidden)``, ``ReLU``, ``Linear(hidden, num_classes)``:
+    modules ``classifier.0`` to ``classifier.3`` of the small networks."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))

@@ -45,7 +45,8 @@ and the same with ``--student-width 4 --student-hidden 16`` (section ``small_tin
 without ``--train-size`` at ``--epochs 15`` (sections ``full`` and ``full_tiny``; the methods
 each table lists). The exact commands head each table.
 
-The glyphs (about 55 minutes as two processes on the 2-core machine, sharing one teacher)::
+The glyphs (about 75 minutes as two processes in parallel on the shared 2-core machine, sharing one
+teacher; the table's "wall time" adds the two)::
 
     python benchmarks/distillation_benchmark.py --data glyphs --seeds 10 --workdir glyphs \
         --methods plain,kd,kd_t8,rkd,sp,cc,pkt,label_smoothing,tfkd_reg --json teacher_run.json &

@@ -123,7 +123,7 @@ def student_params(module: nn.Module) -> dict[str, Tensor]:
 
 def test_issue_user_code_runs_as_written(trained, datamodule) -> None:
     _, semvec, knowledge_path = trained
-    semvec.export_knowledge(knowledge_path)  # after the teacher's fit
+    semvec.export_knowledge(knowledge_path, overwrite=True)  # the fixture wrote it once already
     from lightning_semvec import StaticDistillationModule, StaticKnowledge
 
     knowledge = StaticKnowledge.load(knowledge_path)  # no teacher weights needed

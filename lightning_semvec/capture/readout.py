@@ -67,11 +67,18 @@ class NeuronReadout:
                     f"output of {layer!r} ({_describe(output)}): {err}."
                 ) from err
         if not isinstance(selected, Tensor):
+            first = selected[0] if isinstance(selected, (tuple, list)) and selected else None
+            sequence = isinstance(first, Tensor) and first.ndim == 3  # an RNN's (B, T, N) or (T, B, N)
+            options = "{'select_output': 0, 'neuron_dim': -1}" if sequence else "{'select_output': 0}"
+            hint = (" Its first item is a sequence of shape " + str(tuple(first.shape)) + ": neurons "
+                    "on the last axis (neuron_dim=-1), and the batch must be axis 0, so build an "
+                    "nn.LSTM/GRU/RNN with batch_first=True (by default it gives (T, B, N))."
+                    if sequence and first is not None else "")
             raise SemvecTypeError(
                 f"Layer {layer!r} returned {_describe(selected)}, not a tensor. Tell the callback "
                 "which tensor holds the neurons with select_output: an index for a tuple "
                 "(e.g. select_output=0), a key for a dict, or a callable returning the tensor; "
-                "per layer with layer_options={'" + layer + "': {'select_output': 0}}."
+                "per layer with layer_options={'" + layer + "': " + options + "}." + hint
             )
         return selected
 

@@ -99,3 +99,21 @@ def test_bad_readout_options():
         NeuronReadout(neuron_dim=0)
     with pytest.raises(ValueError, match="expected"):
         NeuronReadout().read(torch.randn(4))
+
+
+def test_an_rnns_tuple_gets_an_example_that_reads_its_neurons_and_names_the_batch_axis():
+    # Before: the example left out neuron_dim=-1, which then took the time steps as neurons.
+    lstm = torch.nn.LSTM(4, 6)  # batch_first=False: (T, B, N)
+    output = lstm(torch.randn(5, 2, 4))
+    with pytest.raises(TypeError) as caught:
+        NeuronReadout().read(output, "lstm")
+    message = str(caught.value)
+    assert "layer_options={'lstm': {'select_output': 0, 'neuron_dim': -1}}" in message
+    assert "sequence of shape (5, 2, 6)" in message and "batch_first=True" in message
+    # The example as given, on an LSTM built as the message says: (B*T, N) rows of 6 neurons.
+    batch_first = torch.nn.LSTM(4, 6, batch_first=True)(torch.randn(2, 5, 4))
+    read = NeuronReadout(select_output=0, neuron_dim=-1, reduction="positions").read(batch_first)
+    assert read.shape == (10, 6)
+    # A tuple of flat tensors keeps the plain example.
+    with pytest.raises(TypeError, match=r"\{'fc': \{'select_output': 0\}\}\.$"):
+        NeuronReadout().read((torch.randn(2, 3), torch.randn(2, 4)), "fc")

@@ -20,11 +20,14 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lightning_semvec.errors import SemvecFileExistsError, SemvecTypeError, SemvecValueError
 
-__all__ = ["check_output_folder", "remove_stale_temporaries", "replace_folder", "temporary_sibling"]
+__all__ = ["check_output_folder", "remove_stale_temporaries", "replace_folder", "staged_folder",
+           "temporary_sibling"]
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -86,3 +89,18 @@ def replace_folder(new: Path, target: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """A hidden folder beside ``target`` to write into; when the block ends without an error
+    it replaces ``target`` as a whole (:func:`replace_folder`), and it never outlives the block."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = temporary_sibling(target)
+    staging.mkdir()
+    try:
+        yield staging
+        replace_folder(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import pickle
-import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_semvec._utils.checks import check_int
-from lightning_semvec._utils.files import check_output_folder, replace_folder, temporary_sibling
+from lightning_semvec._utils.files import check_output_folder, staged_folder
 from lightning_semvec.callback.checkpoint import load_checkpoint
 from lightning_semvec.cli._data_names import DATA_MODULES
 from lightning_semvec.embedding.joint_embedding import embed_models
@@ -134,14 +133,8 @@ def embed_model(
     out.mkdir(parents=True, exist_ok=True)
     path = knowledge.save(out / f"{stem}{KNOWLEDGE_SUFFIX}")
     write_report(path, out / "report", overwrite=True)  # the folder was checked above
-    # The projector folder is this run's alone, written whole and then put in place.
-    projector = temporary_sibling(out / "projector")
-    try:
+    with staged_folder(out / "projector") as projector:  # this run's alone, put in place whole
         _write_projector(knowledge, projector)
-        replace_folder(projector, out / "projector")
-    finally:
-        if projector.exists():
-            shutil.rmtree(projector, ignore_errors=True)
     return path
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import html
 import os
 import re
-import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +33,7 @@ import torch
 from torch import Tensor
 
 from lightning_semvec._utils.checks import check_int
-from lightning_semvec._utils.files import check_output_folder, replace_folder, temporary_sibling
+from lightning_semvec._utils.files import check_output_folder, staged_folder
 from lightning_semvec._utils.indices import evenly_spaced
 from lightning_semvec.analysis.figures import pca_map, similarity_heatmaps
 from lightning_semvec.errors import SemvecFileNotFoundError
@@ -164,16 +163,9 @@ def write_report(
         raise SemvecFileNotFoundError(f"Knowledge file {str(knowledge_path)!r} does not exist.")
     knowledge = StaticKnowledge.load(knowledge_path)
     final = check_output_folder(out_dir, overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    out = temporary_sibling(final)
-    out.mkdir()
-    try:
+    with staged_folder(final) as out:
         _write_pages(knowledge, knowledge_path, out, max_heatmap_neurons, neighbours, max_table_rows,
                      max_matching_rows)
-        replace_folder(out, final)
-    finally:
-        if out.exists():
-            shutil.rmtree(out, ignore_errors=True)
     return final / "index.html"
 
 

@@ -33,7 +33,11 @@ SecondCall = Literal["count", "error"]
 
 def in_backward() -> bool:
     """Whether the autograd engine is running a backward on this thread (a forward run now is
-    a recomputation, e.g. by ``torch.utils.checkpoint``)."""
+    a recomputation, e.g. by ``torch.utils.checkpoint``). Inside ``torch.compile`` it is
+    ``False`` without asking the engine (a question dynamo cannot trace, so it would break the
+    graph): a compiled forward is traced once, and the compiled backward reruns no Python hook."""
+    if torch.compiler.is_compiling():
+        return False
     return torch._C._current_graph_task_id() != -1
 
 

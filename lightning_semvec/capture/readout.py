@@ -139,7 +139,8 @@ class NeuronReadout:
             result = x.mean(dim=dims, dtype=dtype)
         else:
             result = x.movedim(neuron_dim, -1).reshape(-1, x.shape[neuron_dim]).float()
-        if copy and result.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
+        copied = neurons is not None or x.dtype != torch.float32 or (x.ndim > 2 and self.reduction == "mean")
+        if copy and _may_alias(result, source, copied=copied):
             result = result.clone()
         return result
 
@@ -151,6 +152,18 @@ class NeuronReadout:
                 f"Layer {layer!r} returned shape {tuple(x.shape)}; expected (batch, neurons, ...)."
             )
         return int(x.shape[1 if x.ndim == 2 else self.neuron_dim % x.ndim])
+
+def _may_alias(result: Tensor, source: Tensor, *, copied: bool) -> bool:
+    """Whether ``result`` may share memory with ``source``. ``copied``: an operation that always
+    copies (a subset, a mean, a cast) made it. Inside ``torch.compile`` the answer is from the
+    operations alone, since asking for a storage's address breaks the graph (and a graph broken
+    in pieces fuses differently, which changes the model's own numbers)."""
+    if copied:
+        return False
+    if torch.compiler.is_compiling():
+        return True
+    return result.untyped_storage().data_ptr() == source.untyped_storage().data_ptr()
+
 
 def _describe(value: Any) -> str:
     if isinstance(value, Tensor):

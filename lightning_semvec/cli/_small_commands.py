@@ -161,9 +161,11 @@ SMALL_COMMANDS: dict[str, SmallCommand] = {
         "digits 'net.features.*,net.classifier.1' out/ --trust-checkpoint\n"
         "  semvec embed resnet18 photos/ layer4,avgpool out/ --weights resnet18.pt\n"
         "  (photos/ holds one sub-folder of images per class)\n"
-        "  semvec embed teacher.ckpt digits net.classifier.1 out/ --compare student.ckpt "
-        "--trust-checkpoint\n  (both models' neurons in one space: a Matching section in the "
-        "report)\n",
+        "  semvec embed lightning_logs/version_0/checkpoints/*.ckpt digits net.classifier.1 out/ "
+        "--compare lightning_logs/version_1/checkpoints/*.ckpt --names teacher,student\n"
+        "  (a semvec fit teacher and its semvec distill student in one space, each rebuilt as its "
+        "own class: the\n  student's layers are student.<layer>; a matching summary here, a "
+        "Matching section in the report)\n",
         _run_embed,
     ),
 }

@@ -1,9 +1,11 @@
 """``semvec embed``: a knowledge file, a report and projector files for a model already trained.
 
-The model is a Lightning checkpoint (rebuilt from its saved hyperparameters by its class,
-:class:`~lightning_semvec.models.ImageClassifier` unless ``--model_class`` names another) or a
-torchvision model name with a state-dict file of the user's; ``--compare`` names a second one,
-embedded with the first in one space. The data is an image folder
+The model is a Lightning checkpoint, rebuilt as the class that wrote it (``semvec fit``'s
+:class:`~lightning_semvec.models.ImageClassifier`, ``semvec distill``'s student; see
+:mod:`lightning_semvec.cli._checkpoints`) unless ``--model_class`` names another, or a
+torchvision model name with a state-dict file of the user's; ``--compare`` names a second one
+(``--compare_model_class`` its class), embedded with the first in one space, and the terminal
+gets a short matching summary. The data is an image folder
 (``torchvision.datasets.ImageFolder``: one sub-folder per class) or a ``LightningDataModule``,
 by short name (``digits``, ``glyphs``, ``mnist``, ``cifar10``, ``cifar100``) or import path. Nothing is
 downloaded unless a data module is told to.
@@ -11,21 +13,22 @@ downloaded unless a data module is told to.
 
 from __future__ import annotations
 
-import importlib
-import pickle
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-import torch
 import torchvision
 from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_semvec._utils.checks import check_int
 from lightning_semvec._utils.files import check_output_folder, staged_folder
-from lightning_semvec.callback.checkpoint import load_checkpoint
+from lightning_semvec.capture.layers import resolve_layers
+from lightning_semvec.cli._checkpoints import DEFAULT_MODEL_CLASS, imported, rebuilt_model
 from lightning_semvec.cli._data_names import DATA_MODULES
+from lightning_semvec.cli._matching_summary import matching_summary
 from lightning_semvec.embedding.joint_embedding import embed_models
 from lightning_semvec.embedding.neuron_embedding import embed_neurons
 from lightning_semvec.errors import SemvecFileNotFoundError, SemvecValueError
@@ -37,6 +40,8 @@ from lightning_semvec.report.html import write_report
 __all__ = ["DATA_MODULES", "embed_model"]
 
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+#: A model name of ``--names``: it names files, so letters, digits, ``_``, ``.``, ``-``.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
 def embed_model(
@@ -46,7 +51,7 @@ def embed_model(
     out_dir: str,
     dim: int = 16,
     weights: str | None = None,
-    model_class: str = "lightning_semvec.models.ImageClassifier",
+    model_class: str | None = None,
     num_classes: int = 1000,
     split: Literal["train", "val", "test"] = "train",
     image_size: int = 224,
@@ -59,6 +64,9 @@ def embed_model(
     compare: str | None = None,
     compare_weights: str | None = None,
     compare_layers: str | None = None,
+    compare_model_class: str | None = None,
+    names: str | None = None,
+    max_matching_rows: int = 5,
     overwrite: bool = False,
 ) -> Path:
     """Embed a trained model's neurons; write a knowledge file, a report and projector files.
@@ -75,7 +83,10 @@ def embed_model(
             ``projector/`` (``tensorboard --logdir <out_dir>/projector``).
         dim: length of each semantic vector.
         weights: the state-dict file of a torchvision model (``torch.save(model.state_dict())``).
-        model_class: the ``LightningModule`` class of a checkpoint, as an import path.
+        model_class: the ``LightningModule`` class of a checkpoint, as an import path; default:
+            the class that wrote it when the file tells (``semvec fit``'s ``ImageClassifier``,
+            ``semvec distill``'s student, rebuilt from its run's ``config.yaml`` with layers
+            ``student.<layer>``), else ``lightning_semvec.models.ImageClassifier``.
         num_classes: the number of outputs of a torchvision model.
         split: the data module's split to stream (train data gives the most samples).
         image_size: an image folder's images are resized and centre-cropped to this.
@@ -88,13 +99,23 @@ def embed_model(
         precision: Lightning's precision (``32-true``, ``16-mixed``, ``bf16-mixed``).
         trust_checkpoint: unpickle objects other than tensors in the checkpoint (only for a
             checkpoint you trust).
-        compare: a second model (a checkpoint, or a torchvision name with
-            ``--compare_weights``) to embed with the first in one space
-            (``lightning_semvec.embed_models``): the same inputs, the same
-            ``--model_class`` and ``--num_classes``; the report gets a Matching section and the
-            projector a ``joint`` entry with a ``model`` column.
+        compare: a second model (a checkpoint, such as the student ``semvec distill`` trained
+            from the first, or a torchvision name with ``--compare_weights``) to embed with the
+            first in one space (``lightning_semvec.embed_models``) on the same inputs; the report
+            gets a Matching section, the projector a ``joint`` entry with a ``model`` column and
+            the terminal a matching summary.
         compare_weights: the state-dict file of a torchvision ``--compare`` model.
-        compare_layers: the second model's layers (default: ``layers``).
+        compare_layers: the second model's layers; default: ``layers``, with the first model's
+            network prefix replaced by the second's (``net.classifier.1`` of a ``semvec fit``
+            model is ``student.classifier.1`` of a ``semvec distill`` student).
+        compare_model_class: the ``LightningModule`` class of the ``--compare`` checkpoint;
+            default: the class that wrote it when the file tells, else ``--model_class``.
+        names: the two models' names in the joint space, comma-separated
+            (``teacher,student``): they prefix the layer names and name the knowledge file
+            ``<name>-vs-<other>.semvec.safetensors``; default: the file names' stems (their run
+            folders' names when those are equal). Letters, digits, ``_``, ``.`` and ``-``.
+        max_matching_rows: with ``--compare``, the matches printed per layer pair in the
+            terminal's matching summary (the best and the worst); 0 prints the counts alone.
         overwrite: write into an ``out_dir`` that holds files (another run's): its knowledge
             file, report and projector folders are replaced; by default that is an error,
             raised before the model is read.
@@ -104,38 +125,94 @@ def embed_model(
     """
     check_int("batch_size", batch_size, 1)
     check_int("image_size", image_size, 1)
-    names = _layer_names(layers)
+    check_int("max_matching_rows", max_matching_rows, 0,
+              hint="(--max_matching_rows: the matches printed per layer pair; 0 prints the "
+                   "counts alone).")
+    layer_names = _layer_names(layers, "--layers")
+    given = [option for option, value in (("--compare_weights", compare_weights),
+                                          ("--compare_layers", compare_layers),
+                                          ("--compare_model_class", compare_model_class),
+                                          ("--names", names)) if value is not None]
+    if compare is None and given:
+        raise SemvecValueError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with "
+                               "--compare (the second model): pass --compare or leave them out.")
+    chosen = _model_names(names) if names is not None else None
+    other_layers = _layer_names(compare_layers, "--compare_layers") if compare_layers else None
     out = check_output_folder(out_dir, overwrite)
-    if compare is None and (compare_weights is not None or compare_layers is not None):
-        raise SemvecValueError("--compare_weights and --compare_layers go with --compare (the "
-                               "second model).")
-    network, stem, steps = _model(model, weights, model_class, num_classes, trust_checkpoint)
+    network, stem, steps = rebuilt_model(model, weights, model_class, num_classes, trust_checkpoint)
     torchvision_model = stem == model  # a name, not a checkpoint file
+    if compare is not None:  # the second model and both models' layers, before the data
+        other, other_stem, _ = rebuilt_model(
+            compare, compare_weights, compare_model_class, num_classes, trust_checkpoint,
+            "--compare_model_class", model_class or DEFAULT_MODEL_CLASS)
+        _check_layers(network, layer_names, "--layers")
+        second_layers = other_layers or _same_layers(layer_names, network, other)
+        _check_layers(other, second_layers,
+                      "--compare_layers" if other_layers else "--compare_layers (default: --layers)")
     imagenet = normalize == "imagenet" or (normalize == "auto" and torchvision_model)
     loader, class_names = _data(data, split, image_size, channels, imagenet, batch_size)
     runner = {"accelerator": accelerator, "precision": precision}
+    embedded_from = Path(model).name
     if compare is None:
-        knowledge = embed_neurons(network, loader, names, dim, class_names=class_names,
+        knowledge = embed_neurons(network, loader, layer_names, dim, class_names=class_names,
                                   trainer=runner, training_steps=steps)
     else:
-        other, other_stem, _ = _model(compare, compare_weights, model_class, num_classes,
-                                      trust_checkpoint)
-        if other_stem == stem:  # two runs' "epoch=9-step=200": name them by their run folders
+        if chosen is not None:
+            stem, other_stem = chosen
+        elif other_stem == stem:  # two runs' "epoch=9-step=200": name them by their run folders
             stem, other_stem = _run_name(Path(model), stem), _run_name(Path(compare), other_stem)
             other_stem = other_stem if other_stem != stem else f"{other_stem}-2"
-        other_names = names if compare_layers is None else _layer_names(compare_layers)
         knowledge = embed_models({stem: network, other_stem: other}, loader,
-                                 {stem: names, other_stem: other_names}, dim,
+                                 {stem: layer_names, other_stem: second_layers}, dim,
                                  class_names=class_names, trainer=runner)
-        knowledge.extra["compared_with"] = Path(compare).name
+        embedded_from, compared_with = _distinct_sources((model, weights),
+                                                         (compare, compare_weights))
+        knowledge.extra["compared_with"] = compared_with
         stem = f"{stem}-vs-{other_stem}"
-    knowledge.extra.update({"embedded_from": Path(model).name, "data": str(data)})
+    knowledge.extra.update({"embedded_from": embedded_from, "data": str(data)})
     out.mkdir(parents=True, exist_ok=True)
     path = knowledge.save(out / f"{stem}{KNOWLEDGE_SUFFIX}")
     write_report(path, out / "report", overwrite=True)  # the folder was checked above
     with staged_folder(out / "projector") as projector:  # this run's alone, put in place whole
         _write_projector(knowledge, projector)
+    if compare is not None:
+        print("\n".join(matching_summary(knowledge, max_matching_rows)))
     return path
+
+
+def _model_names(names: str) -> tuple[str, str]:
+    """The two names of ``--names a,b``; one line saying what is wrong otherwise."""
+    parts = [part.strip() for part in names.split(",")]
+    bad = [part for part in parts if not _MODEL_NAME.fullmatch(part)]
+    if len(parts) != 2 or bad or parts[0] == parts[1]:
+        why = (f"{len(parts)} name{'s' if len(parts) != 1 else ''}" if len(parts) != 2 else
+               f"{bad[0]!r} is not a name" if bad else f"both are {parts[0]!r}")
+        raise SemvecValueError(
+            f"--names {names!r}: {why}; give two different names, comma-separated, each of "
+            "letters, digits, '_', '.' and '-' (at most 64, not starting with '.' or '-'), "
+            "e.g. --names teacher,student.")
+    return parts[0], parts[1]
+
+
+def _distinct_sources(
+    first: tuple[str, str | None], second: tuple[str, str | None]
+) -> tuple[str, str]:
+    """What ``embedded_from`` and ``compared_with`` say: the two file names, or, when those
+    are equal, the paths below the folder the two have in common
+    (``version_0/checkpoints/epoch=9-step=200.ckpt``); a torchvision model by its name and
+    weights file."""
+    (model, weights), (compare, compare_weights) = first, second
+
+    def described(source: str, weights_file: str | None, file: str) -> str:
+        return f"{source} ({file})" if weights_file else file
+
+    files = [Path(weights or model), Path(compare_weights or compare)]
+    plain = described(model, weights, files[0].name), described(compare, compare_weights, files[1].name)
+    resolved = [file.resolve() for file in files]
+    if plain[0] != plain[1] or resolved[0] == resolved[1]:  # told apart, or one file twice
+        return plain
+    below = [file.relative_to(os.path.commonpath(resolved)).as_posix() for file in resolved]
+    return described(model, weights, below[0]), described(compare, compare_weights, below[1])
 
 
 def _run_name(path: Path, stem: str) -> str:
@@ -144,11 +221,30 @@ def _run_name(path: Path, stem: str) -> str:
     return parents[1].name if path.parent.name == "checkpoints" and len(parents) > 1 else stem
 
 
-def _layer_names(layers: str) -> list[str]:
+def _layer_names(layers: str, option: str) -> list[str]:
     names = [name.strip() for name in layers.split(",") if name.strip()]
     if not names:
-        raise SemvecValueError("--layers is empty: give layer names or patterns, comma-separated.")
+        raise SemvecValueError(f"{option} is empty: give layer names or patterns, comma-separated.")
     return names
+
+
+def _same_layers(layers: list[str], first: nn.Module, second: nn.Module) -> list[str]:
+    """The second model's names of ``layers``: the first's network prefix (``net.``) replaced
+    by the second's (``student.``) where the two differ (a model and its distilled student)."""
+    old, new = (getattr(model, "network_attribute", None) for model in (first, second))
+    if not (isinstance(old, str) and isinstance(new, str)) or old == new:
+        return layers
+    return [f"{new}{name[len(old):]}" if name == old or name.startswith(f"{old}.") else name
+            for name in layers]
+
+
+def _check_layers(model: nn.Module, layers: list[str], option: str) -> None:
+    """Refuse, before any pass over the data, layers ``model`` does not have, naming the option
+    and the closest names it has (a distilled student's are ``student.<layer>``)."""
+    try:
+        resolve_layers(model, layers)
+    except SemvecValueError as err:
+        raise SemvecValueError(f"{option}: {err}") from err
 
 
 def _write_projector(knowledge: StaticKnowledge, log_dir: Path) -> None:
@@ -158,66 +254,6 @@ def _write_projector(knowledge: StaticKnowledge, log_dir: Path) -> None:
                                    knowledge.class_names)
         write_embedding(log_dir, name, layer.vectors, 0, metadata)
     write_joint_projector(log_dir, knowledge)  # models embedded together: one more entry
-
-
-def _model(
-    source: str, weights: str | None, model_class: str, num_classes: int, trust: bool
-) -> tuple[nn.Module, str, int]:
-    """``(network, file stem, training steps)`` of a checkpoint, or ``(network, source, 0)``
-    of a torchvision name."""
-    path = Path(source)
-    if path.suffix == ".ckpt" or path.exists():
-        if weights is not None:
-            raise SemvecValueError("--weights is for a torchvision model name; a checkpoint "
-                                   "holds its own weights.")
-        checkpoint = load_checkpoint(path, trust)
-        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-            raise SemvecValueError(f"{path} is not a Lightning checkpoint (no 'state_dict').")
-        if not trust:
-            _check_named_imports(path, checkpoint.get("hyper_parameters"), model_class)
-        cls = _imported(model_class, "--model_class")
-        if not (isinstance(cls, type) and issubclass(cls, pl.LightningModule)):
-            raise SemvecValueError(f"--model_class {model_class} is not a LightningModule class.")
-        try:
-            # Lightning's own loader: it rebuilds what `semvec fit` (LightningCLI) saved, the
-            # optimizer as {class_path, init_args} included, through its allow-listed
-            # instantiator; the file was read above with the same trust, so this read is too.
-            module = cls.load_from_checkpoint(path, map_location="cpu", weights_only=not trust)
-        except (TypeError, RuntimeError, KeyError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            written_by = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
-            hint = (f"it was written by {written_by}: pass --model_class {written_by}"
-                    if written_by and written_by != f"{cls.__module__}.{cls.__qualname__}"
-                    else "pass the LightningModule class that wrote it with --model_class")
-            raise SemvecValueError(
-                f"{path} does not rebuild as {cls.__name__} ({first}): {hint}.") from err
-        return module, path.name.removesuffix(".ckpt"), int(checkpoint.get("global_step", 0))
-    if source not in torchvision.models.list_models():
-        raise SemvecValueError(
-            f"{source!r} is neither a checkpoint file nor a torchvision model name (such as "
-            "resnet18 or mobilenet_v3_small; see torchvision.models.list_models()).")
-    if weights is None:
-        raise SemvecValueError(
-            f"--weights is needed with a torchvision model: the file of {source}'s state dict "
-            f"(torch.save(model.state_dict(), 'weights.pt')); nothing is downloaded.")
-    if not Path(weights).is_file():
-        raise SemvecFileNotFoundError(f"No weights file at {weights}.")
-    network = torchvision.models.get_model(source, weights=None, num_classes=num_classes)
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SemvecValueError(
-            f"{weights} is not a file of tensors that loads without running code ({first}): "
-            "save the weights with torch.save(model.state_dict(), 'weights.pt').") from err
-    try:
-        network.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
-    except (RuntimeError, TypeError, AttributeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SemvecValueError(
-            f"{weights} is not a state dict of {source} with {num_classes} classes ({first}): "
-            "check --num_classes and the file.") from err
-    return network, source, 0
 
 
 def _data(
@@ -244,7 +280,7 @@ def _data(
         raise SemvecFileNotFoundError(
             f"No folder {data}, and no data module of that name: give an image folder, one of "
             f"{', '.join(DATA_MODULES)}, or an import path (my_package.MyDataModule).")
-    cls = _imported(DATA_MODULES.get(data, data), "data")
+    cls = imported(DATA_MODULES.get(data, data), "data")
     module = cls()
     if not isinstance(module, pl.LightningDataModule):
         raise SemvecValueError(f"{data} is not a LightningDataModule.")
@@ -256,41 +292,3 @@ def _data(
                             num_workers=loader.num_workers, collate_fn=loader.collate_fn)
     names = getattr(module, "class_names", None)
     return loader, list(names) if names is not None else None
-
-
-#: What a checkpoint's hyperparameters may name for import without --trust-checkpoint.
-_SAFE_IMPORTS = ("lightning_semvec.", "torchvision.", "torch.", "lightning.pytorch.cli.")
-_IMPORT_KEYS = ("class_path", "_class_path", "_instantiator")
-
-
-def _check_named_imports(path: Path, hyper_parameters: Any, model_class: str) -> None:
-    """Refuse, before anything is imported, a checkpoint whose hyperparameters name a module
-    outside this package, torchvision, torch and the user's ``--model_class`` (Lightning's
-    loader would import it: a file could run any installed module's import-time code)."""
-    stack: list[tuple[str, Any]] = [("hyper_parameters", hyper_parameters)]
-    while stack:
-        where, value = stack.pop()
-        if isinstance(value, dict):
-            for key, item in value.items():
-                named = f"{where}.{key}"
-                if key in _IMPORT_KEYS and isinstance(item, str):
-                    allowed = item.startswith(_SAFE_IMPORTS) or item == model_class or \
-                        item.startswith(model_class.rpartition(".")[0] + ".")
-                    if not allowed:
-                        raise SemvecValueError(
-                            f"{path} names {item!r} to import ({named}); without "
-                            "--trust-checkpoint only lightning_semvec, torchvision, torch and the "
-                            "--model_class you name are imported: pass --model_class if that is "
-                            "your module's class, or --trust-checkpoint for a file you trust.")
-                else:
-                    stack.append((named, item))
-        elif isinstance(value, (list, tuple)):
-            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
-
-
-def _imported(path: str, option: str) -> Any:
-    module_name, _, name = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise SemvecValueError(f"{option} {path}: cannot import it ({err}).") from err

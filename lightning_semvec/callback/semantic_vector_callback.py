@@ -22,7 +22,9 @@ from lightning_semvec.callback._state import (
     CHECKPOINT_STATE_VERSION,
     knowledge_of_parts,
     matching_state,
+    unlearned_layers,
     vector_state_of,
+    warn_of_unlearned_layers,
 )
 from lightning_semvec.callback._update import update_vectors
 from lightning_semvec.callback.checkpoint import check_output_path
@@ -260,7 +262,7 @@ class SemanticVectorCallback(Callback):
             vectors, readouts, {n: st for n, st in self.neuron_statistics.items() if n in vectors},
             self.class_names, similarity=self.similarity, training_steps=self.training_steps,
             source_model=self.source_model or (loaded.source_model if loaded else None),
-            messages=self._messages,
+            messages=self._messages, unlearned=unlearned_layers(self.vectors, loaded),
         )
 
     def export_knowledge(self, path: str | Path, overwrite: bool = False) -> Path:
@@ -354,6 +356,11 @@ class SemanticVectorCallback(Callback):
         # leave the other processes waiting in a collective (the gather agrees on what to skip).
         activations = {n: capture.activations(n) for n in self._modules if capture.chunks.get(n)}
         self._update(trainer, pl_module, activations, capture)
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Once an epoch, not a step: the check reads the counters on the host.
+        warn_of_unlearned_layers(unlearned_layers(self.vectors, self._loaded), self.vectors, self._messages)
 
     @override
     def on_validation_epoch_start(

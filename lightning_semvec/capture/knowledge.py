@@ -8,7 +8,7 @@ they build the :class:`~lightning_semvec.StaticKnowledge` here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from torch import Tensor, nn
 
@@ -39,6 +39,7 @@ def knowledge_of_readouts(
     training_steps: int = 0,
     class_names: Sequence[str] | None = None,
     extra: Mapping[str, str] | None = None,
+    unlearned: Collection[str] = (),
 ) -> StaticKnowledge:
     """Knowledge of ``{layer: (N, d)}`` vectors, each layer's readout recorded with it.
 
@@ -49,6 +50,7 @@ def knowledge_of_readouts(
         source_model: the model's class path (:func:`model_class_path`), or ``None``.
         statistics, training_steps, class_names, extra: as for
             :meth:`~lightning_semvec.StaticKnowledge.from_vectors`.
+        unlearned: layers whose vectors learned nothing, marked ``learned=False``.
 
     Example:
         >>> import torch
@@ -68,4 +70,5 @@ def knowledge_of_readouts(
         training_steps=training_steps,
         class_names=list(class_names) if class_names is not None else None,
         extra=extra,
+        learned={name: name not in unlearned for name in vectors},
     )

@@ -138,6 +138,11 @@ def plan_soft_targets(
         source = "class_means"
     else:
         layer = pick_soft_target_layer(knowledge, layer_map, layer, num_classes)
+        if source == "similarity" and not knowledge[layer].learned:
+            raise SemvecValueError(
+                f"soft_target_source='similarity' reads the vectors of layer {layer!r}, which "
+                "learned nothing (learned=False in the knowledge: its vectors are a random "
+                "start): use soft_target_source='class_means' or another layer.")
         scores = soft_target_scores(knowledge, layer, source)  # type: ignore[arg-type]  # 'auto' resolved above
     tau = DEFAULT_TEMPERATURES[source] if temperature is None else float(temperature)
     return SoftTargetPlan(layer, source, tau, torch.softmax(scores / tau, dim=1))

@@ -262,6 +262,13 @@ class StaticDistillationModule(StudentModule):
                     f"{knowledge.layer_names}."
                 )
             teacher = knowledge[teacher_layer]
+            if not teacher.learned:
+                raise SemvecValueError(
+                    f"layer_map: teacher layer {teacher_layer!r} (paired with student layer "
+                    f"{student_layer!r}) learned nothing (learned=False in the knowledge: a "
+                    "constant output or one neuron), so its vectors are a random start, not "
+                    "knowledge. Pair the student layer with another teacher layer."
+                )
             if teacher_layer not in self._teacher_buffers:
                 buffer = f"teacher_vectors_{module_dict_key(teacher_layer)}"
                 self._rename_of_0_1(_key_of_0_1(f"teacher_vectors_{teacher_layer}", taken_buffers), buffer)

@@ -110,6 +110,7 @@ class EmbeddingModule(pl.LightningModule):
         self._analysis: dict[str, LayerAnalysis] = {}
         self.vectors: dict[str, Tensor] = {}
         self.results: dict[str, LayerResult] = {}
+        self.unlearned: set[str] = set()  # layers of which fewer than 2 neurons vary: no vectors
 
     @property
     def passes_needed(self) -> int:
@@ -256,7 +257,8 @@ class EmbeddingModule(pl.LightningModule):
 
     def _no_vectors(self, name: str, width: int) -> Tensor:
         rank_zero_warn(f"{self.who}: fewer than 2 neurons of layer {name!r} vary on the data; "
-                       "its vectors are all zero.")
+                       "its vectors are all zero, and the knowledge marks it learned=False.")
+        self.unlearned.add(name)
         return torch.zeros(width, self.config.dim, device=self.device)
 
 

@@ -153,6 +153,7 @@ def embed_neurons(
         extra={"embedded": "post hoc (embed_neurons)", **{
             f"fidelity/{n}": f"{r.fidelity['spearman']:.6f}"
             for n, r in wrapper.results.items() if r.fidelity is not None}},
+        unlearned=wrapper.unlearned,
     )
 
 

@@ -52,12 +52,16 @@ class LayerKnowledge:
             bool, ``"class_means"`` ``(C, N)``, ``"class_counts"`` ``(C,)``,
             ``"selectivity"`` ``(N,)``, ``"preferred_class"`` ``(N,)`` int64). Stored as CPU
             copies in those dtypes.
+        learned: ``False`` marks vectors that learned nothing: every update of the layer was
+            skipped (its output was constant, or it has one neuron), so they are their random
+            start. The report and static distillation leave such a layer out.
 
     Raises:
         ValueError: on an empty name, a tensor that is not 2-D with at least one neuron and
             one dimension, non-finite vectors, an unknown similarity or reduction, or a
             statistic of unknown name or wrong shape.
-        TypeError: on a non-tensor or non-floating ``vectors``.
+        TypeError: on a non-tensor or non-floating ``vectors``, or a ``learned`` that is not
+            a bool.
 
     Example:
         >>> import torch
@@ -73,6 +77,7 @@ class LayerKnowledge:
     reduction: str = "mean"
     neuron_dim: int = 1
     statistics: Mapping[str, Tensor] = field(default_factory=dict)
+    learned: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -94,6 +99,9 @@ class LayerKnowledge:
             )
         statistics = checked_statistics(self.name, self.num_neurons, self.statistics)
         object.__setattr__(self, "statistics", statistics)
+        if not isinstance(self.learned, bool):
+            raise SemvecTypeError(
+                f"Layer {self.name!r}: learned must be True or False, got {short(self.learned)}.")
 
     @property
     def num_neurons(self) -> int:
@@ -122,6 +130,7 @@ class LayerKnowledge:
             and self.similarity == other.similarity
             and self.reduction == other.reduction
             and self.neuron_dim == other.neuron_dim
+            and self.learned == other.learned
             and bit_equal(self.vectors, other.vectors)
             and list(self.statistics) == list(other.statistics)
             and all(bit_equal(v, other.statistics[k]) for k, v in self.statistics.items())
@@ -131,6 +140,7 @@ class LayerKnowledge:
 
     def __repr__(self) -> str:
         stats = f", statistics={sorted(self.statistics)}" if self.statistics else ""
+        stats += "" if self.learned else ", learned=False"
         return (
             f"LayerKnowledge(name={self.name!r}, vectors={self.num_neurons}x{self.dim}, "
             f"similarity={self.similarity!r}, reduction={self.reduction!r}, "

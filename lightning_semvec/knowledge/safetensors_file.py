@@ -238,6 +238,8 @@ def _check_layer_entries(
                 f"layer {short(name)} has invalid neuron_dim {short(neuron_dim)} (a non-zero "
                 f"integer in [-{MAX_NEURON_DIM}, {MAX_NEURON_DIM}])"
             )
+        if not isinstance(entry.get("learned", True), bool):
+            raise fail(f"layer {short(name)} has learned={short(entry['learned'])}, not true or false")
         key = entry.setdefault("tensor", TENSOR_PREFIX + name)
         if key != TENSOR_PREFIX + name:
             raise fail(

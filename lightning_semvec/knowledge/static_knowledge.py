@@ -197,7 +197,8 @@ class StaticKnowledge:
 
     def __repr__(self) -> str:
         layers = ", ".join(
-            f"{k.name!r}: {k.num_neurons} neurons x {k.dim} dims ({k.similarity}, {k.reduction})"
+            f"{k.name!r}: {k.num_neurons} neurons x {k.dim} dims ({k.similarity}, {k.reduction}"
+            f"{'' if k.learned else ', not learned'})"
             for k in self.layers.values()
         )
         return (
@@ -220,6 +221,7 @@ class StaticKnowledge:
         training_steps: int = 0,
         class_names: list[str] | None = None,
         extra: Mapping[str, str] | None = None,
+        learned: bool | Mapping[str, bool] = True,
     ) -> StaticKnowledge:
         """Knowledge from ``{layer name: (N, d) vectors}``.
 
@@ -238,6 +240,8 @@ class StaticKnowledge:
             training_steps: the teacher's optimizer steps when the vectors were taken.
             class_names: the teacher's class names.
             extra: free-form ``{str: str}`` metadata.
+            learned: ``False`` for layers whose vectors learned nothing (see
+                :class:`LayerKnowledge`).
 
         Returns:
             A new :class:`StaticKnowledge`.
@@ -256,6 +260,7 @@ class StaticKnowledge:
         per_layer_similarity = _per_layer("similarity", similarity, names)
         per_layer_reduction = _per_layer("reduction", reduction, names)
         per_layer_neuron_dim = _per_layer("neuron_dim", neuron_dim, names)
+        per_layer_learned = _per_layer("learned", learned, names)
         statistics = dict(statistics or {})
         unknown = [name for name in statistics if name not in vectors]
         if unknown:
@@ -270,6 +275,7 @@ class StaticKnowledge:
                 reduction=per_layer_reduction[name],
                 neuron_dim=per_layer_neuron_dim[name],
                 statistics=statistics.get(name) or {},
+                learned=per_layer_learned[name],
             )
             for name in names
         ]
@@ -326,6 +332,7 @@ class StaticKnowledge:
                     "neuron_dim": layer.neuron_dim,
                     "vectors": layer.vectors,
                     "statistics": dict(layer.statistics),
+                    "learned": layer.learned,
                 }
                 for layer in self.layers.values()
             ],
@@ -356,6 +363,7 @@ class StaticKnowledge:
                     reduction=entry["reduction"],
                     neuron_dim=entry["neuron_dim"],
                     statistics=entry.get("statistics") or {},
+                    learned=entry.get("learned", True),  # older files have no mark
                 )
                 for entry in layer_entries(document)
             ]

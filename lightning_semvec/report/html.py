@@ -174,6 +174,8 @@ def _write_pages(knowledge: StaticKnowledge, knowledge_path: Path, out: Path, ma
     class_names = knowledge.class_names
     sections, contents = [], []
     for position, name in enumerate(knowledge.layer_names):
+        if not knowledge[name].learned:
+            continue  # its vectors are their random start (the page's facts name it)
         vectors = knowledge[name].vectors
         stats = knowledge.statistics(name)
         n = vectors.shape[0]
@@ -368,6 +370,10 @@ def _page(
         ("classes", ", ".join(knowledge.class_names) if knowledge.class_names else "unknown"),
         ("lightning_semvec", knowledge.package_version),
     ]
+    unlearned = [name for name, layer in knowledge.layers.items() if not layer.learned]
+    if unlearned:
+        facts.append(("left out", "layers that learned nothing (a constant output or one neuron: "
+                      "their vectors are their random start): " + ", ".join(unlearned)))
     listing = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts
     )

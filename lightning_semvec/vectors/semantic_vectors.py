@@ -226,9 +226,31 @@ class SemanticVectors(nn.Module):
                         f"{known} (from a checkpoint or an earlier step)."
                     )
                 continue
-            generator = torch.Generator().manual_seed(self.seed + zlib.crc32(name.encode()))
-            values = torch.randn(width, self.dim, generator=generator).to(device)
-            self._add_layer(name, values)
+            self._add_layer(name, self.initial_vectors(name, width).to(device))
+
+    def initial_vectors(self, name: str, num_neurons: int) -> Tensor:
+        """``(num_neurons, dim)`` float32 (CPU): the seeded start of layer ``name``'s vectors."""
+        generator = torch.Generator().manual_seed(self.seed + zlib.crc32(name.encode()))
+        return torch.randn(num_neurons, self.dim, generator=generator)
+
+    def unlearned_layers(self) -> list[str]:
+        """The layers whose every update was skipped (a constant output, a single neuron): their
+        vectors are still, bit for bit, their seeded start (:meth:`initial_vectors`). One host
+        sync per layer that skipped a step; meant for an epoch's end or an export, not a step.
+
+        Example:
+            >>> import torch
+            >>> vectors = SemanticVectors(dim=2)
+            >>> _ = vectors.step({"fc": torch.randn(8, 3), "const": torch.ones(8, 3)})
+            >>> vectors.unlearned_layers()
+            ['const']
+        """
+        unlearned = []
+        for name, skipped in self.skipped_steps().items():
+            values = self[name].detach()
+            if skipped and torch.equal(values.cpu(), self.initial_vectors(name, values.shape[0])):
+                unlearned.append(name)
+        return unlearned
 
     def _add_layer(self, name: str, values: Tensor) -> None:
         key = module_dict_key(name)

@@ -123,6 +123,7 @@ def test_file_is_a_plain_safetensors_file_with_documented_layout(good_file: Path
         "similarity": "pearson",
         "reduction": "mean",
         "neuron_dim": 1,
+        "learned": True,
     }
 
 

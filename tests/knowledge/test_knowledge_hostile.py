@@ -322,3 +322,21 @@ def test_from_document_names_its_source_whatever_the_bad_value(edit: Any, match:
     edit(document)
     with pytest.raises(KnowledgeFileError, match=f"the checkpoint has invalid lightning_semvec knowledge: .*{match}"):
         StaticKnowledge.from_document(document, source="the checkpoint")
+
+
+@pytest.mark.parametrize("value", [0, "false", None, [False]])
+def test_a_learned_mark_that_is_not_a_bool(tmp_path: Path, valid_bytes: bytes, value: Any) -> None:
+    refused(tmp_path / "k.safetensors", with_document(valid_bytes, lambda d: d["layers"][0].update(learned=value)),
+            r"has learned=.*, not true or false")
+    with pytest.raises(lightning_semvec.errors.SemvecTypeError, match="learned must be True or False"):
+        dataclasses.replace(base_knowledge().layers[base_knowledge().layer_names[0]], learned=value)
+
+
+def test_a_file_without_the_learned_mark_loads_as_learned(tmp_path: Path, valid_bytes: bytes) -> None:
+    def drop(document: dict[str, Any]) -> None:
+        for entry in document["layers"]:
+            del entry["learned"]
+
+    path = tmp_path / "old.safetensors"
+    path.write_bytes(with_document(valid_bytes, drop))
+    assert all(layer.learned for layer in StaticKnowledge.load(path).layers.values())

@@ -36,6 +36,7 @@ from lightning_semvec.capture.readout import (
     OutputSelector,
     Reduction,
     layer_readout,
+    layer_readouts,
 )
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 from lightning_semvec.functional.alignment import DENSE_MAX_NEURONS, AlignmentForm
@@ -297,7 +298,7 @@ class SemanticVectorCallback(Callback):
         self._last_seen_step = None
         self._steps_per_batch = 1
         self._modules = resolve_layers(pl_module, self.layer_specs)
-        self.readouts = {name: self._readout_for(name) for name in self._modules}
+        self.readouts = layer_readouts(self._modules, self.default_readout, self.layer_options)
         self.source_model = model_class_path(pl_module)
         datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's data connector, not declared on Trainer
         names = getattr(datamodule, "class_names", None)

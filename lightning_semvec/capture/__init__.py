@@ -18,6 +18,6 @@ Example:
 """
 
 from lightning_semvec.capture.layers import LayerSpec, module_dict_key, resolve_layers
-from lightning_semvec.capture.readout import NeuronReadout, layer_readout
+from lightning_semvec.capture.readout import NeuronReadout, layer_readout, layer_readouts
 
-__all__ = ["LayerSpec", "NeuronReadout", "layer_readout", "module_dict_key", "resolve_layers"]
+__all__ = ["LayerSpec", "NeuronReadout", "layer_readout", "layer_readouts", "module_dict_key", "resolve_layers"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightning_semvec.capture.layers import matches_pattern
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
@@ -174,6 +174,45 @@ def _describe(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return f"a {type(value).__name__} of {len(value)} items"
     return f"a {type(value).__name__}"
+
+
+def layer_readouts(
+    modules: Mapping[str, nn.Module], default: NeuronReadout,
+    layer_options: Mapping[str, Mapping[str, Any]],
+) -> dict[str, NeuronReadout]:
+    """The readout of every layer of ``modules`` (:func:`layer_readout`), each checked against
+    its module where the module tells how its output is laid out: a recurrent layer
+    (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``) has its neurons on the last axis, and its batch on
+    axis 0 only with ``batch_first=True``; a readout that would take time steps as neurons, or
+    a module that would put them where the batch is read, is an error before any data is
+    read.
+
+    Example:
+        >>> lstm = nn.LSTM(3, 5, batch_first=True)
+        >>> layer_readouts({"lstm": lstm}, NeuronReadout(select_output=0, neuron_dim=-1), {})["lstm"].neuron_dim
+        -1
+    """
+    readouts = {name: layer_readout(name, default, layer_options) for name in modules}
+    for name, module in modules.items():
+        if isinstance(module, nn.RNNBase):
+            _check_recurrent(name, module, readouts[name])
+    return readouts
+
+
+def _check_recurrent(name: str, module: nn.RNNBase, readout: NeuronReadout) -> None:
+    kind = type(module).__name__
+    fix = ("layer_options={'" + name + "': {'select_output': 0, 'neuron_dim': -1}} with the "
+           f"{kind} built with batch_first=True")
+    if readout.neuron_dim not in (-1, 2):
+        raise SemvecValueError(
+            f"Layer {name!r} (nn.{kind}) has its neurons on the last axis of its output, but is "
+            f"read with neuron_dim={readout.neuron_dim}, which would take the time steps as "
+            f"neurons: read it with {fix}.")
+    if not module.batch_first:
+        raise SemvecValueError(
+            f"Layer {name!r} (nn.{kind}) has batch_first=False, so its output is (T, B, N): "
+            "the time steps would be taken as the samples (and the rows would not follow the "
+            f"inputs). Build it with batch_first=True, feed it (B, T, F), and read it with {fix}.")
 
 
 def layer_readout(

@@ -21,7 +21,7 @@ from lightning_semvec.capture.readout import (
     NeuronReadout,
     OutputSelector,
     Reduction,
-    layer_readout,
+    layer_readouts,
 )
 from lightning_semvec.embedding._joint_pass import JOINT_LAYER, JointEmbeddingModule
 from lightning_semvec.embedding.neuron_embedding import (
@@ -138,7 +138,8 @@ def embed_models(
         num_classes=num_classes, class_names=class_names, label_fn=label_fn, input_fn=input_fn)
     chosen = _chosen_layers(models, layers)  # {joint name: (model name, module)}
     default = NeuronReadout(reduction, neuron_dim, select_output)
-    readouts = {name: layer_readout(name, default, layer_options or {}) for name in chosen}
+    readouts = layer_readouts({name: module for name, (_, module) in chosen.items()}, default,
+                              layer_options or {})
     owners = {name: model for name, (model, _) in chosen.items()}
     runner = trainer_of(trainer, "embed_models")
     wrapper = JointEmbeddingModule(models, readouts, owners, config, embedding_messages("embed_models"))

@@ -23,7 +23,7 @@ from lightning_semvec.capture.readout import (
     NeuronReadout,
     OutputSelector,
     Reduction,
-    layer_readout,
+    layer_readouts,
 )
 from lightning_semvec.embedding._pass import (
     EmbeddingConfig,
@@ -130,7 +130,7 @@ def embed_neurons(
     check_int("training_steps", training_steps, 0)
     modules = resolve_layers(model, layers)
     default = NeuronReadout(reduction, neuron_dim, select_output)
-    readouts = {name: layer_readout(name, default, layer_options or {}) for name in modules}
+    readouts = layer_readouts(modules, default, layer_options or {})
     runner = trainer_of(trainer, "embed_neurons")
     wrapper = EmbeddingModule(model, readouts, config, embedding_messages("embed_neurons"))
     with preserved_model(model), ForwardHookManager(who="embed_neurons") as hooks:

@@ -4,6 +4,7 @@ from torch import nn
 
 from lightning_semvec import NeuronReadout, SemanticVectorCallback, resolve_layers
 from lightning_semvec.capture.layers import matches_pattern
+from lightning_semvec.capture.readout import layer_readouts
 from lightning_semvec.errors import SemvecTypeError
 
 
@@ -117,3 +118,49 @@ def test_an_rnns_tuple_gets_an_example_that_reads_its_neurons_and_names_the_batc
     # A tuple of flat tensors keeps the plain example.
     with pytest.raises(TypeError, match=r"\{'fc': \{'select_output': 0\}\}\.$"):
         NeuronReadout().read((torch.randn(2, 3), torch.randn(2, 4)), "fc")
+
+
+@pytest.mark.parametrize(
+    ("module", "options", "match"),
+    [
+        (torch.nn.LSTM(4, 6), {"select_output": 0, "neuron_dim": -1},
+         r"'rnn' \(nn.LSTM\) has batch_first=False, so its output is \(T, B, N\).*batch_first=True"),
+        (torch.nn.GRU(4, 6), {"select_output": 0, "neuron_dim": -1, "reduction": "positions"},
+         r"'rnn' \(nn.GRU\) has batch_first=False"),
+        (torch.nn.LSTM(4, 6, batch_first=True), {"select_output": 0},
+         r"'rnn' \(nn.LSTM\) has its neurons on the last axis.*neuron_dim=1.*time steps as neurons"),
+    ],
+    ids=["lstm default", "gru positions", "neuron_dim left out"],
+)
+def test_a_recurrent_layer_read_so_that_time_steps_pass_for_samples_or_neurons_is_refused(
+    module, options, match
+):
+    # Before: an nn.LSTM with batch_first=False read with neuron_dim=-1 gave (T, N) per step:
+    # the time steps became the samples, without a word.
+    with pytest.raises(ValueError, match=match):
+        layer_readouts({"rnn": module}, NeuronReadout(), {"rnn": options})
+    fine = layer_readouts({"rnn": torch.nn.LSTM(4, 6, batch_first=True)}, NeuronReadout(),
+                          {"rnn": {"select_output": 0, "neuron_dim": -1}})
+    assert fine["rnn"].neuron_dim == -1
+
+
+def test_the_callback_refuses_a_default_lstm_before_training():
+    import lightning.pytorch as pl
+    from tiny_models import TinyConvNet, trainer_kwargs
+
+    class WithLSTM(TinyConvNet):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.LSTM(6, 4)
+
+        def forward(self, x):
+            steps = self.features(x).flatten(2).permute(2, 0, 1)  # (T, B, 6)
+            return super().forward(x) + 0 * self.rnn(steps)[0].sum()
+
+    model = WithLSTM()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    semvec = SemanticVectorCallback(layers=["rnn"], dim=3, layer_options={"rnn": {"select_output": 0, "neuron_dim": -1}})
+    with pytest.raises(ValueError, match="batch_first=False"):
+        pl.Trainer(callbacks=[semvec], **trainer_kwargs(max_epochs=1)).fit(model)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert semvec.vectors.layer_names == []

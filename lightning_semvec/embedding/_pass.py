@@ -111,6 +111,7 @@ class EmbeddingModule(pl.LightningModule):
         self.vectors: dict[str, Tensor] = {}
         self.results: dict[str, LayerResult] = {}
         self.unlearned: set[str] = set()  # layers of which fewer than 2 neurons vary: no vectors
+        self.alive_counts: dict[str, int] = {}  # neurons that vary on the data, of each layer fitted
 
     @property
     def passes_needed(self) -> int:
@@ -224,7 +225,7 @@ class EmbeddingModule(pl.LightningModule):
         return analysis
 
     def _dim_for(self, name: str, alive: Tensor) -> int:
-        count = int(alive.sum())
+        count = self.alive_counts[name] = int(alive.sum())
         if count < self.config.dim:
             rank_zero_warn(
                 f"{self.who}: layer {name!r} has {count} neurons that vary on the data, "

@@ -29,6 +29,7 @@ from lightning_semvec.embedding.neuron_embedding import (
     embedding_messages,
     run_passes,
     trainer_of,
+    trivial_fidelity_note,
 )
 from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 from lightning_semvec.functional.alignment import DENSE_MAX_NEURONS
@@ -232,7 +233,8 @@ def _knowledge(
     if result.fidelity is not None:
         extra["fidelity/joint"] = f"{result.fidelity['spearman']:.6f}"
         rank_zero_info(f"embed_models: in-sample fidelity (Spearman) of the joint space "
-                       f"{result.fidelity['spearman']:.4f}")
+                       f"{result.fidelity['spearman']:.4f}"
+                       f"{trivial_fidelity_note(wrapper.config.dim, wrapper.alive_counts.get(JOINT_LAYER))}")
     first, *others = models
     spans = {m: [bounds[n] for n in readouts if owners[n] == m] for m in models}
     for other in others:

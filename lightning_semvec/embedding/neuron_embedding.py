@@ -36,13 +36,32 @@ from lightning_semvec.functional.optimal_embedding import DEFAULT_REFINE_STEPS
 from lightning_semvec.functional.similarity import SIMILARITY_KINDS, SimilarityKind
 from lightning_semvec.knowledge import StaticKnowledge
 
-__all__ = ["embed_neurons", "embedding_config", "embedding_messages", "run_passes", "trainer_of"]
+__all__ = ["embed_neurons", "embedding_config", "embedding_messages", "run_passes", "trainer_of",
+           "trivial_fidelity_note"]
 
 #: Trainer options of the passes unless the caller sets them: no logs, files or bars.
 TRAINER_DEFAULTS: dict[str, Any] = {
     "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
     "enable_model_summary": False, "devices": 1,
 }
+
+
+def trivial_fidelity_note(dim: int, alive: int | None) -> str:
+    """What to add to an in-sample fidelity that says nothing: with ``dim`` at least the
+    ``alive`` neurons that vary, the vectors can hold their similarity exactly (it has rank at
+    most ``alive``), so the fidelity is 1 whatever the neurons do.
+
+    Example:
+        >>> trivial_fidelity_note(16, 10)[:58]
+        ' (trivially 1: dim=16 is at least its 10 neurons that vary'
+        >>> trivial_fidelity_note(4, 10)
+        ''
+    """
+    if alive is None or alive < 3 or dim < alive:
+        return ""
+    return (f" (trivially 1: dim={dim} is at least its {alive} neurons that vary, so the vectors "
+            f"can hold their similarity exactly; a dim below {alive}, such as {max(2, alive // 2)}, "
+            "says how well a few dimensions describe them)")
 
 
 def embed_neurons(
@@ -142,7 +161,8 @@ def embed_neurons(
     for name, result in wrapper.results.items():
         if result.fidelity is not None:
             rank_zero_info(f"embed_neurons: {name}: in-sample fidelity (Spearman) "
-                           f"{result.fidelity['spearman']:.4f}")
+                           f"{result.fidelity['spearman']:.4f}"
+                           f"{trivial_fidelity_note(config.dim, wrapper.alive_counts.get(name))}")
     return knowledge_of_readouts(
         {name: wrapper.vectors[name].cpu() for name in modules}, readouts,
         similarity=config.similarity,

@@ -134,4 +134,4 @@ def test_semvec_embed_compare_puts_two_checkpoints_in_one_space(
 def test_semvec_embed_compare_options_need_compare(checkpoint, tmp_path, capsys):
     assert main(["embed", str(checkpoint), "digits", "net.classifier.1", str(tmp_path / "o"),
                  "--compare_layers", "net.classifier.1", "--trust-checkpoint"]) == 2
-    assert "--compare_weights and --compare_layers go with --compare" in capsys.readouterr().err
+    assert "--compare_layers goes with --compare (the second model)" in capsys.readouterr().err

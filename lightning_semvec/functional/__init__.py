@@ -1,4 +1,4 @@
-"""Pure tensor functions: similarities, alignment losses and metrics' math.
+"""Pure tensor functions: similarities, alignment losses, CKA and metrics' math.
 
 Nothing here holds state or needs Lightning; the callback, the distillation module and the
 metrics are thin owners of state around these functions.
@@ -15,6 +15,12 @@ from lightning_semvec.functional.alignment_gradient import (
     AlignmentGradients,
     alignment_gradients,
     plan_alignment_runs,
+)
+from lightning_semvec.functional.cka import (
+    cka_from_hsic,
+    linear_cka,
+    pairwise_unbiased_hsic,
+    unbiased_hsic,
 )
 from lightning_semvec.functional.fidelity import fidelity_upper_bound, semantic_fidelity
 from lightning_semvec.functional.neuron_matching import NeuronMatching, match_neurons
@@ -41,17 +47,21 @@ __all__ = [
     "alignment_loss_dense",
     "alignment_loss_factorized",
     "choose_alignment_form",
+    "cka_from_hsic",
     "eigen_initial_vectors",
     "fidelity_upper_bound",
     "gram_frobenius_sq",
+    "linear_cka",
     "match_neurons",
     "normalize_vectors",
     "nystrom_eigenpairs",
     "optimal_vectors",
+    "pairwise_unbiased_hsic",
     "plan_alignment_runs",
     "refine_vectors",
     "semantic_fidelity",
     "semantic_similarity",
     "standardize_activations",
     "standardize_columns",
+    "unbiased_hsic",
 ]

@@ -4,13 +4,10 @@ state changes, and two processes (gloo, CPU) equal to one."""
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from test_fidelity import _free_port
+from two_processes import run_on_two_ranks
 
 from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.functional import linear_cka, unbiased_hsic
@@ -156,21 +153,13 @@ def test_bad_construction_and_b_on_a_single_model_metric():
 # --- two processes, gloo on CPU ----------------------------------------------------------
 
 
-def _run_rank(rank, world_size, port, batches, save_to=None):
+def _share(rank, world_size, batches):
     """One process's share: every other minibatch, then the synced matrices."""
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world_size, timeout=timedelta(seconds=60))
-    try:
-        within, cross = LinearCKA(num_layers_a=3), LinearCKA(num_layers_a=2, num_layers_b=1)
-        for batch in batches[rank::world_size]:
-            within.update(batch)
-            cross.update(batch[:2], batch[2:])
-        got = {"within": within.compute(), "cross": cross.compute(), "local_batches": within.num_batches.clone()}
-        if save_to is not None:
-            torch.save(got, save_to)
-        return got
-    finally:
-        dist.destroy_process_group()
+    within, cross = LinearCKA(num_layers_a=3), LinearCKA(num_layers_a=2, num_layers_b=1)
+    for batch in batches[rank::world_size]:
+        within.update(batch)
+        cross.update(batch[:2], batch[2:])
+    return {"within": within.compute(), "cross": cross.compute(), "local_batches": within.num_batches.clone()}
 
 
 @pytest.mark.timeout(120)
@@ -179,23 +168,12 @@ def test_two_processes_equal_one_process(tmp_path):
     get the matrices of one process fed all of them. The test process is rank 0."""
     layers = model_layers(samples=259, seed=8)
     batches = minibatches(layers, 32)  # 8 of 32 samples, then one of 3
-    port, saved = _free_port(), tmp_path / "rank1.pt"
-    other = mp.get_context("spawn").Process(target=_run_rank, args=(1, 2, port, batches, saved), daemon=True)
-    other.start()
-    try:
-        rank0 = _run_rank(0, 2, port, batches)
-    finally:
-        other.join(timeout=60)
-        if other.is_alive():
-            other.kill()
-            other.join()
-    assert other.exitcode == 0
+    rank0, rank1 = run_on_two_ranks(_share, (batches,), tmp_path / "rank1.pt")
 
     within, cross = LinearCKA(num_layers_a=3), LinearCKA(num_layers_a=2, num_layers_b=1)
     for batch in batches:
         within.update(batch)
         cross.update(batch[:2], batch[2:])
-    rank1 = torch.load(saved)
     for got in (rank0, rank1):
         torch.testing.assert_close(got["within"], within.compute(), atol=1e-10, rtol=0)
         torch.testing.assert_close(got["cross"], cross.compute(), atol=1e-10, rtol=0)

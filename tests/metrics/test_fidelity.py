@@ -1,10 +1,7 @@
-import socket
-from datetime import timedelta
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from two_processes import run_on_two_ranks
 
 from lightning_semvec.functional.neuron_statistics import (
     best_rank_d_vectors,
@@ -170,49 +167,31 @@ def test_bad_input_raises():
 # --- two processes, gloo on CPU ----------------------------------------------------------
 
 
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run_rank(rank, world_size, port, acts, vectors, labels, save_to=None):
-    """One process's share: half the data, then the synced results (saved to ``save_to``)."""
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world_size,
-        timeout=timedelta(seconds=60),
-    )
-    try:
-        share = acts.chunk(world_size)[rank]
-        metric = SemanticFidelity(num_neurons=acts.shape[1], max_neurons=24, k=3)
-        metric.set_vectors(vectors)
-        streamed(metric, share, batch=17)
-        # each call gathers for itself and restores the local states: no sample counted twice
-        similarity, alive = metric.compute_similarity()
-        result = metric.compute()
-        similarity_again, _ = metric.compute_similarity()
-        bound = metric.upper_bound(3)
-        plain = streamed(ActivationSimilarity(num_neurons=acts.shape[1], max_neurons=24), share)
-        stats = NeuronActivationStatistics(num_neurons=acts.shape[1], num_classes=4)
-        stats.update(share, labels.chunk(world_size)[rank])
-        got = {
-            "result": result,
-            "similarity": similarity,
-            "similarity_again": similarity_again,
-            "alive": alive,
-            "bound": bound,
-            "local_count": metric.count.clone(),
-            "plain": plain.compute(),
-            "statistics": stats.compute(),
-        }
-        if save_to is not None:
-            torch.save(got, save_to)
-        return got
-    finally:
-        dist.destroy_process_group()
+def _share(rank, world_size, acts, vectors, labels):
+    """One process's share: half the data, then the synced results."""
+    share = acts.chunk(world_size)[rank]
+    metric = SemanticFidelity(num_neurons=acts.shape[1], max_neurons=24, k=3)
+    metric.set_vectors(vectors)
+    streamed(metric, share, batch=17)
+    # each call gathers for itself and restores the local states: no sample counted twice
+    similarity, alive = metric.compute_similarity()
+    result = metric.compute()
+    similarity_again, _ = metric.compute_similarity()
+    bound = metric.upper_bound(3)
+    plain = streamed(ActivationSimilarity(num_neurons=acts.shape[1], max_neurons=24), share)
+    stats = NeuronActivationStatistics(num_neurons=acts.shape[1], num_classes=4)
+    stats.update(share, labels.chunk(world_size)[rank])
+    got = {
+        "result": result,
+        "similarity": similarity,
+        "similarity_again": similarity_again,
+        "alive": alive,
+        "bound": bound,
+        "local_count": metric.count.clone(),
+        "plain": plain.compute(),
+        "statistics": stats.compute(),
+    }
+    return got
 
 
 @pytest.mark.timeout(120)
@@ -227,20 +206,7 @@ def test_two_processes_equal_one_process(tmp_path):
     acts = low_rank_activations(samples=300, neurons=40, rank=3, seed=11)
     vectors = torch.randn(40, 3, generator=torch.Generator().manual_seed(12))
     labels = torch.randint(0, 4, (300,), generator=torch.Generator().manual_seed(13))
-    port = _free_port()
-    saved = tmp_path / "rank1.pt"
-    other = mp.get_context("spawn").Process(
-        target=_run_rank, args=(1, 2, port, acts, vectors, labels, saved), daemon=True
-    )
-    other.start()
-    try:
-        rank0 = _run_rank(0, 2, port, acts, vectors, labels)
-    finally:
-        other.join(timeout=60)
-        if other.is_alive():
-            other.kill()
-            other.join()
-    assert other.exitcode == 0
+    rank0, rank1 = run_on_two_ranks(_share, (acts, vectors, labels), tmp_path / "rank1.pt")
 
     single = SemanticFidelity(num_neurons=40, max_neurons=24, k=3, vectors=vectors)
     streamed(single, acts)
@@ -250,7 +216,7 @@ def test_two_processes_equal_one_process(tmp_path):
     stats = NeuronActivationStatistics(num_neurons=40, num_classes=4)
     stats.update(acts, labels)
     expected_statistics = stats.compute()
-    for got in (rank0, torch.load(saved)):
+    for got in (rank0, rank1):
         torch.testing.assert_close(got["similarity"], similarity, atol=1e-6, rtol=0)
         torch.testing.assert_close(got["similarity_again"], similarity, atol=1e-6, rtol=0)
         assert torch.equal(got["alive"], alive)

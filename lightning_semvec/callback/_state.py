@@ -26,7 +26,7 @@ from lightning_semvec.knowledge import (
     StaticKnowledge,
 )
 from lightning_semvec.knowledge.document_checks import class_counts_of
-from lightning_semvec.vectors.semantic_vectors import SemanticVectors, state_key
+from lightning_semvec.vectors.semantic_vectors import state_key
 
 __all__ = [
     "CHECKPOINT_STATE_VERSION",
@@ -34,9 +34,7 @@ __all__ = [
     "knowledge_of_parts",
     "knowledge_of_state",
     "matching_state",
-    "unlearned_layers",
     "vector_state_of",
-    "warn_of_unlearned_layers",
 ]
 
 #: 2: the knowledge document inside; 1 (lightning_semvec 0.1): vectors and metadata apart.
@@ -68,33 +66,6 @@ def knowledge_of_parts(
         statistics=statistics, training_steps=training_steps, class_names=class_names,
         unlearned=unlearned,
     )
-
-
-def unlearned_layers(vectors: SemanticVectors, loaded: StaticKnowledge | None) -> list[str]:
-    """The layers whose vectors learned nothing: every update skipped since their seeded start
-    (:meth:`~lightning_semvec.SemanticVectors.unlearned_layers`), or since they were resumed
-    from knowledge that marked them so (and they have not moved)."""
-    unlearned = vectors.unlearned_layers()
-    if loaded is not None:
-        for name in vectors.layer_names:
-            if (name not in unlearned and name in loaded and not loaded[name].learned
-                    and torch.equal(vectors[name].detach().cpu(), loaded.vectors(name))):
-                unlearned.append(name)
-    return unlearned
-
-
-def warn_of_unlearned_layers(names: Sequence[str], vectors: SemanticVectors, messages: WarningCache) -> None:
-    """Warn once per layer of ``names`` that skipped every update, saying why and what follows."""
-    for name in names:
-        width = vectors[name].shape[0]
-        why = ("it has one neuron, and a similarity is between two or more" if width == 1 else
-               "its output was constant (or not finite) on every step, so fewer than two of its "
-               f"{width} neurons varied")
-        messages.warn(f"unlearned:{name}", (
-            f"{messages.owner}: layer {name!r} learned nothing: every update was skipped because "
-            f"{why}. Its vectors are still their random start; the knowledge marks it "
-            "learned=False, and the report and static distillation leave it out. Hook a layer "
-            "whose neurons vary."))
 
 
 def _is_legacy(state: Mapping[str, Any]) -> bool:

@@ -22,10 +22,9 @@ from lightning_semvec.callback._state import (
     CHECKPOINT_STATE_VERSION,
     knowledge_of_parts,
     matching_state,
-    unlearned_layers,
     vector_state_of,
-    warn_of_unlearned_layers,
 )
+from lightning_semvec.callback._unlearned import unlearned_layers, warn_of_unlearned_layers
 from lightning_semvec.callback._update import update_vectors
 from lightning_semvec.callback.checkpoint import check_output_path
 from lightning_semvec.capture.hooks import ForwardHookManager

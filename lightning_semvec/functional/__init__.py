@@ -4,6 +4,12 @@ Nothing here holds state or needs Lightning; the callback, the distillation modu
 metrics are thin owners of state around these functions.
 """
 
+from lightning_semvec.functional.agreement import (
+    SimilarityAgreement,
+    class_profile_similarity,
+    similarity_agreement,
+    symmetric_confusion,
+)
 from lightning_semvec.functional.alignment import (
     alignment_loss,
     alignment_loss_dense,
@@ -41,6 +47,7 @@ from lightning_semvec.functional.similarity import (
 __all__ = [
     "AlignmentGradients",
     "NeuronMatching",
+    "SimilarityAgreement",
     "activation_similarity",
     "alignment_gradients",
     "alignment_loss",
@@ -48,6 +55,7 @@ __all__ = [
     "alignment_loss_factorized",
     "choose_alignment_form",
     "cka_from_hsic",
+    "class_profile_similarity",
     "eigen_initial_vectors",
     "fidelity_upper_bound",
     "gram_frobenius_sq",
@@ -61,7 +69,9 @@ __all__ = [
     "refine_vectors",
     "semantic_fidelity",
     "semantic_similarity",
+    "similarity_agreement",
     "standardize_activations",
     "standardize_columns",
+    "symmetric_confusion",
     "unbiased_hsic",
 ]

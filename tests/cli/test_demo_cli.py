@@ -189,8 +189,8 @@ def test_demo_options_keep_their_argparse_spellings(monkeypatch):
     assert main(["demo"]) == 0
     assert calls == [
         {"epochs": 3, "out_dir": "runs", "progress_bar": False, "student_epochs": 4},
-        {"epochs": 10, "out_dir": "other", "progress_bar": False, "student_epochs": 5},
-        {"epochs": 10, "out_dir": "semvec_runs", "progress_bar": True, "student_epochs": 30},
+        {"epochs": 6, "out_dir": "other", "progress_bar": False, "student_epochs": 5},
+        {"epochs": 6, "out_dir": "semvec_runs", "progress_bar": True, "student_epochs": 30},
     ]
 
 

@@ -77,6 +77,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,21 @@ class Result:
     step_cpu_times: list[float] = field(default_factory=list)
 
 
+def train_student(config: Config, data: pl.LightningDataModule, build: Callable[[], pl.LightningModule],
+                  seed: int) -> tuple[pl.LightningModule, float, StepTimer]:
+    """One student: seeded with ``seed`` before it is built (its initialisation), trained for
+    ``config.epochs`` on ``data`` and tested; returns the trained module, its test accuracy and
+    its step times. The same ``data`` object serves every method of a seed."""
+    gc.collect()
+    pl.seed_everything(seed, verbose=False)
+    module = build()
+    timer = StepTimer()
+    trainer = make_trainer(config, config.epochs, [timer])
+    trainer.fit(module, datamodule=data)
+    accuracy = evaluate_accuracy(trainer, module, data)
+    return module, accuracy, timer
+
+
 def run(config: Config, out_dir: Path) -> tuple[dict[str, Result], dict[str, float], float]:
     torch.set_num_threads(config.threads)
     start = time.perf_counter()
@@ -318,13 +334,7 @@ def run(config: Config, out_dir: Path) -> tuple[dict[str, Result], dict[str, flo
         # the same methods' step times.
         shift = index % len(config.methods)
         for method in config.methods[shift:] + config.methods[:shift]:
-            gc.collect()
-            pl.seed_everything(seed, verbose=False)
-            module = builders[method]()
-            timer = StepTimer()
-            trainer = make_trainer(config, config.epochs, [timer])
-            trainer.fit(module, datamodule=data)
-            accuracy = evaluate_accuracy(trainer, module, data)
+            _, accuracy, timer = train_student(config, data, builders[method], seed)
             result = results[method]
             result.accuracies.append(accuracy)
             result.step_times.append(timer.median_wall())

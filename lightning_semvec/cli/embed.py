@@ -5,7 +5,11 @@ The model is a Lightning checkpoint, rebuilt as the class that wrote it (``semve
 :mod:`lightning_semvec.cli._checkpoints`) unless ``--model_class`` names another, or a
 torchvision model name with a state-dict file of the user's; ``--compare`` names a second one
 (``--compare_model_class`` its class), embedded with the first in one space, and the terminal
-gets a short matching summary. The data is an image folder
+gets a short matching summary (the CKA between the layers, then the matches). The knowledge file
+is named after the model: a checkpoint in a Lightning run folder
+(``lightning_logs/version_3/checkpoints/epoch=9-step=200.ckpt``) after the run (``version_3``),
+another after its file name, a torchvision model after its name; ``--names`` names it. The data
+is an image folder
 (``torchvision.datasets.ImageFolder``: one sub-folder per class) or a ``LightningDataModule``,
 by short name (``digits``, ``glyphs``, ``mnist``, ``cifar10``, ``cifar100``) or import path. Nothing is
 downloaded unless a data module is told to.
@@ -80,7 +84,8 @@ def embed_model(
         layers: comma-separated layer names or glob patterns, as in
             ``model.named_modules()`` (``net.features.*,net.classifier.1``).
         out_dir: the folder to write: ``<name>.semvec.safetensors``, ``report/index.html`` and
-            ``projector/`` (``tensorboard --logdir <out_dir>/projector``).
+            ``projector/`` (``tensorboard --logdir <out_dir>/projector``); ``<name>`` is the
+            model's (see ``names``).
         dim: length of each semantic vector.
         weights: the state-dict file of a torchvision model (``torch.save(model.state_dict())``).
         model_class: the ``LightningModule`` class of a checkpoint, as an import path; default:
@@ -103,17 +108,21 @@ def embed_model(
             from the first, or a torchvision name with ``--compare_weights``) to embed with the
             first in one space (``lightning_semvec.embed_models``) on the same inputs; the report
             gets a Matching section, the projector a ``joint`` entry with a ``model`` column and
-            the terminal a matching summary.
+            the CKA between the layers (Images and Text tabs), and the terminal a matching
+            summary.
         compare_weights: the state-dict file of a torchvision ``--compare`` model.
         compare_layers: the second model's layers; default: ``layers``, with the first model's
             network prefix replaced by the second's (``net.classifier.1`` of a ``semvec fit``
             model is ``student.classifier.1`` of a ``semvec distill`` student).
         compare_model_class: the ``LightningModule`` class of the ``--compare`` checkpoint;
             default: the class that wrote it when the file tells, else ``--model_class``.
-        names: the two models' names in the joint space, comma-separated
+        names: the model's name, which names the knowledge file ``<name>.semvec.safetensors``;
+            with ``--compare`` the two models' names in the joint space, comma-separated
             (``teacher,student``): they prefix the layer names and name the knowledge file
-            ``<name>-vs-<other>.semvec.safetensors``; default: the file names' stems (their run
-            folders' names when those are equal). Letters, digits, ``_``, ``.`` and ``-``.
+            ``<name>-vs-<other>.semvec.safetensors``. Default: a checkpoint's run folder
+            (``version_3`` of ``lightning_logs/version_3/checkpoints/x.ckpt``), else its file
+            name's stem; a torchvision model's name (the stems when two runs' folders have one
+            name). Letters, digits, ``_``, ``.`` and ``-``.
         max_matching_rows: with ``--compare``, the matches printed per layer pair in the
             terminal's matching summary (the best and the worst); 0 prints the counts alone.
         overwrite: write into an ``out_dir`` that holds files (another run's): its knowledge
@@ -121,7 +130,8 @@ def embed_model(
             raised before the model is read.
 
     Returns:
-        The knowledge file's path (``<name>-vs-<other>.semvec.safetensors`` with ``--compare``).
+        The knowledge file's path, ``<out_dir>/<name>.semvec.safetensors``
+        (``<name>-vs-<other>.semvec.safetensors`` with ``--compare``).
     """
     check_int("batch_size", batch_size, 1)
     check_int("image_size", image_size, 1)
@@ -131,12 +141,12 @@ def embed_model(
     layer_names = _layer_names(layers, "--layers")
     given = [option for option, value in (("--compare_weights", compare_weights),
                                           ("--compare_layers", compare_layers),
-                                          ("--compare_model_class", compare_model_class),
-                                          ("--names", names)) if value is not None]
+                                          ("--compare_model_class", compare_model_class))
+             if value is not None]
     if compare is None and given:
         raise SemvecValueError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with "
                                "--compare (the second model): pass --compare or leave them out.")
-    chosen = _model_names(names) if names is not None else None
+    chosen = _model_names(names, 1 if compare is None else 2) if names is not None else None
     other_layers = _layer_names(compare_layers, "--compare_layers") if compare_layers else None
     out = check_output_folder(out_dir, overwrite)
     network, stem, steps = rebuilt_model(model, weights, model_class, num_classes, trust_checkpoint)
@@ -153,14 +163,18 @@ def embed_model(
     loader, class_names = _data(data, split, image_size, channels, imagenet, batch_size)
     runner = {"accelerator": accelerator, "precision": precision}
     embedded_from = Path(model).name
+    name = stem if torchvision_model else _run_name(Path(model), stem)
     if compare is None:
         knowledge = embed_neurons(network, loader, layer_names, dim, class_names=class_names,
                                   trainer=runner, training_steps=steps)
+        stem = chosen[0] if chosen is not None else name
     else:
+        other_name = other_stem if other_stem == compare else _run_name(Path(compare), other_stem)
         if chosen is not None:
             stem, other_stem = chosen
-        elif other_stem == stem:  # two runs' "epoch=9-step=200": name them by their run folders
-            stem, other_stem = _run_name(Path(model), stem), _run_name(Path(compare), other_stem)
+        elif other_name != name:  # their runs' folders ("version_0", "version_1")
+            stem, other_stem = name, other_name
+        else:  # two checkpoints of one run, or runs with one folder name: their file names
             other_stem = other_stem if other_stem != stem else f"{other_stem}-2"
         knowledge = embed_models({stem: network, other_stem: other}, loader,
                                  {stem: layer_names, other_stem: second_layers}, dim,
@@ -180,18 +194,21 @@ def embed_model(
     return path
 
 
-def _model_names(names: str) -> tuple[str, str]:
-    """The two names of ``--names a,b``; one line saying what is wrong otherwise."""
+def _model_names(names: str, count: int) -> tuple[str, ...]:
+    """The ``count`` names of ``--names a,b`` (one without ``--compare``); one line saying what
+    is wrong otherwise."""
     parts = [part.strip() for part in names.split(",")]
     bad = [part for part in parts if not _MODEL_NAME.fullmatch(part)]
-    if len(parts) != 2 or bad or parts[0] == parts[1]:
-        why = (f"{len(parts)} name{'s' if len(parts) != 1 else ''}" if len(parts) != 2 else
+    if len(parts) != count or bad or len(set(parts)) != len(parts):
+        why = (f"{len(parts)} name{'s' if len(parts) != 1 else ''}" if len(parts) != count else
                f"{bad[0]!r} is not a name" if bad else f"both are {parts[0]!r}")
+        what = ("give two different names, comma-separated, each" if count == 2 else
+                "without --compare give one name (it names the knowledge file),")
+        example = "teacher,student" if count == 2 else "teacher"
         raise SemvecValueError(
-            f"--names {names!r}: {why}; give two different names, comma-separated, each of "
-            "letters, digits, '_', '.' and '-' (at most 64, not starting with '.' or '-'), "
-            "e.g. --names teacher,student.")
-    return parts[0], parts[1]
+            f"--names {names!r}: {why}; {what} of letters, digits, '_', '.' and '-' (at most "
+            f"64, not starting with '.' or '-'), e.g. --names {example}.")
+    return tuple(parts)
 
 
 def _distinct_sources(
@@ -216,7 +233,8 @@ def _distinct_sources(
 
 
 def _run_name(path: Path, stem: str) -> str:
-    """``version_3`` for ``lightning_logs/version_3/checkpoints/x.ckpt``; else ``stem``."""
+    """``version_3`` for ``lightning_logs/version_3/checkpoints/x.ckpt`` (a Lightning run
+    folder's checkpoint, whose own name ``epoch=9-step=200`` says little); else ``stem``."""
     parents = path.resolve().parents
     return parents[1].name if path.parent.name == "checkpoints" and len(parents) > 1 else stem
 

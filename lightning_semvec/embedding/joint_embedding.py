@@ -23,7 +23,7 @@ from lightning_semvec.capture.readout import (
     Reduction,
     layer_readouts,
 )
-from lightning_semvec.embedding._joint_pass import JOINT_LAYER, JointEmbeddingModule
+from lightning_semvec.embedding._joint_pass import JOINT_LAYER, CkaFeatures, JointEmbeddingModule
 from lightning_semvec.embedding.neuron_embedding import (
     embedding_config,
     embedding_messages,
@@ -38,8 +38,11 @@ from lightning_semvec.functional.optimal_embedding import DEFAULT_REFINE_STEPS
 from lightning_semvec.functional.similarity import SimilarityKind
 from lightning_semvec.knowledge import NEURON_STATISTICS, StaticKnowledge
 from lightning_semvec.knowledge.joint_space import (
+    CKA_FEATURES,
+    CKA_KEY,
     MODELS_KEY,
     SEPARATOR,
+    cka_record,
     joint_layer_name,
     matching_key,
     matching_record,
@@ -71,6 +74,7 @@ def embed_models(
     label_fn: LabelFn | None = None,
     input_fn: Callable[[Any], Any] | None = None,
     trainer: pl.Trainer | Mapping[str, Any] | None = None,
+    cka: CkaFeatures | None = "flattened",
 ) -> StaticKnowledge:
     """Semantic vectors of several trained models' neurons in one space, from the same inputs.
 
@@ -81,8 +85,11 @@ def embed_models(
     ``exact_max_neurons`` neurons in all, else the randomized sketch; eigen start, then
     refinement). Neurons of different models that rise and fall together on the data get
     similar vectors, so a neuron's nearest neuron of another model is the one that plays its
-    role there (:func:`~lightning_semvec.functional.match_neurons`). Every model is left
-    exactly as it was.
+    role there (:func:`~lightning_semvec.functional.match_neurons`). The same batches give the
+    linear CKA (Kornblith et al., 2019) between every pair of chosen layers, within each model
+    and across models, with the unbiased minibatch estimator (Nguyen et al., 2021) of
+    :class:`~lightning_semvec.metrics.LinearCKA`: no pass more over the data. Every model is
+    left exactly as it was.
 
     Args:
         models: ``{name: model}``, at least two (a teacher and its student, two seeds of one
@@ -103,6 +110,11 @@ def embed_models(
         refine_steps, oversampling, passes, seed: as for :func:`~lightning_semvec.embed_neurons`.
         num_classes, class_names, label_fn, input_fn, trainer: as for
             :func:`~lightning_semvec.embed_neurons`.
+        cka: what the linear CKA between the layers compares: ``"flattened"`` (default) each
+            layer's whole output per input, flattened (``(M, C*H*W)`` for a conv layer, as
+            Kornblith et al. and ``torch_cka`` do); ``"readout"`` the neurons as read for the
+            joint space (``(M, C)``, a conv layer's channel means with the default
+            ``reduction``); ``None``: no CKA.
 
     Returns:
         :class:`~lightning_semvec.StaticKnowledge` with layers named ``"<model>/<layer>"``,
@@ -110,15 +122,26 @@ def embed_models(
         the model names (``"joint/models"``, JSON), the in-sample fidelity of the joint space
         (``"fidelity/joint"``) and, for the first model and each other one, the activation
         correlation of every neuron with its best match (``"joint/matching/<a>/<b>"``, when
-        the similarity is exact). :func:`~lightning_semvec.write_report` adds a "Matching"
-        section for it.
+        the similarity is exact), and the ``(L, L)`` CKA between all ``L`` layers
+        (``"joint/cka"``, read with :func:`~lightning_semvec.knowledge.joint_space.stored_cka`;
+        absent with ``cka=None`` or when no batch had 4 inputs).
+        :func:`~lightning_semvec.write_report` adds a "Matching" section for it.
+
+    Note:
+        The CKA is averaged over minibatches, each batch's rows (split above 512 rows): it
+        depends on the batch size, as every minibatch CKA does; use batches of 32 inputs or
+        more, and the same batch size for results you compare. Under DDP every process gets
+        the CKA of all processes' batches. ``"flattened"`` keeps a copy of every chosen
+        layer's output of a batch in the first pass (``"readout"`` only its neurons'), and
+        each minibatch costs ``rows^2`` times the layer's features in its Gram.
 
     Raises:
         SemvecTypeError: ``models`` not a mapping of modules, ``layers`` of another type.
         SemvecValueError: fewer than two models, a name that is empty or holds ``"/"``, layers
             that name other models than ``models`` or a layer a model does not have, layers
-            that give different rows per input, and the errors of
-            :func:`~lightning_semvec.embed_neurons`.
+            that give different rows per input (or, for ``cka="flattened"``, outputs of
+            different numbers of samples), ``cka`` not one of ``"flattened"``, ``"readout"``,
+            ``None``, and the errors of :func:`~lightning_semvec.embed_neurons`.
 
     Example:
         >>> import torch
@@ -131,8 +154,15 @@ def embed_models(
         ['a/1', 'a/2', 'b/1', 'b/2']
         >>> knowledge["b/1"].vectors.shape
         torch.Size([5, 3])
+        >>> from lightning_semvec.knowledge.joint_space import stored_cka
+        >>> stored_cka(knowledge).block(["a/1", "a/2"], ["b/1", "b/2"]).shape
+        torch.Size([2, 2])
     """
     models = _checked_models(models)
+    if cka is not None and cka not in CKA_FEATURES:
+        raise SemvecValueError(
+            f"cka must be one of {', '.join(map(repr, CKA_FEATURES))} or None, got {cka!r}: "
+            "'flattened' compares whole layer outputs, 'readout' the neurons as read.")
     config = embedding_config(
         dim=dim, similarity=similarity, exact_max_neurons=exact_max_neurons,
         oversampling=oversampling, passes=passes, refine_steps=refine_steps, seed=seed,
@@ -143,7 +173,8 @@ def embed_models(
                               layer_options or {})
     owners = {name: model for name, (model, _) in chosen.items()}
     runner = trainer_of(trainer, "embed_models")
-    wrapper = JointEmbeddingModule(models, readouts, owners, config, embedding_messages("embed_models"))
+    wrapper = JointEmbeddingModule(models, readouts, owners, config,
+                                   embedding_messages("embed_models"), cka)
     with ExitStack() as stack:
         for model in models.values():
             stack.enter_context(preserved_model(model))
@@ -243,6 +274,9 @@ def _knowledge(
                  else wrapper.similarity[0][rows][:, columns])
         matching = match_neurons(joint[rows], joint[columns], cross)
         extra[matching_key(first, other)] = matching_record(matching)
+    if wrapper.cka_matrix is not None:
+        extra[CKA_KEY] = cka_record(list(readouts), wrapper.cka_matrix, wrapper.cka_minibatches,
+                                    wrapper.cka_features or "flattened")
     return knowledge_of_readouts(
         vectors, readouts, similarity=similarity, statistics=statistics,
         source_model="; ".join(f"{name}: {model_class_path(m)}" for name, m in models.items()),

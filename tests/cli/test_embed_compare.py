@@ -15,8 +15,9 @@ import torch
 from lightning_semvec import StaticKnowledge
 from lightning_semvec.cli._checkpoints import short_error
 from lightning_semvec.cli._main import main
-from lightning_semvec.cli._matching_summary import matching_summary
+from lightning_semvec.cli._matching_summary import cka_table, matching_summary
 from lightning_semvec.cli.embed import _distinct_sources, embed_model
+from lightning_semvec.knowledge.joint_space import CKA_KEY, cka_record, stored_cka
 
 TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
         "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]
@@ -66,6 +67,24 @@ def test_a_teacher_and_its_distilled_student_in_one_space(runs, tmp_path, capsys
     start = lines.index("Matching teacher → student (each neuron of teacher with its nearest neuron "
                         "of student in the joint space, by correlation):")
     summary = lines[start + 1:lines.index(f"Knowledge file: {path}")]
+    # First the CKA between the layers, as stored in the file.
+    cka = stored_cka(knowledge)
+    assert cka is not None and cka.minibatches >= 1
+    assert cka.features == "flattened"  # by default, as the field compares layers
+    assert summary[0] == ("  Linear CKA between the layers (rows: teacher, columns: student; "
+                          f"{cka.minibatches} minibatches; each layer's whole output per input, "
+                          "flattened):")
+    assert summary[1].split() == ["student.features.2", "student.classifier.1"]
+    block = cka.block(knowledge.layer_names[:2], knowledge.layer_names[2:])
+    for line, layer, values in zip(summary[2:4], ["net.features.2", "net.classifier.1"], block.tolist()):
+        assert line.split() == [layer, *(f"{v:.3f}" for v in values)], line
+    assert block[1, 1] > block[0, 1]  # the student's classifier is most like the teacher's
+    summary = summary[4:]
+    if any(line.startswith("  Hubs: ") for line in summary):  # hubs come last, explained
+        hubs = next(i for i, line in enumerate(summary) if line.startswith("  Hubs: "))
+        assert all(re.match(r"    student neuron student\.\S+ #\d+ is the best match of \d+ teacher "
+                            "neurons: it carries what they share", line) for line in summary[hubs + 1:])
+        summary = summary[:hubs]
     pairs = [i for i, line in enumerate(summary) if re.match(r"  teacher/net\.\S+ → student/student\.\S+: ", line)]
     assert pairs and summary[pairs[0]].startswith("  teacher/net.features.2 → student/student.")
     matched = 0
@@ -75,7 +94,8 @@ def test_a_teacher_and_its_distilled_student_in_one_space(runs, tmp_path, capsys
         assert found, summary[begin]
         matched += int(found.group(1))
         rows = [line for line in summary[begin + 1:end] if not line.startswith("    ... ")]
-        assert 1 <= len(rows) <= 3 and all(re.match(r"    +\d+\. #\d+ → #\d+: correlation ", r) for r in rows), rows
+        assert 1 <= len(rows) <= 3 and all(re.match(r"    +\d+\. #\d+ → #\d+: correlation .*, class \d → \d", r)
+                                           for r in rows), rows  # the digits' classes: 0 to 9
         assert len(summary[begin + 1:end]) - len(rows) == (int(found.group(1)) > 3)
     dead = sum(int(m.group(1)) for m in (re.search(r": (\d+) of \d+ neurons are dead", line) for line in summary) if m)
     assert matched + dead == 32 + 64
@@ -100,8 +120,29 @@ def test_embed_model_takes_the_student_layers_and_the_classes_by_name(runs, tmp_
 def test_a_distilled_student_alone_is_rebuilt_as_what_wrote_it(runs, tmp_path):
     _, student = runs
     assert main(["embed", str(student), "digits", "student.classifier.1", str(tmp_path / "out"), *FAST]) == 0
-    knowledge = StaticKnowledge.load(tmp_path / "out" / "epoch=0-step=3.semvec.safetensors")
+    # Named after its run (lightning_logs/version_1), not "epoch=0-step=3" as every run's is.
+    knowledge = StaticKnowledge.load(tmp_path / "out" / "version_1.semvec.safetensors")
     assert knowledge.layer_names == ["student.classifier.1"] and knowledge.training_steps == 3
+
+
+def test_the_knowledge_file_is_named_after_the_run_the_file_or_names(runs, tmp_path, capsys):
+    teacher, _ = runs
+    away = tmp_path / "teacher-final.ckpt"  # outside a run folder: its own name says most
+    shutil.copy(teacher, away)
+    for source, extra, name in ((teacher, [], "version_0"), (away, [], "teacher-final"),
+                                (teacher, ["--names", "my.teacher"], "my.teacher")):
+        out = tmp_path / f"out-{name}"
+        assert main(["embed", str(source), "digits", "net.classifier.3", str(out), *extra,
+                     *FAST]) == 0, capsys.readouterr().err
+        assert f"Knowledge file: {out / f'{name}.semvec.safetensors'}" in capsys.readouterr().out
+        assert [p.name for p in out.glob("*.semvec.safetensors")] == [f"{name}.semvec.safetensors"]
+    assert main(["embed", str(teacher), "digits", "net.classifier.3", str(tmp_path / "o"),
+                 "--names", "a,b"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and (
+        "--names 'a,b': 2 names; without --compare give one name (it names the knowledge file), of "
+        "letters") in error
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(
@@ -138,10 +179,10 @@ def test_bad_compare_options_are_one_line_and_write_nothing(runs, tmp_path, caps
 def test_compare_options_without_compare_are_one_line(runs, tmp_path, capsys):
     teacher, _ = runs
     assert main(["embed", str(teacher), "digits", "net.classifier.1", str(tmp_path / "out"),
-                 "--names", "a,b", "--compare_layers", "x"]) == 2
+                 "--compare_weights", "w.pt", "--compare_layers", "x"]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and (
-        "--compare_layers, --names go with --compare (the second model)") in error
+        "--compare_weights, --compare_layers go with --compare (the second model)") in error
     assert not (tmp_path / "out").exists()
 
 
@@ -217,3 +258,37 @@ def test_torch_load_state_dict_errors_keep_what_is_wrong_on_one_line():
                                 "copying a param with shape [2] from checkpoint.")
     assert short_error(RuntimeError("")) == "RuntimeError"
     assert len(short_error(RuntimeError("x" * 1000))) == 240
+
+
+def test_the_summary_prints_the_cka_classes_and_hubs():
+    e = torch.eye(3)
+    vectors = {"a/fc": torch.stack([e[0] + 0.01 * k * e[2] for k in range(5)] + [e[1]]),
+               "b/fc": torch.stack([e[0], e[1], e[2], -e[0]])}
+    cka = torch.tensor([[1.0, 0.8], [0.8, 1.0]])
+    knowledge = StaticKnowledge.from_vectors(
+        vectors, class_names=["cat", "dog", "emu"],
+        statistics={"a/fc": {"preferred_class": torch.tensor([0, 0, 1, 0, 0, 2])},
+                    "b/fc": {"preferred_class": torch.tensor([0, 1, 2, 1])}},
+        extra={"joint/models": '["a", "b"]', CKA_KEY: cka_record(["a/fc", "b/fc"], cka, 9)})
+    lines = matching_summary(knowledge, 2)
+    assert lines[:4] == [
+        "Matching a → b (each neuron of a with its nearest neuron of b in the joint space, by cosine):",
+        "  Linear CKA between the layers (rows: a, columns: b; 9 minibatches; each layer's whole "
+        "output per input, flattened):",
+        "           fc",
+        "    fc  0.800",
+    ]
+    assert lines[5] == "    1. #0 → #0: cosine 1.000, mutual, class cat → cat, hub (best match of 5)"
+    assert lines[-2].startswith("  Hubs: A hub is a neuron of b that is the best match of more than 3 "
+                                "neurons of a and of more than 3 times the 1.5 ")
+    assert lines[-1] == ("    b neuron fc #0 is the best match of 5 a neurons: it carries what they "
+                         "share, so its matches are not one-to-one.")
+
+
+def test_a_wide_cka_table_numbers_its_columns():
+    columns = [f"student.features.block{i}.conv" for i in range(5)]
+    lines = cka_table(torch.full((1, 5), 0.5), ["net.fc"], columns)
+    assert lines[0].split() == ["[1]", "[2]", "[3]", "[4]", "[5]"]
+    assert lines[1].split() == ["net.fc", *["0.500"] * 5]
+    assert lines[2] == "columns: " + ", ".join(f"[{i + 1}] {c}" for i, c in enumerate(columns))
+    assert max(len(line) for line in lines[:2]) <= 100

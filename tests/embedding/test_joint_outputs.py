@@ -41,25 +41,52 @@ def table_rows(section: str) -> list[list[str]]:
             for row in re.findall(r"<tr>(<td.*?)</tr>", section)]
 
 
+def table(section: str) -> list[dict[str, str]]:
+    """The Matching table's rows by column (the two "preferred class" columns as "class of a"
+    and "class of b")."""
+    head = re.findall(r"<th>(.*?)</th>", section[section.index("<table>"):].split("</thead>")[0])
+    names, seen = [], 0
+    for name in head:
+        if name == "preferred class":
+            name, seen = ("class of a", "class of b")[seen], seen + 1
+        names.append(name)
+    return [dict(zip(names, row, strict=True)) for row in table_rows(section)]
+
+
 def test_report_has_a_matching_table_sorted_by_correlation(joint_file, tmp_path):
     path, (perm1, _) = joint_file
     page = write_report(path, tmp_path / "report", max_matching_rows=40).read_text()
     assert 'href="#matching-1">Matching: teacher → student</a>' in page
     section = page[page.index('<section id="matching-1">'):]
     section = section[: section.index("</section>")]
-    assert "<th>neuron of teacher</th><th>best neuron of student</th>" in section
-    rows = table_rows(section)
+    assert ("<th>neuron of teacher</th><th>preferred class</th><th>best neuron of student</th>\n"
+            "<th>preferred class</th><th>cosine</th><th>correlation</th><th>mutual</th>"
+            "<th>best match of</th>") in section
+    rows = table(section)
     assert len(rows) == 40  # 312 matched neurons, the best 40 listed, and a note for the rest
     knowledge = StaticKnowledge.load(path)
     assert not any(knowledge.statistics(n)["dead"].any() for n in knowledge.layer_names)
     assert "272 more matched neurons are not listed (max_matching_rows=40)" in section
-    correlations = [float(row[3]) for row in rows]
+    correlations = [float(row["correlation"]) for row in rows]
     assert correlations == sorted(correlations, reverse=True)
-    for neuron_a, neuron_b, cosine, _, mutual in rows:
-        layer, index = neuron_a.split(" #")
+    names = knowledge.class_names
+    for row in rows:
+        layer, index = row["neuron of teacher"].split(" #")
         if layer == "1":  # the permuted copy of the unit
-            assert neuron_b == f"1 #{int(perm1.argsort()[int(index)])}"
-        assert float(cosine) > 0.9 and mutual == "yes"
+            assert row["best neuron of student"] == f"1 #{int(perm1.argsort()[int(index)])}"
+        assert float(row["cosine"]) > 0.9 and row["mutual"] == "yes"
+        assert row["best match of"] == "1"  # one-to-one: no hub
+        # each neuron's own preferred class, from its model's statistics
+        other_layer, other_index = row["best neuron of student"].split(" #")
+        for model, key, (lay, i) in (("teacher", "class of a", (layer, index)),
+                                     ("student", "class of b", (other_layer, other_index))):
+            assert row[key] == names[int(knowledge.statistics(f"{model}/{lay}")["preferred_class"][int(i)])]
+    assert '<ul class="hubs">' not in section and "A hub is" not in section  # none explained
+    # The CKA: a heatmap and what it says; the permuted copy's layers are its original's.
+    assert 'alt="linear CKA between the layers of teacher and student"' in section
+    assert "<li>teacher/1 is most like student/1 (CKA 1.00).</li>" in section
+    assert "<li>teacher/3 is most like student/3 (CKA 1.00).</li>" in section
+    assert 'alt="PCA map of the neurons of teacher and student"' in section
     assert re.search(r"312 of 312 matched neurons of teacher are mutual nearest neighbours; "
                      r"median correlation (0\.99\d|1\.000)\.", section)
     # The layers keep their own sections.
@@ -84,10 +111,10 @@ def test_sketched_joint_space_report_sorts_by_cosine_and_says_why(tmp_path):
     page = write_report(knowledge.save(tmp_path / "k.semvec.safetensors"), tmp_path / "r")
     section = page.read_text().split('<section id="matching-1">')[1]
     assert "stores no correlations (the joint similarity was sketched" in section
-    rows = table_rows(section.split("</section>")[0])
-    cosines = [float(row[2]) for row in rows]
+    rows = table(section.split("</section>")[0])
+    cosines = [float(row["cosine"]) for row in rows]
     assert cosines == sorted(cosines, reverse=True)
-    assert all(row[3] == "" for row in rows)  # no correlation column values
+    assert all(row["correlation"] == "" for row in rows)  # no correlation column values
 
 
 def test_one_projector_entry_holds_both_models_with_a_model_column(joint_file, tmp_path):

@@ -19,7 +19,6 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torchmetrics.functional import spearman_corrcoef
 
 from lightning_semvec._utils.checks import check_int
 from lightning_semvec.errors import SemvecValueError
@@ -165,6 +164,10 @@ def similarity_agreement(
     check_int("top_k", top_k, 1)
     if top_k > pairs:
         raise SemvecValueError(f"top_k must be at most the number of valid pairs ({pairs}), got {top_k}.")
+    # imported here: torchmetrics brings torchvision and matplotlib, which `semvec report
+    # --help` and `semvec export` do not load (tests/cli/test_cli_startup.py)
+    from torchmetrics.functional import spearman_corrcoef
+
     spearman = float(spearman_corrcoef(a, b)) if a.std() > 0 and b.std() > 0 else float("nan")
     top = torch.argsort(a, descending=True, stable=True)[:top_k]
     ref_top = torch.argsort(b, descending=True, stable=True)[:top_k]

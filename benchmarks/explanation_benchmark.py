@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distillation_benchmark import make_data, parse_args, teachers_of, write_section
@@ -53,6 +54,7 @@ from lightning_semvec.functional import (
     symmetric_confusion,
 )
 from lightning_semvec.functional.agreement import class_profile_similarity
+from lightning_semvec.metrics import NeuronActivationStatistics
 
 TOP = 15
 
@@ -73,29 +75,19 @@ def test_pass(net: nn.Module, data: GlyphsDataModule) -> tuple[Tensor, Tensor, T
     return torch.cat(logits), torch.cat(captured), torch.cat(labels)
 
 
-def confusion_of(predicted: Tensor, labels: Tensor, classes: int) -> Tensor:
-    return torch.bincount(labels * classes + predicted, minlength=classes * classes).reshape(classes, classes)
-
-
-def class_means(activations: Tensor, labels: Tensor, classes: int) -> Tensor:
-    sums = torch.zeros(classes, activations.shape[1], dtype=torch.float64).index_add_(0, labels, activations.double())
-    counts = torch.bincount(labels, minlength=classes).double().unsqueeze(1)
-    return sums / counts.where(counts > 0, torch.full_like(counts, float("nan")))
-
-
 def measures(similarity: Tensor, reference: Tensor, keep: Tensor | None) -> tuple[float, float]:
     result = similarity_agreement(similarity, reference, top_k=TOP, keep=keep)
     return result.spearman, result.top_overlap * TOP
 
 
-def alive_of(activations: Tensor) -> Tensor:
-    return activations.abs().amax(dim=0) > 0
-
-
-def references(logits: Tensor, penultimate: Tensor, labels: Tensor, classes: int) -> tuple[Tensor, Tensor]:
-    """The teacher's symmetrised confusion and the penultimate layer's class-profile similarity."""
-    confusion = symmetric_confusion(confusion_of(logits.argmax(dim=1), labels, classes))
-    return confusion, class_profile_similarity(class_means(penultimate, labels, classes))
+def references(logits: Tensor, penultimate: Tensor, labels: Tensor, classes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The teacher's symmetrised confusion, the penultimate layer's class-profile similarity and
+    its alive neurons (those that vary on the test images)."""
+    confusion = symmetric_confusion(multiclass_confusion_matrix(logits.argmax(dim=1), labels, classes))
+    statistics = NeuronActivationStatistics(num_neurons=penultimate.shape[1], num_classes=classes)
+    statistics.update(penultimate, labels)
+    stats = statistics.compute()
+    return confusion, class_profile_similarity(stats["class_means"]), ~stats["dead"]
 
 
 def run(workdir: Path, permutations: int, quick: bool) -> tuple[str, dict[str, object]]:
@@ -109,8 +101,7 @@ def run(workdir: Path, permutations: int, quick: bool) -> tuple[str, dict[str, o
     assert isinstance(data, GlyphsDataModule)
     classes = data.num_classes
     logits, penultimate, labels = test_pass(net.eval(), data)
-    confusion, profiles = references(logits, penultimate, labels, classes)
-    alive = alive_of(penultimate)
+    confusion, profiles, alive = references(logits, penultimate, labels, classes)
     trained = StaticKnowledge.load(workdir / "teacher.semvec.safetensors")
     untrained = StaticKnowledge.load(workdir / "untrained.semvec.safetensors")
     rows: dict[str, tuple[Tensor, Tensor | None, str]] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_embedding_ddp import run_two_processes
+from test_embedding_ddp import JOINT_SCRIPT, run_two_processes
 from tiny_models import TinyConvNet, make_data
 from torch.utils.data import DataLoader, Subset
 
@@ -14,28 +14,6 @@ from lightning_semvec.knowledge.joint_space import CKA_KEY, stored_cka
 
 # Two processes start through Lightning's subprocess launcher (tens of seconds on 2 cores).
 pytestmark = pytest.mark.slow
-
-SCRIPT = """
-import sys
-import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader
-sys.path.insert(0, {tests!r})
-from tiny_models import TinyConvNet, make_data
-from lightning_semvec import embed_models
-
-torch.manual_seed(0)
-a = TinyConvNet()
-torch.manual_seed(1)
-b = TinyConvNet()
-knowledge = embed_models(
-    {{"a": a, "b": b}}, DataLoader(make_data(64), batch_size=8), ["features.*", "classifier.2"],
-    dim=3, trainer=dict(accelerator="cpu", devices=2, strategy="ddp", logger=False,
-                        enable_progress_bar=False, enable_model_summary=False),
-)
-torch.save(dict(knowledge.extra), {out!r} + f"/extra{{dist.get_rank()}}.pt")
-"""
-
 
 def test_every_process_stores_the_cka_of_one_process_on_the_same_minibatches(tmp_path):
     torch.manual_seed(0)
@@ -46,13 +24,13 @@ def test_every_process_stores_the_cka_of_one_process_on_the_same_minibatches(tmp
     # rank 0's batches of 8, then rank 1's, sees the same minibatches.
     order = [*range(0, 64, 2), *range(1, 64, 2)]
     single = embed_models({"a": a, "b": b}, DataLoader(Subset(make_data(64), order), batch_size=8),
-                          ["features.*", "classifier.2"], dim=3,
+                          ["features.2", "classifier.2"], dim=3,  # JOINT_SCRIPT's models and layers
                           trainer=dict(logger=False, enable_progress_bar=False,
                                        enable_model_summary=False))
     expected = stored_cka(single)
     assert expected is not None and expected.minibatches == 8
-    run_two_processes(SCRIPT, tmp_path)
-    extra = [torch.load(tmp_path / f"extra{rank}.pt") for rank in (0, 1)]
+    run_two_processes(JOINT_SCRIPT, tmp_path)
+    extra = [torch.load(tmp_path / f"joint{rank}.pt")["extra"] for rank in (0, 1)]
     assert extra[0][CKA_KEY] == extra[1][CKA_KEY]  # the same text on every process
     for rank in (0, 1):
         single.extra[CKA_KEY] = extra[rank][CKA_KEY]

@@ -82,3 +82,15 @@ def test_the_demo_restores_the_callers_thread_count(small_glyphs, tmp_path, monk
     finally:
         torch.set_num_threads(before)
     assert torch.get_num_threads() == before
+
+
+def test_a_student_validates_every_student_val_every_epochs(small_glyphs, tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setattr(demo, "STUDENT_VAL_EVERY", 2)
+    demo.train_student("plain student", tmp_path / "unused.semvec.safetensors", tmp_path, epochs=4,
+                       progress_bar=False)
+    events = EventAccumulator(str(tmp_path / "plain_student"))
+    events.Reload()
+    # Epochs 2 and 4 of 4: two validation points, not four.
+    assert len(events.Scalars("val/acc")) == 2

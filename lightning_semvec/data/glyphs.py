@@ -22,7 +22,7 @@ from lightning_semvec.data._glyph_augment import Augmentation, augment
 from lightning_semvec.data._glyph_fonts import (
     CHARACTERS,
     Font,
-    check_font,
+    checked_font,
     font_files,
     matplotlib_fonts,
     render_font,
@@ -178,7 +178,7 @@ class GlyphsDataModule(SplitDataModule):
     def _checked_fonts(self) -> list[Font]:
         fonts = []
         for path in self.font_paths:
-            font, reason = check_font(path)
+            font, reason = checked_font(path)
             if font is None:
                 self.excluded_fonts[str(path)] = reason
             else:

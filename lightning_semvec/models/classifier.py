@@ -180,12 +180,34 @@ class ImageClassifier(pl.LightningModule):
         inputs, targets = batch[0], batch[1]
         logits, loss = self.objective(inputs, targets, stage)
         metric: MulticlassAccuracy = getattr(self, f"{stage}_acc")
-        metric(logits.detach(), targets)
+        metric.update(logits.detach(), targets)
         train = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=True,
                  batch_size=int(targets.shape[0]), sync_dist=not train)
-        self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=not train)
         return loss
+
+    # The accuracy is logged once an epoch, from the metric's own compute (which syncs it across
+    # processes): handing Lightning the Metric object at every step (its _ResultMetric.to walks
+    # the Metric on each call, Lightning 2.6) cost 1.8 ms a step, 11 % of a demo student's time
+    # (4.97 s against 4.43 s for 300 steps, medians of 4 alternated in one process, same metrics).
+    @override
+    def on_train_epoch_end(self) -> None:
+        self._log_accuracy("train")
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        self._log_accuracy("val")
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        self._log_accuracy("test")
+
+    def _log_accuracy(self, stage: str) -> None:
+        """Log ``<stage>/acc`` of the epoch's batches (every process's) and reset the metric."""
+        metric: MulticlassAccuracy = getattr(self, f"{stage}_acc")
+        if metric.update_called:
+            self.log(f"{stage}/acc", metric.compute(), prog_bar=stage != "train")
+        metric.reset()
 
     def _check_logits(self, logits: Any, targets: Any) -> None:
         if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[1] != self.num_classes:

@@ -99,6 +99,29 @@ def test_the_check_refuses_a_font_whose_glyphs_are_not_the_characters():
     assert font is not None and font.family == "DejaVu Sans Mono" and reason == ""
 
 
+def test_each_font_is_checked_once_a_process_until_its_file_changes(tmp_path, monkeypatch):
+    """The demo sets up four data modules on one font folder: the second finds every check
+    done; a font file rewritten since is checked again."""
+    from lightning_semvec.data import _glyph_fonts
+
+    folder = tmp_path / "fonts"
+    folder.mkdir()
+    fonts = {p.name: p for p in matplotlib_fonts()}
+    for name in ("DejaVuSans.ttf", "DejaVuSerif.ttf", "cmr10.ttf"):
+        shutil.copy(fonts[name], folder / name)
+    checked = []
+    real = _glyph_fonts.check_font
+    monkeypatch.setattr(_glyph_fonts, "check_font", lambda path: checked.append(path.name) or real(path))
+    GlyphsDataModule(fonts=folder, held_out_fonts=1, cache_dir=False, **SMALL).setup()
+    assert sorted(checked) == ["DejaVuSans.ttf", "DejaVuSerif.ttf", "cmr10.ttf"]
+    GlyphsDataModule(fonts=folder, held_out_fonts=1, cache_dir=False, **SMALL).setup()
+    assert len(checked) == 3
+    (folder / "cmr10.ttf").write_bytes(b"not a font any more")
+    with pytest.warns(UserWarning, match="cmr10.ttf cannot be read"):
+        GlyphsDataModule(fonts=folder, held_out_fonts=1, cache_dir=False, **SMALL).setup()
+    assert checked[3:] == ["cmr10.ttf"]
+
+
 def test_rendered_once_then_read_from_the_cache(tmp_path, monkeypatch):
     first = GlyphsDataModule(cache_dir=tmp_path, **SMALL)
     first.setup()

@@ -200,6 +200,42 @@ def test_classifier_fits_one_epoch_on_digits():
     assert 0.0 <= result["test/acc"] <= 1.0
 
 
+def test_accuracy_is_each_epochs_own_over_all_its_batches(tmp_path):
+    """train/acc and val/acc, logged once an epoch, are the fraction right over that epoch's
+    batches alone (the metric is reset between epochs), as recorded from the logits."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    class Recording(ImageClassifier):
+        def objective(self, inputs, targets, stage):
+            logits, loss = super().objective(inputs, targets, stage)
+            if not self.trainer.sanity_checking:
+                key = (stage, self.current_epoch)
+                right, total = self.seen.get(key, (0, 0))
+                hits = int((logits.argmax(-1) == targets).sum())
+                self.seen[key] = (right + hits, total + int(targets.numel()))
+            return logits, loss
+
+    pl.seed_everything(0, verbose=False)
+    dm = DigitsDataModule(batch_size=32)
+    module = Recording("small_cnn_student", num_classes=dm.num_classes, in_channels=1,
+                       optimizer=functools.partial(torch.optim.Adam, lr=1e-2))
+    module.seen = {}
+    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=CSVLogger(tmp_path, name="run"),
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_train_batches=7,
+                         limit_val_batches=3, num_sanity_val_steps=1)
+    trainer.fit(module, datamodule=dm)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "version_0" / "metrics.csv")))
+    for stage in ("train", "val"):
+        logged = [float(r[f"{stage}/acc"]) for r in rows if r.get(f"{stage}/acc")]
+        expected = [module.seen[(stage, e)][0] / module.seen[(stage, e)][1] for e in range(3)]
+        assert logged == pytest.approx(expected, abs=1e-6), stage
+        # The epochs differ, so a missed reset (a running mean over epochs) would show.
+        assert len(set(expected)) == 3, (stage, expected)
+
+
 def test_classifier_rejects_logit_mismatch():
     module = ImageClassifier(SmallCNN(num_classes=5), num_classes=10)
     with pytest.raises(ValueError, match="num_classes=10"):

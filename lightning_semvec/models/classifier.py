@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
 from lightning_semvec._utils.checks import check_int, is_int
+from lightning_semvec._utils.logging_steps import logs_this_step
 from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.models.optimizers import (
     DEFAULT_OPTIMIZER,
@@ -33,7 +34,9 @@ class ImageClassifier(pl.LightningModule):
     distillation terms added to the objective.
 
     Logged (``batch_size`` given explicitly; validation and test values synchronised across
-    processes): ``train/loss`` (per step and epoch), ``train/acc`` (per epoch), ``val/loss``,
+    processes): ``train/loss_step`` (on the steps the loggers write, ``log_every_n_steps``),
+    ``train/loss_epoch`` (the mean over every step of the epoch, also ``train/loss`` for
+    callbacks that monitor it), ``train/acc`` (per epoch), ``val/loss``,
     ``val/acc``, ``test/loss``, ``test/acc`` (per epoch). Each stage has its own top-1
     accuracy (torchmetrics ``MulticlassAccuracy`` with ``average="micro"``): ``train_acc``,
     ``val_acc``, ``test_acc``. :meth:`task_loss` and ``configure_optimizers`` are the usual
@@ -107,6 +110,8 @@ class ImageClassifier(pl.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self._train_loss_sum: Tensor | None = None  # this epoch's sum of batch loss x batch size
+        self._train_samples = 0
 
     @property
     def network(self) -> nn.Module:
@@ -181,9 +186,22 @@ class ImageClassifier(pl.LightningModule):
         logits, loss = self.objective(inputs, targets, stage)
         metric: MulticlassAccuracy = getattr(self, f"{stage}_acc")
         metric.update(logits.detach(), targets)
-        train = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=True,
-                 batch_size=int(targets.shape[0]), sync_dist=not train)
+        batch = int(targets.shape[0])
+        if stage != "train":
+            self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=batch,
+                     sync_dist=True)
+            return loss
+        # Each self.log costs about 1.7 ms (Lightning 2.6's _ResultMetric.to walks the result
+        # object on every call): the step value goes to Lightning only on the steps its loggers
+        # write, and the epoch mean is summed here. A demo student's 300 steps took 0.76x and
+        # 0.85x the time (two A/B runs in one process, medians of 5 and 4; same values); a
+        # torchmetrics MeanMetric instead gave 0.98x (its update costs as much as the log).
+        weighted = loss.detach() * batch
+        self._train_loss_sum = weighted if self._train_loss_sum is None else self._train_loss_sum + weighted
+        self._train_samples += batch
+        if self._trainer is None or logs_this_step(self.trainer, after_optimizer_step=False):
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True,
+                     batch_size=batch)
         return loss
 
     # The accuracy is logged once an epoch, from the metric's own compute (which syncs it across
@@ -193,6 +211,11 @@ class ImageClassifier(pl.LightningModule):
     @override
     def on_train_epoch_end(self) -> None:
         self._log_accuracy("train")
+        if self._train_loss_sum is not None:
+            mean = self._train_loss_sum / self._train_samples
+            self.log("train/loss_epoch", mean, prog_bar=True)
+            self.log("train/loss", mean, logger=False)  # what ModelCheckpoint(monitor=...) reads
+        self._train_loss_sum, self._train_samples = None, 0
 
     @override
     def on_validation_epoch_end(self) -> None:

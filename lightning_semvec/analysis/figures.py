@@ -8,6 +8,12 @@
 The figures are built on :class:`matplotlib.figure.Figure` with an Agg canvas, never through
 ``pyplot``, so they work in any process (no display, no global figure list to leak) and
 ``SummaryWriter.add_figure`` or ``figure.savefig`` can render them.
+
+They are drawn to be read where TensorBoard shows them: its image cards scale an image to the
+card's width, about 350 to 500 pixels. So each figure is at most :data:`CARD_WIDTH_PX` pixels
+wide at :data:`FIGURE_DPI` (the PCA map 500 x 420, the two heatmaps 580 x 340), its text is 10 to
+12 points (9 to 16 pixels once scaled), and a heatmap labels at most :data:`MAX_TICK_LABELS`
+neurons per axis.
 """
 
 from __future__ import annotations
@@ -25,7 +31,28 @@ from lightning_semvec.functional.similarity import normalize_vectors
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["cluster_order", "pca_2d", "pca_map", "similarity_heatmaps"]
+__all__ = [
+    "CARD_WIDTH_PX",
+    "FIGURE_DPI",
+    "MAX_LEGEND_CLASSES",
+    "MAX_TICK_LABELS",
+    "cluster_order",
+    "pca_2d",
+    "pca_map",
+    "similarity_heatmaps",
+]
+
+#: Pixels per inch of every figure (also what ``add_figure`` renders at): sizes in pixels below.
+FIGURE_DPI = 100
+#: The widest figure, in pixels: TensorBoard's image cards are about 350 to 500 pixels wide.
+CARD_WIDTH_PX = 600
+#: At most this many neuron labels per heatmap axis (every k-th neuron beyond).
+MAX_TICK_LABELS = 10
+#: A PCA map lists at most this many classes in its legend; with more, each point is labelled
+#: with its preferred class instead of its index.
+MAX_LEGEND_CLASSES = 12
+# Font sizes in points: title, axis labels, tick labels and legend (point labels one less).
+_TITLE, _LABEL, _TICK = 12, 11, 10
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -33,9 +60,21 @@ def _new_figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
     # Fixed margins instead of a layout engine: constrained layout doubles the drawing time.
-    figure = Figure(figsize=(width, height))
+    figure = Figure(figsize=(width, height), dpi=FIGURE_DPI)
     FigureCanvasAgg(figure)
     return figure
+
+
+def _tick_positions(n: int) -> list[int]:
+    """At most :data:`MAX_TICK_LABELS` positions of ``range(n)``, evenly spaced.
+
+    Example:
+        >>> _tick_positions(5), _tick_positions(32)
+        ([0, 1, 2, 3, 4], [0, 3, 7, 10, 14, 17, 21, 24, 28, 31])
+    """
+    from lightning_semvec._utils.indices import evenly_spaced
+
+    return evenly_spaced(n, MAX_TICK_LABELS).tolist()
 
 
 def cluster_order(similarity: Tensor) -> Tensor:
@@ -83,14 +122,16 @@ def similarity_heatmaps(
     """Heatmaps of the semantic and (if given) activation similarity, side by side.
 
     Both matrices are shown with the same neuron order (by default :func:`cluster_order` of
-    the semantic similarity) and colour scale ``[-1, 1]``, so similar blocks line up.
+    the semantic similarity) and colour scale ``[-1, 1]``, so similar blocks line up; the
+    figure is 580 x 340 pixels with two panels (340 x 340 with one), sized for TensorBoard's
+    image cards.
 
     Args:
         semantic: ``(n, n)`` semantic similarity ``S_sem``.
         activation: optional ``(n, n)`` activation similarity ``S_act`` of the same neurons.
         order: optional ``(n,)`` permutation to show the neurons in.
-        neuron_ids: optional ``(n,)`` original indices of the neurons (tick labels when
-            ``n <= 40``).
+        neuron_ids: optional ``(n,)`` original indices of the neurons: the tick labels, at
+            most :data:`MAX_TICK_LABELS` per axis.
         title: the figure's title.
 
     Returns:
@@ -117,28 +158,28 @@ def similarity_heatmaps(
     panels = [("semantic similarity", semantic)]
     if activation is not None:
         panels.append(("activation similarity", activation))
-    width = 4.4 * len(panels) + 1.0
-    figure = _new_figure(width, 4.6)
+    # 580 x 340 pixels for two panels, 340 x 340 for one: about 230 pixels a heatmap.
+    width = 2.4 * len(panels) + 1.0
+    figure = _new_figure(width, 3.4)
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
-    figure.subplots_adjust(left=0.6 / width, right=1.0 - 1.0 / width, bottom=0.14, top=0.86,
-                           wspace=0.25)
+    figure.subplots_adjust(left=0.5 / width, right=1.0 - 0.75 / width, bottom=0.2, top=0.8,
+                           wspace=0.18)
+    ticks = _tick_positions(n)
+    labels = [str(int(i)) for i in ids[order][ticks].tolist()]
     image = None
     for ax, (name, matrix) in zip(axes, panels):
         shown = matrix.detach().cpu().float()[order][:, order].numpy()
         image = ax.imshow(shown, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
-        ax.set_title(f"{name} ({n} neurons)", fontsize=10)
-        if n <= 40:
-            labels = [str(int(i)) for i in ids[order].tolist()]
-            ax.set_xticks(range(n), labels, fontsize=6, rotation=90)
-            ax.set_yticks(range(n), labels, fontsize=6)
-        else:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        ax.set_xlabel("neurons, clustered")
+        ax.set_title(name, fontsize=_LABEL)
+        ax.set_xticks(ticks, labels, fontsize=_TICK, rotation=90)
+        ax.set_yticks(ticks, labels if ax is axes[0] else [], fontsize=_TICK)
+        ax.set_xlabel(f"{n} neurons, clustered", fontsize=_TICK)
     assert image is not None  # at least one panel
-    figure.colorbar(image, cax=figure.add_axes((1.0 - 0.8 / width, 0.2, 0.15 / width, 0.6)))
+    bar = figure.colorbar(image, cax=figure.add_axes((1.0 - 0.6 / width, 0.2, 0.12 / width, 0.6)))
+    bar.set_ticks([-1.0, 0.0, 1.0])
+    bar.ax.tick_params(labelsize=_TICK)
     if title:
-        figure.suptitle(title)
+        figure.suptitle(title, fontsize=_TITLE)
     return figure
 
 
@@ -176,7 +217,8 @@ def pca_map(
     title: str | None = None,
     annotate: bool | None = None,
 ) -> Figure:
-    """A 2-D PCA map of a layer's semantic vectors, coloured by preferred class.
+    """A 2-D PCA map of a layer's semantic vectors, coloured by preferred class (500 x 420
+    pixels, for TensorBoard's image cards).
 
     Args:
         vectors: ``(N, d)`` semantic vectors.
@@ -185,7 +227,9 @@ def pca_map(
         dead: optional ``(N,)`` bool; dead neurons are drawn as grey crosses. With neither
             ``preferred_class`` nor ``dead`` (no statistics) the map has no legend.
         title: the figure's title.
-        annotate: write each neuron's index beside its point (default: when ``N <= 64``).
+        annotate: write each alive neuron's index beside its point (its preferred class when
+            there are more than :data:`MAX_LEGEND_CLASSES` classes, which get no legend);
+            default: when ``N <= 64``.
 
     Returns:
         A :class:`matplotlib.figure.Figure` (Agg canvas).
@@ -198,15 +242,17 @@ def pca_map(
     """
     coords = pca_2d(vectors).numpy()
     n = coords.shape[0]
-    figure = _new_figure(6.4, 5.0)
+    figure = _new_figure(5.0, 4.2)  # 500 x 420 pixels
     ax = figure.subplots()
-    figure.subplots_adjust(left=0.12, right=0.76, bottom=0.11, top=0.92)
+    figure.subplots_adjust(left=0.13, right=0.74, bottom=0.13, top=0.9)
     dead_mask = np.zeros(n, dtype=bool) if dead is None else np.asarray(
         torch.as_tensor(dead).cpu().bool()
     )
     if dead_mask.shape != (n,):
         raise SemvecValueError(f"dead must have shape ({n},), got {dead_mask.shape}.")
-    size = 28.0 if n <= 512 else 6.0
+    size = 60.0 if n <= 64 else (24.0 if n <= 512 else 6.0)
+    names: list[str] = [str(i) for i in range(n)]  # what a point's label says
+    legend = True
     if preferred_class is None:
         # "alive" only when there is a dead-neuron mask to tell alive from dead.
         ax.scatter(coords[~dead_mask][:, 0], coords[~dead_mask][:, 1], s=size, color="tab:blue",
@@ -217,26 +263,40 @@ def pca_map(
             raise SemvecValueError(f"preferred_class must have shape ({n},), got {classes.shape}.")
         from matplotlib import colormaps
 
+        def class_name(c: int) -> str:
+            return class_names[c] if class_names is not None and c < len(class_names) else str(c)
+
         known = sorted(int(c) for c in np.unique(classes[~dead_mask]) if c >= 0)
         cmap = colormaps["tab10" if len(known) <= 10 else "tab20"]
+        # More classes than a legend can list at a readable size: the points say their class.
+        legend = len(known) <= MAX_LEGEND_CLASSES
         for position, c in enumerate(known):
             mask = (classes == c) & ~dead_mask
-            name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
-            ax.scatter(coords[mask][:, 0], coords[mask][:, 1], s=size, color=cmap(position % cmap.N), label=name)
+            ax.scatter(coords[mask][:, 0], coords[mask][:, 1], s=size,
+                       color=cmap(position % cmap.N), label=class_name(c))
         unknown = (classes < 0) & ~dead_mask
         if unknown.any():
             ax.scatter(coords[unknown][:, 0], coords[unknown][:, 1], s=size, color="0.6", label="unknown")
+        if not legend:
+            names = [class_name(int(c)) if c >= 0 else str(i) for i, c in enumerate(classes)]
     if dead_mask.any():
         ax.scatter(coords[dead_mask][:, 0], coords[dead_mask][:, 1], s=size, color="0.4", marker="x", label="dead")
     if annotate or (annotate is None and n <= 64):
-        for i, (x, y) in enumerate(coords):
-            ax.annotate(str(i), (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
+        # Dead neurons go unlabelled: their crosses say all there is, and their labels would
+        # crowd those of the neurons that do something.
+        for (x, y), text, is_dead in zip(coords, names, dead_mask):
+            if not is_dead:
+                ax.annotate(text, (x, y), fontsize=_TICK - 1, xytext=(3, 3),
+                            textcoords="offset points")
+    ax.set_xlabel("PC 1", fontsize=_LABEL)
+    ax.set_ylabel("PC 2", fontsize=_LABEL)
+    ax.tick_params(labelsize=_TICK - 1)
+    ax.locator_params(nbins=4)
     legend_title = "preferred class" if preferred_class is not None else None
-    if preferred_class is not None or dead is not None:  # without statistics: nothing to name
+    if legend and (preferred_class is not None or dead is not None):  # without statistics: nothing to name
         # Outside the axes: loc="best" would test every point for overlap, slow for wide layers.
-        ax.legend(fontsize=7, title=legend_title, title_fontsize=7, loc="center left",
-                  bbox_to_anchor=(1.02, 0.5), frameon=False)
-    ax.set_title(title or f"semantic vectors, PCA ({n} neurons)", fontsize=10)
+        ax.legend(fontsize=_TICK, title=legend_title, title_fontsize=_TICK, loc="center left",
+                  bbox_to_anchor=(1.02, 0.5), frameon=False, handletextpad=0.2,
+                  borderaxespad=0.0)
+    ax.set_title(title or f"semantic vectors, PCA ({n} neurons)", fontsize=_TITLE)
     return figure

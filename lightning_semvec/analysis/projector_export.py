@@ -1,17 +1,22 @@
 """One export of the callback to TensorBoard's projector: every layer, then the entry it opens on.
 
 Each layer is written by :func:`~lightning_semvec.projector.write_embedding` with its
-neurons' metadata and thumbnails; a layer wider than the projector shows
-(:data:`~lightning_semvec.projector.MAX_PROJECTOR_POINTS`) is written as evenly spaced
+neurons' metadata, thumbnails and, when its neurons have a preferred class, a bookmark that
+colours them by it in a 2-D PCA (:func:`class_bookmarks`); a layer wider than the projector
+shows (:data:`~lightning_semvec.projector.MAX_PROJECTOR_POINTS`) is written as evenly spaced
 neurons, and one message says so. Then the layer the projector should open on (the most
 telling among those it could open first, :func:`opening_layer`) is listed once more as
-``(latest) <layer>:<step>`` (:func:`~lightning_semvec.projector.write_latest_entry`).
+``(latest) <layer>:<step>`` (:func:`~lightning_semvec.projector.write_latest_entry`), and the
+menu is pruned to each layer's newest entry plus the
+:data:`~lightning_semvec.projector.DEFAULT_HISTORY` newest earlier ones
+(:func:`~lightning_semvec.projector.prune_history`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch import Tensor
 
@@ -19,14 +24,23 @@ from lightning_semvec._utils.indices import evenly_spaced
 from lightning_semvec._utils.warning_cache import WarningCache
 from lightning_semvec.analysis.layer_analysis import LayerResult
 from lightning_semvec.projector import (
+    DEFAULT_HISTORY,
+    categorical_column,
+    color_bookmark,
     neuron_metadata,
+    prune_history,
     tile_images,
     write_embedding,
     write_latest_entry,
 )
 from lightning_semvec.projector import writer as projector_writer
 
-__all__ = ["opening_layer", "write_projector"]
+__all__ = ["CLASS_COLUMNS", "class_bookmarks", "opening_layer", "write_projector"]
+
+#: The metadata columns a class bookmark colours by, in order of preference: the class names
+#: (a legend of names) when the projector takes them, else the class index.
+CLASS_COLUMNS = ("preferred_class", "preferred_class_id")
+
 
 def write_projector(
     log_dir: str,
@@ -35,8 +49,11 @@ def write_projector(
     step: int,
     class_names: Sequence[str] | None,
     messages: WarningCache,
+    *,
+    history: int = DEFAULT_HISTORY,
 ) -> None:
-    """Write every layer's projector entry for ``step`` and the ``(latest)`` entry.
+    """Write every layer's projector entry for ``step`` and the ``(latest)`` entry, then
+    prune the menu to each layer's newest entry and ``history`` earlier ones.
 
     ``vectors`` are ``{layer: (N, d) CPU tensor}`` in the hooked order; ``results`` the last
     analysed validation of each layer (a layer without one gets no statistics or images).
@@ -65,10 +82,33 @@ def write_projector(
             class_names,
             neuron_ids=ids,
         )
-        written[name] = write_embedding(log_dir, name, layer_vectors[ids], step, metadata,
-                                        sprite)
+        shown = layer_vectors[ids]
+        written[name] = write_embedding(log_dir, name, shown, step, metadata, sprite,
+                                        bookmarks=class_bookmarks(metadata, tuple(shown.shape)))
     if written:
         write_latest_entry(log_dir, written[opening_layer(vectors, results)])
+        prune_history(log_dir, list(vectors), history)
+
+
+def class_bookmarks(metadata: Mapping[str, Any], shape: tuple[int, ...]) -> list[dict[str, Any]]:
+    """The bookmark "2-D PCA, coloured by preferred class" of a layer's entry, when its
+    neurons have a preferred class the projector can colour by (else none).
+
+    Example:
+        >>> from lightning_semvec.projector import neuron_metadata
+        >>> import torch
+        >>> stats = {"preferred_class": torch.tensor([0, 1, 1])}
+        >>> [b["label"] for b in class_bookmarks(neuron_metadata("fc", 3, stats), (3, 2))]
+        ['2-D PCA, coloured by preferred class']
+        >>> class_bookmarks(neuron_metadata("fc", 3), (3, 2))
+        []
+    """
+    found = categorical_column(metadata, CLASS_COLUMNS)
+    if found is None:
+        return []
+    column, force = found
+    return [color_bookmark(column, (int(shape[0]), int(shape[1])), force_categorical=force,
+                           label="2-D PCA, coloured by preferred class")]
 
 
 def opening_layer(vectors: Mapping[str, Tensor], results: Mapping[str, LayerResult]) -> str:

@@ -15,6 +15,7 @@ from typing_extensions import override
 from lightning_semvec._utils.checks import check_int
 from lightning_semvec._utils.deprecation import DEFER_REMOVED, accept_removed_keywords
 from lightning_semvec._utils.warning_cache import WarningCache
+from lightning_semvec.analysis._export import exported_statistics, fidelity_extra
 from lightning_semvec.analysis._validation import ValidationAnalysis
 from lightning_semvec.analysis.options import AnalysisOptions
 from lightning_semvec.callback._capture import LayerCapture
@@ -247,6 +248,8 @@ class SemanticVectorCallback(Callback):
     def to_knowledge(self) -> StaticKnowledge:
         """The vectors, their metadata and the last validation statistics as knowledge.
 
+        With each layer's ``top_inputs`` and held-out ``"fidelity/<layer>"`` (``extra``).
+
         Raises:
             RuntimeError: before the callback has seen a training step.
         """
@@ -258,12 +261,17 @@ class SemanticVectorCallback(Callback):
                 if loaded is not None and name in loaded else self._readout_for(name))
             for name in vectors
         }
-        return knowledge_of_parts(
-            vectors, readouts, {n: st for n, st in self.neuron_statistics.items() if n in vectors},
+        results = self._analysis.results if self._analysis is not None else {}
+        statistics = exported_statistics(
+            {n: st for n, st in self.neuron_statistics.items() if n in vectors}, results)
+        knowledge = knowledge_of_parts(
+            vectors, readouts, statistics,
             self.class_names, similarity=self.similarity, training_steps=self.training_steps,
             source_model=self.source_model or (loaded.source_model if loaded else None),
             messages=self._messages, unlearned=unlearned_layers(self.vectors, loaded),
         )
+        knowledge.extra.update(fidelity_extra(results, vectors, loaded.extra if loaded else {}))
+        return knowledge
 
     def export_knowledge(self, path: str | Path, overwrite: bool = False) -> Path:
         """Save the learned vectors, metadata and statistics to a safetensors knowledge file.

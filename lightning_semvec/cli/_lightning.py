@@ -17,25 +17,24 @@ Imported only when one of them runs (Lightning and torch are slow to import), by
 
 from __future__ import annotations
 
-import difflib
 import importlib
-import inspect
 import os
-import re
 import shlex
 import sys
-from collections.abc import Iterator
 from typing import Any, NoReturn, cast
 
 from jsonargparse import DefaultHelpFormatter
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_semvec.analysis.options import AnalysisOptions
 from lightning_semvec.callback.checkpoint import check_output_path
 from lightning_semvec.callback.semantic_vector_callback import SemanticVectorCallback
 from lightning_semvec.cli._data_names import DATA_MODULES, expand_data_names
+from lightning_semvec.cli._parse_errors import one_line_error
 from lightning_semvec.distillation import StaticDistillationModule
 
 DEFAULT_MAX_EPOCHS = 10
@@ -92,15 +91,6 @@ class HelpFormatter(DefaultHelpFormatter):
         return "".join(indent + line for line in text.splitlines(keepends=True))
 
 
-_UNKNOWN_PATTERNS = (
-    # --semvec.dimm 4 on the command line
-    re.compile(r"nrecognized arguments: (?P<key>--?[\w.\-]+)"),
-    # dims: in a config file, or a nested --semvec '{dims: 4}'
-    re.compile(r"does not accept option '(?P<key>[\w.\-]+)'"),
-    re.compile(r"Key '(?P<key>[\w.\-]+)' is not expected"),
-)
-
-
 class SemvecArgumentParser(LightningArgumentParser):
     """LightningCLI's parser with a one-line error message (and a suggestion for a misspelt key)."""
 
@@ -110,71 +100,6 @@ class SemvecArgumentParser(LightningArgumentParser):
         prog = self.prog.split(" [options]")[0]
         print(f"{prog}: error: {one_line_error(self, message)}", file=sys.stderr)
         sys.exit(2)
-
-
-def one_line_error(parser: LightningArgumentParser, message: str) -> str:
-    """The parse error ``message``: one line naming the closest option for an unknown key, else
-    jsonargparse's explanation of the wrong value and where to find the options."""
-    key = _unknown_key(message)
-    help_tip = f"{parser.prog.split(' [options]')[0]} --help"
-    if key is None:  # a wrong value: jsonargparse's explanation, without the usage
-        return f"{message.rstrip()}\n  (options: {help_tip})"
-    options = {o for o in (*_option_strings(parser), *_class_options(message))
-               if not o.endswith(".help")}
-    guess = _closest(key, options)
-    hint = f"did you mean `{guess}`?" if guess else f"see {help_tip}"
-    return f"unknown option `{key}`: {hint}"
-
-
-def _closest(key: str, options: set[str]) -> str | None:
-    """The option closest to ``key``: by its last part among the options of the same group
-    (``--model.wieght`` is not "close" to ``--model.model`` for sharing ``--model.``), else by the
-    whole name (``--semvc.dim``)."""
-    group, _, leaf = key.rpartition(".")
-    siblings = {o.rpartition(".")[2]: o for o in options if o.rpartition(".")[0] == group}
-    found = difflib.get_close_matches(leaf, sorted(siblings), n=1)
-    if found:
-        return siblings[found[0]]
-    found = difflib.get_close_matches(key, sorted(options), n=1, cutoff=0.8)
-    return found[0] if found else None
-
-
-def _unknown_key(message: str) -> str | None:
-    for pattern in _UNKNOWN_PATTERNS:
-        found = pattern.search(message)
-        if found:
-            key = found["key"]
-            return key if key.startswith("-") else f"--{key}"
-    # --model.wieght: the model's class does not take the argument.
-    parent = re.search(r'Parser key "(?P<parent>[\w.]+)"', message)
-    option = re.search(r"Option '(?P<key>[\w.]+)' is not accepted", message)
-    if parent and option:
-        return f"--{parent['parent']}.{option['key']}"
-    return None
-
-
-def _option_strings(parser: Any) -> Iterator[str]:
-    for action in parser._actions:
-        yield from (s for s in action.option_strings if s.startswith("--"))
-        for subparser in (getattr(action, "choices", None) or {}).values():
-            if hasattr(subparser, "_actions"):
-                yield from _option_strings(subparser)
-
-
-def _class_options(message: str) -> Iterator[str]:
-    """``--model.<argument>`` for each argument of the class in 'Problem with given class_path'."""
-    parent = re.search(r'Parser key "(?P<parent>[\w.]+)"', message)
-    found = re.search(r"class_path '(?P<path>[\w.]+)'", message)
-    if not (parent and found):
-        return
-    module, _, name = found["path"].rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-        parameters = inspect.signature(cls).parameters
-    except (ImportError, AttributeError, TypeError, ValueError):
-        return
-    yield from (f"--{parent['parent']}.{name}" for name, p in parameters.items()
-                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
 
 
 class SemvecLightningCLI(LightningCLI):
@@ -220,6 +145,16 @@ class SemvecLightningCLI(LightningCLI):
         # 4 points per curve (and warn); every 5 steps gives 40 in a default run.
         parser.set_defaults({"trainer.max_epochs": self.max_epochs, "trainer.log_every_n_steps": 5})
 
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, with :func:`default_logger` where Lightning would make its own
+        (``--trainer.logger`` not given, or ``true``): the same logger without the
+        ``hp_metric`` chart stuck at -1."""
+        trainer_config = self.config_init[self.subcommand]
+        logger, barebones = trainer_config.get("trainer.logger"), trainer_config.get("trainer.barebones")
+        if "logger" not in kwargs and (logger is True or (logger is None and not barebones)):
+            kwargs["logger"] = default_logger(trainer_config.get("trainer.default_root_dir"))
+        return super().instantiate_trainer(**kwargs)
+
     def after_fit(self) -> None:
         if self.trainer.is_global_zero:
             print(self.summary(), flush=True)
@@ -260,6 +195,16 @@ class SemvecLightningCLI(LightningCLI):
 
 
 _IMAGE_CLASSIFIER = "lightning_semvec.models.ImageClassifier"
+
+
+def default_logger(default_root_dir: str | os.PathLike[str] | None) -> TensorBoardLogger:
+    """The logger ``Trainer(logger=True)`` makes (a ``TensorBoardLogger`` in
+    ``<default_root_dir>/lightning_logs``, versioned by the SLURM job when there is one), with
+    ``default_hp_metric=False``: without hyperparameter metrics of its own, Lightning's default
+    logs ``hp_metric = -1`` once, a chart that stays at -1 on top of TensorBoard's page."""
+    save_dir = os.fspath(default_root_dir) if default_root_dir else os.getcwd()
+    return TensorBoardLogger(save_dir=save_dir, version=SLURMEnvironment.job_id(),
+                             default_hp_metric=False)
 
 
 def _short(path: str | os.PathLike) -> str:

@@ -12,16 +12,25 @@ jsonargparse names options after parameters (``--student_epochs``). Every option
 accepted with dashes (``--student-epochs``), a ``bool`` option alone means true
 (``--trust-checkpoint``) and ``--no-...`` means false (``--no-progress-bar``): these are the
 spellings of the earlier argparse command line, so commands written for it still run.
+
+A misspelt option is one line naming the closest one, as in ``semvec fit``
+(``semvec demo: error: unknown option `--epoch`: did you mean `--epochs`?``); other errors
+(a wrong value, a missing argument) keep jsonargparse's usage, which shows the positional
+arguments' order.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast, get_type_hints
+from typing import Any, NoReturn, cast, get_type_hints
 
 from jsonargparse import ArgumentParser, DefaultHelpFormatter
+
+from lightning_semvec.cli._parse_errors import unknown_option_error
 
 __all__ = ["SMALL_COMMANDS", "SmallCommand", "command_parser", "run_small_command"]
 
@@ -49,6 +58,17 @@ class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter)
         return super()._expand_help(action).replace("``", "`")
 
 
+class _SmallCommandParser(ArgumentParser):
+    """jsonargparse's parser, with one line for an unknown option (and the closest one)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        unknown = unknown_option_error(self, message)
+        if unknown is None or not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
+            super().error(message, ex)
+        print(f"{self.prog}: error: {unknown}", file=sys.stderr)
+        sys.exit(2)
+
+
 def command_parser(
     name: str, function: Callable[..., Any], spellings: Mapping[str, Sequence[str]] | None = None
 ) -> ArgumentParser:
@@ -59,7 +79,7 @@ def command_parser(
     (``{"out_dir": ["--out"]}``) to those every option gets (see the module docstring).
     """
     command = SMALL_COMMANDS[name]
-    parser = ArgumentParser(
+    parser = _SmallCommandParser(
         prog=f"semvec {name}", description=command.summary, epilog=command.examples,
         formatter_class=_HelpFormatter,
         # No prefixes (``--out`` for ``--out_dir``): a new option would silently take them over.

@@ -39,9 +39,9 @@ _SAFETENSORS_MAX_HEADER_BYTES = 100_000_000
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 # How a torch checkpoint begins: a zip archive (torch.save since 1.6) or a raw pickle stream.
 _PICKLE_MAGICS = (b"PK\x03\x04", b"\x80")
-# Bytes per element of the dtypes a knowledge file holds (float32 vectors, bool and int64
-# statistics); other dtypes are refused later by the entry checks, which name the tensor.
-_ITEM_BYTES = {"F32": 4, "BOOL": 1, "I64": 8}
+# Bytes per element of the dtypes a knowledge file holds (float32 vectors, bool, int64 and
+# uint8 statistics); other dtypes are refused later by the entry checks, which name the tensor.
+_ITEM_BYTES = {"F32": 4, "BOOL": 1, "I64": 8, "U8": 1}
 # Shapes and offsets are u64 in safetensors; larger values cannot describe a real file.
 _MAX_U64 = 2**64 - 1
 _MAX_INT_DIGITS = len(str(_MAX_U64))

@@ -15,15 +15,24 @@ from lightning_semvec.errors import SemvecTypeError, SemvecValueError
 from lightning_semvec.functional.similarity import SIMILARITY_KINDS
 from lightning_semvec.knowledge.header_checks import short
 
-__all__ = ["MAX_NEURON_DIM", "NEURON_STATISTICS", "LayerKnowledge", "neuron_dim_is_valid"]
+__all__ = [
+    "MAX_NEURON_DIM",
+    "NEURON_STATISTICS",
+    "TOP_INPUTS_MAX_PIXELS",
+    "LayerKnowledge",
+    "neuron_dim_is_valid",
+]
 
 #: The largest ``|neuron_dim|``: far beyond the rank of any layer output, small enough that an
 #: absurd value from a file (``10**30``) is refused instead of carried along.
 MAX_NEURON_DIM = 64
 
 #: The per-neuron statistics a knowledge file may carry, with their dtype and shape
-#: (``"N"``: one value per neuron; ``"C"``: one per class; ``"CxN"``: class by neuron). They are
-#: what :class:`~lightning_semvec.metrics.NeuronActivationStatistics` computes on validation data.
+#: (``"N"``: one value per neuron; ``"C"``: one per class; ``"CxN"``: class by neuron;
+#: ``"NxKxChxSxS"``: per neuron ``K`` images of ``Ch`` channels, ``S`` pixels a side). All but
+#: ``top_inputs`` are what :class:`~lightning_semvec.metrics.NeuronActivationStatistics`
+#: computes on validation data; ``top_inputs`` are each neuron's top-activating inputs as
+#: thumbnails (:class:`~lightning_semvec.metrics.TopActivatingInputs`), best first.
 NEURON_STATISTICS: dict[str, tuple[torch.dtype, str]] = {
     "mean_activation": (torch.float32, "N"),
     "dead": (torch.bool, "N"),
@@ -31,7 +40,13 @@ NEURON_STATISTICS: dict[str, tuple[torch.dtype, str]] = {
     "class_means": (torch.float32, "CxN"),
     "selectivity": (torch.float32, "N"),
     "preferred_class": (torch.int64, "N"),
+    "top_inputs": (torch.uint8, "NxKxChxSxS"),
 }
+
+#: The most pixels ``N * K * S**2`` a layer's ``top_inputs`` may hold (3 MiB at 3 channels):
+#: a 2048-channel layer keeps one 22-pixel thumbnail per neuron, the logits of 62 classes
+#: nine of 32 pixels. The export shrinks the thumbnails to fit; a file above it is refused.
+TOP_INPUTS_MAX_PIXELS = 2**20
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,8 +65,10 @@ class LayerKnowledge:
         statistics: optional per-neuron statistics of held-out data, any of
             :data:`NEURON_STATISTICS` (``"mean_activation"`` ``(N,)``, ``"dead"`` ``(N,)``
             bool, ``"class_means"`` ``(C, N)``, ``"class_counts"`` ``(C,)``,
-            ``"selectivity"`` ``(N,)``, ``"preferred_class"`` ``(N,)`` int64). Stored as CPU
-            copies in those dtypes.
+            ``"selectivity"`` ``(N,)``, ``"preferred_class"`` ``(N,)`` int64,
+            ``"top_inputs"`` ``(N, K, Ch, S, S)`` uint8 with ``Ch`` 1 or 3 and at most
+            :data:`TOP_INPUTS_MAX_PIXELS` pixels ``N * K * S**2``). Stored as CPU copies in
+            those dtypes (``top_inputs`` must already be uint8: pixels are not converted).
         learned: ``False`` marks vectors that learned nothing: every update of the layer was
             skipped (its output was constant, or it has one neuron), so they are their random
             start. The report and static distillation leave such a layer out.
@@ -214,6 +231,9 @@ def checked_statistics(
             raise SemvecTypeError(
                 f"Statistic {key!r} of layer {name!r} must be a tensor, got {type(value).__name__}."
             )
+        if key == "top_inputs":
+            checked[key] = checked_top_inputs(name, num_neurons, value)
+            continue
         expected_ndim = 2 if axes == "CxN" else 1
         shape = tuple(value.shape)
         ok = value.ndim == expected_ndim
@@ -232,3 +252,37 @@ def checked_statistics(
             )
         checked[key] = value.detach().to(device="cpu", dtype=dtype, copy=True).contiguous()
     return checked
+
+
+def checked_top_inputs(name: str, num_neurons: int, value: Tensor) -> Tensor:
+    """A CPU contiguous copy of a layer's ``(N, K, Ch, S, S)`` uint8 ``top_inputs``, or a
+    one-line error: another dtype (pixels are never converted), another shape (``Ch`` 1 or 3,
+    square images, at least one image and one pixel) or more than
+    :data:`TOP_INPUTS_MAX_PIXELS` pixels.
+
+    Example:
+        >>> checked_top_inputs("fc", 2, torch.zeros(2, 1, 3, 4, 4, dtype=torch.uint8)).shape
+        torch.Size([2, 1, 3, 4, 4])
+    """
+    shape = tuple(value.shape)
+    if value.dtype != torch.uint8:
+        raise SemvecTypeError(
+            f"Statistic 'top_inputs' of layer {name!r} has dtype {value.dtype}; expected "
+            "torch.uint8 thumbnails (0..255)."
+        )
+    ok = (len(shape) == 5 and shape[0] == num_neurons and shape[1] >= 1 and shape[2] in (1, 3)
+          and shape[3] == shape[4] >= 1)
+    if not ok:
+        raise SemvecValueError(
+            f"Statistic 'top_inputs' of layer {name!r} has shape {shape}; expected "
+            f"(N, K, Ch, S, S) with N={num_neurons} neurons, K >= 1 images, Ch 1 or 3 channels "
+            "and S >= 1 pixels a side."
+        )
+    pixels = shape[0] * shape[1] * shape[3] * shape[4]
+    if pixels > TOP_INPUTS_MAX_PIXELS:
+        raise SemvecValueError(
+            f"Statistic 'top_inputs' of layer {name!r} holds {pixels} pixels (N * K * S**2, "
+            f"shape {shape}); at most {TOP_INPUTS_MAX_PIXELS} are allowed: keep fewer or "
+            "smaller thumbnails."
+        )
+    return value.detach().to(device="cpu", copy=True).contiguous()

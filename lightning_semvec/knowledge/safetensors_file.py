@@ -62,7 +62,7 @@ TENSOR_PREFIX = "vectors/"
 #: Tensor keys of the statistics are ``STATISTICS_PREFIX + layer name + "/" + statistic``.
 STATISTICS_PREFIX = "statistics/"
 
-_SAFETENSORS_DTYPES = {"F32": "float32", "BOOL": "bool", "I64": "int64"}
+_SAFETENSORS_DTYPES = {"F32": "float32", "BOOL": "bool", "I64": "int64", "U8": "uint8"}
 EXPORT_HINT = (
     "Write knowledge files with `semvec export` or SemanticVectorCallback.export_knowledge(), "
     "or from tensors with StaticKnowledge.from_vectors(...).save(path)."

@@ -11,6 +11,7 @@ own layout instead, and *merges* with the config already on disk:
     <log_dir>/<step:05d>/<tag>/tensors.tsv    one row per point, tab separated
     <log_dir>/<step:05d>/<tag>/metadata.tsv   a header row, then one row per point
     <log_dir>/<step:05d>/<tag>/sprite.png     one thumbnail per point, in a square grid
+    <log_dir>/<step:05d>/<tag>/bookmarks.txt  saved views of the projector (JSON), optional
 
 The tensor of an entry is named ``"<tag>:<step:05d>"``, as ``add_embedding`` names it; an entry
 written again under the same name replaces the old one. ``log_dir`` is a local path or an
@@ -18,10 +19,11 @@ fsspec URL (``s3://``, ``gs://``, ...), as ``TensorBoardLogger`` accepts.
 
 The modules: ``writer`` (:func:`write_embedding`), ``reader`` (reading entries back),
 ``config`` (the ``projector_config.pbtxt`` entries and their merge), ``opening`` (which entry
-TensorBoard opens first, and the ``(latest)`` entry), ``metadata`` (the per-neuron columns),
-``sprites`` (thumbnails, the sprite grid and its PNG encoder) and ``storage`` (local or fsspec
-log directories). The metric that picks each neuron's top inputs
-is :class:`~lightning_semvec.metrics.TopActivatingInputs`.
+TensorBoard opens first, and the ``(latest)`` entry), ``history`` (a bounded menu: each
+layer's newest entry and a few earlier ones), ``bookmarks`` (a saved view that colours the
+points by preferred class), ``metadata`` (the per-neuron columns), ``sprites`` (thumbnails, the
+sprite grid and its PNG encoder) and ``storage`` (local or fsspec log directories). The metric
+that picks each neuron's top inputs is :class:`~lightning_semvec.metrics.TopActivatingInputs`.
 
 Example:
     >>> import tempfile, torch
@@ -35,11 +37,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning_semvec.projector.bookmarks import (
+    bookmarks_json,
+    categorical_column,
+    color_bookmark,
+)
 from lightning_semvec.projector.config import (
     CONFIG_FILENAME,
     LATEST_PREFIX,
     EmbeddingEntry,
 )
+from lightning_semvec.projector.history import DEFAULT_HISTORY, prune_history
 from lightning_semvec.projector.metadata import (
     METADATA_COLUMNS,
     neuron_label,
@@ -47,6 +55,7 @@ from lightning_semvec.projector.metadata import (
 )
 from lightning_semvec.projector.opening import projector_open_order, write_latest_entry
 from lightning_semvec.projector.reader import (
+    read_embedding_bookmarks,
     read_embedding_metadata,
     read_embedding_tensor,
     read_projector_config,
@@ -63,16 +72,22 @@ from lightning_semvec.projector.writer import MAX_PROJECTOR_POINTS, write_embedd
 
 __all__ = [
     "CONFIG_FILENAME",
+    "DEFAULT_HISTORY",
     "LATEST_PREFIX",
     "MAX_PROJECTOR_POINTS",
     "MAX_SPRITE_SIDE",
     "METADATA_COLUMNS",
     "EmbeddingEntry",
+    "bookmarks_json",
+    "categorical_column",
+    "color_bookmark",
     "encode_png",
     "make_sprite",
     "neuron_label",
     "neuron_metadata",
     "projector_open_order",
+    "prune_history",
+    "read_embedding_bookmarks",
     "read_embedding_metadata",
     "read_embedding_tensor",
     "read_projector_config",

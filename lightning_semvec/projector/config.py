@@ -30,6 +30,7 @@ __all__ = [
     "entries_of",
     "load_config",
     "merge_entry",
+    "save_config",
 ]
 
 #: The projector's config file, read by TensorBoard in each run directory.
@@ -50,6 +51,8 @@ class EmbeddingEntry:
         metadata_path: the ``metadata.tsv`` file, or ``""``.
         sprite_path: the ``sprite.png`` file, or ``""``.
         sprite_dim: ``(width, height)`` of one thumbnail in the sprite, or ``()``.
+        bookmarks_path: the ``bookmarks.txt`` file (the projector's saved views, listed in
+            its "Bookmarks" panel; see :mod:`lightning_semvec.projector.bookmarks`), or ``""``.
 
     A name starting with :data:`LATEST_PREFIX` lists another entry's files once more
     (:attr:`is_latest`); :attr:`tag` and :attr:`step` are those of that entry.
@@ -69,6 +72,7 @@ class EmbeddingEntry:
     metadata_path: str = ""
     sprite_path: str = ""
     sprite_dim: tuple[int, ...] = ()
+    bookmarks_path: str = ""
 
     @property
     def is_latest(self) -> bool:
@@ -120,6 +124,7 @@ def entries_of(config: Any) -> list[EmbeddingEntry]:
             metadata_path=e.metadata_path,
             sprite_path=e.sprite.image_path,
             sprite_dim=tuple(int(s) for s in e.sprite.single_image_dim),
+            bookmarks_path=e.bookmarks_path,
         )
         for e in config.embeddings
     ]
@@ -134,8 +139,6 @@ def merge_entry(
     entry's tensors, metadata and sprite, by path in ``folder``) are written with the config as
     one unit: a failed write leaves the old files and the old config.
     """
-    from google.protobuf import text_format
-
     kept = [e for e in config.embeddings if e.tensor_name != entry.tensor_name]
     del config.embeddings[:]
     config.embeddings.extend(kept)
@@ -149,5 +152,15 @@ def merge_entry(
     if entry.sprite_path:
         info.sprite.image_path = entry.sprite_path
         info.sprite.single_image_dim.extend(entry.sprite_dim)
+    if entry.bookmarks_path:
+        info.bookmarks_path = entry.bookmarks_path
+    save_config(folder, config, files)
+
+
+def save_config(folder: LogDir, config: Any, files: Mapping[str, bytes] | None = None) -> None:
+    """Write ``config`` (and ``files``, by path in ``folder``) as one unit: a failed write
+    leaves the old files and the old config."""
+    from google.protobuf import text_format
+
     folder.replace_together(
         {**(files or {}), CONFIG_FILENAME: text_format.MessageToString(config).encode("utf-8")})

@@ -18,14 +18,21 @@ Example:
 from __future__ import annotations
 
 import io
+import json
 import os
+from typing import Any
 
 import numpy as np
 
 from lightning_semvec.projector.config import EmbeddingEntry, entries_of, load_config
 from lightning_semvec.projector.storage import LogDir
 
-__all__ = ["read_embedding_metadata", "read_embedding_tensor", "read_projector_config"]
+__all__ = [
+    "read_embedding_bookmarks",
+    "read_embedding_metadata",
+    "read_embedding_tensor",
+    "read_projector_config",
+]
 
 
 def read_projector_config(log_dir: str | os.PathLike[str]) -> list[EmbeddingEntry]:
@@ -90,3 +97,25 @@ def read_embedding_metadata(
     header = lines[0].split("\t")
     rows = [line.split("\t") for line in lines[1:]]
     return {name: [row[i] if i < len(row) else "" for row in rows] for i, name in enumerate(header)}
+
+
+def read_embedding_bookmarks(
+    log_dir: str | os.PathLike[str], entry: EmbeddingEntry
+) -> list[dict[str, Any]]:
+    """The saved views of an entry (its ``bookmarks.txt``; ``[]`` if it has none).
+
+    Raises:
+        FileNotFoundError: if the entry names a bookmarks file that does not exist.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from lightning_semvec.projector import color_bookmark, write_embedding
+        >>> with tempfile.TemporaryDirectory() as run:
+        ...     entry = write_embedding(run, "fc", torch.eye(2), metadata={"neuron": [0, 1]},
+        ...                             bookmarks=[color_bookmark("neuron", (2, 2))])
+        ...     [b["selectedColorOptionName"] for b in read_embedding_bookmarks(run, entry)]
+        ['neuron']
+    """
+    if not entry.bookmarks_path:
+        return []
+    return list(json.loads(LogDir.open(log_dir).read_bytes(entry.bookmarks_path)))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,26 @@ class LogDir:
         path = self.path(relative)
         self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
         self.fs.pipe_file(path, data)
+
+    def remove(self, relatives: Iterable[str]) -> None:
+        """Delete the files ``relatives`` (those that exist), then their folders that this
+        leaves empty, up to the directory itself (object stores have no empty folders)."""
+        folders = set()
+        for relative in relatives:
+            path = self.path(relative)
+            if self.fs.exists(path):
+                self.fs.rm_file(path)
+            parent = posixpath.dirname(relative)
+            while parent:
+                folders.add(parent)
+                parent = posixpath.dirname(parent)
+        if not isinstance(self.fs, LocalFileSystem):
+            return
+        for folder in sorted(folders, key=lambda f: -f.count("/")):  # deepest first
+            try:
+                os.rmdir(self.path(folder))
+            except OSError:  # not empty, or gone already
+                pass
 
     def replace_bytes(self, relative: str, data: bytes) -> None:
         """Replace the file ``relative`` so that a reader sees the old or the new content."""

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from lightning_semvec._utils.checks import check_int
 from lightning_semvec.errors import SemvecValueError
+from lightning_semvec.projector.bookmarks import bookmarks_json
 from lightning_semvec.projector.config import (
     LATEST_PREFIX,
     EmbeddingEntry,
@@ -46,6 +47,7 @@ def write_embedding(
     global_step: int = 0,
     metadata: Mapping[str, Sequence[Any] | np.ndarray | Tensor] | None = None,
     sprite_images: Tensor | np.ndarray | None = None,
+    bookmarks: Sequence[Mapping[str, Any]] | None = None,
 ) -> EmbeddingEntry:
     """Write one embedding in TensorBoard's projector format and add it to the config.
 
@@ -67,6 +69,9 @@ def write_embedding(
             column is written without a header row, as the projector expects.
         sprite_images: optional ``(N, C, h, w)`` thumbnails, ``C`` in ``{1, 3}``, uint8 or
             floats in ``[0, 1]``; laid out in a square grid of ``ceil(sqrt(N))`` columns.
+        bookmarks: optional saved views of the projector (its ``State`` objects, e.g.
+            :func:`~lightning_semvec.projector.bookmarks.color_bookmark`), written as
+            ``bookmarks.txt`` and listed in its "Bookmarks" panel.
 
     Returns:
         The :class:`~lightning_semvec.projector.EmbeddingEntry` written.
@@ -126,6 +131,13 @@ def write_embedding(
             )
         files[f"{subdir}/sprite.png"] = encode_png(make_sprite(images))
         sprite_dim = (int(images.shape[3]), int(images.shape[2]))
+    if bookmarks:
+        if not all(isinstance(b, Mapping) for b in bookmarks):  # a dict: its keys, strings
+            raise SemvecValueError(
+                "bookmarks must be a list of projector views (dicts, e.g. from "
+                f"lightning_semvec.projector.bookmarks.color_bookmark), got {bookmarks!r:.80}."
+            )
+        files[f"{subdir}/bookmarks.txt"] = bookmarks_json(bookmarks)
 
     entry = EmbeddingEntry(
         tensor_name=f"{tag}:{global_step:05d}",
@@ -134,6 +146,7 @@ def write_embedding(
         metadata_path=f"{subdir}/metadata.tsv" if metadata else "",
         sprite_path=f"{subdir}/sprite.png" if sprite_images is not None else "",
         sprite_dim=sprite_dim,
+        bookmarks_path=f"{subdir}/bookmarks.txt" if bookmarks else "",
     )
     merge_entry(folder, config, entry, files)  # all files and the config, or none of them
     return entry

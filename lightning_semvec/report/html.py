@@ -1,32 +1,39 @@
-"""A static HTML report of a knowledge file: figures per layer and a table of its neurons.
+"""A static HTML report of a knowledge file that leads with what the network learned.
 
 :func:`write_report` reads a knowledge file (see :mod:`lightning_semvec.knowledge`) and writes
 a folder that any browser opens without a server:
 
 .. code-block:: text
 
-    <out_dir>/index.html                 the report
+    <out_dir>/index.html                    the report
     <out_dir>/<nn>_<layer>_similarity.png   semantic similarity heatmap (clustered order)
-    <out_dir>/<nn>_<layer>_pca.png          PCA map of the vectors
+    <out_dir>/<nn>_<layer>_pca.png          PCA map of the vectors (layers without cards)
 
-The page starts with a table of contents (each layer, its neurons and dead neurons, linked to
-its section). Each layer's table lists, per neuron, the norm of its vector and its nearest
-neighbours by semantic similarity and, when the knowledge file carries them, what the
-validation data said about each neuron (preferred class, class selectivity, mean activation,
-dead), rounded. Dead neurons have no preferred class or selectivity (empty cells), and
-selectivity values outside ``[0, 1]`` (files exported before the index was defined for signed
-activations) are left empty with a note. A knowledge file of
-:func:`~lightning_semvec.embed_models` (models in one space) also gets a "Matching" section per
-model after the first (:mod:`lightning_semvec.report.matching`).
+The page, top to bottom:
+
+1. **What this network learned**: the most telling layer (ranked by held-out fidelity and mean
+   class selectivity, :mod:`~lightning_semvec.report._layer_order`; usually the logits), its
+   neurons on a labelled map of their vectors (:mod:`~lightning_semvec.report._map`) and, in
+   words, each neuron's nearest neurons ("``O`` is closest to ``0``, ``Q``, ``D``"). A layer
+   with one neuron per class is named by class; any other neuron by its preferred class
+   (:mod:`~lightning_semvec.report._neighbours`).
+2. **Neuron cards** of the telling layer(s): top-activating inputs, class profile, nearest
+   neurons (:mod:`~lightning_semvec.report._cards`).
+3. **The other layers**, in the same order: figures and a table of their neurons
+   (:mod:`~lightning_semvec.report._tables`), columns that read the same on every row left out.
+4. The "Matching" sections of a knowledge file of :func:`~lightning_semvec.embed_models`
+   (:mod:`lightning_semvec.report.matching`).
+5. **About this file**: metadata, the layers' ranking and its rule, what selectivity means.
+
+Dead neurons (constant on the validation data) have no preferred class, selectivity or
+neighbours, and are nobody's neighbour.
 """
 
 from __future__ import annotations
 
 import html
 import os
-import re
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -37,59 +44,24 @@ from lightning_semvec._utils.files import check_output_folder, staged_folder
 from lightning_semvec._utils.indices import evenly_spaced
 from lightning_semvec.analysis.figures import pca_map, similarity_heatmaps
 from lightning_semvec.errors import SemvecFileNotFoundError
-from lightning_semvec.functional.similarity import (
-    normalize_vectors,
-    semantic_similarity,
-)
+from lightning_semvec.functional.similarity import semantic_similarity
 from lightning_semvec.knowledge import StaticKnowledge
+from lightning_semvec.report._cards import card_order, neuron_cards
+from lightning_semvec.report._layer_order import LayerScore, rank_layers
+from lightning_semvec.report._neighbours import (
+    class_aligned,
+    class_names_of,
+    nearest_neighbours,
+    neuron_names,
+)
+from lightning_semvec.report._page import about_section, lead_section, page
+from lightning_semvec.report._tables import layer_section, layer_summary
 from lightning_semvec.report.matching import matching_sections
 
 __all__ = [
     "nearest_neighbours",
     "write_report",
 ]
-
-# Statistics shown in the table, when the knowledge file carries them.
-_STAT_COLUMNS = ("preferred_class", "selectivity", "mean_activation", "dead")
-
-
-def nearest_neighbours(
-    vectors: Tensor, k: int = 3, chunk: int = 1024, rows: int | None = None
-) -> tuple[Tensor, Tensor]:
-    """Each neuron's ``k`` most similar other neurons by semantic (cosine) similarity.
-
-    Computed in row chunks, so memory stays ``O(chunk * N)`` even for wide layers.
-
-    Args:
-        vectors: ``(N, d)`` semantic vectors.
-        k: neighbours per neuron (at most ``N - 1``).
-        chunk: rows of the similarity matrix built at once.
-        rows: only the first ``rows`` neurons' neighbours (among all ``N``); default all.
-
-    Returns:
-        ``(indices, similarities)``: ``(R, k)`` int64 and ``(R, k)`` float32, most similar
-        first, ``R = rows or N``.
-
-    Example:
-        >>> idx, sim = nearest_neighbours(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), k=1)
-        >>> idx.squeeze(1).tolist()
-        [1, 0, 1]
-    """
-    n = vectors.shape[0]
-    k = max(0, min(k, n - 1))
-    e = normalize_vectors(vectors)
-    indices, values = [], []
-    for start in range(0, n if rows is None else min(rows, n), chunk):
-        stop = start + chunk if rows is None else min(start + chunk, rows)
-        block = e[start:stop] @ e.T
-        local = torch.arange(block.shape[0])
-        block[local, local + start] = float("-inf")  # a neuron is not its own neighbour
-        top = block.topk(k, dim=1)
-        indices.append(top.indices)
-        values.append(top.values)
-    if not indices:
-        return torch.zeros(0, k, dtype=torch.long), torch.zeros(0, k)
-    return torch.cat(indices), torch.cat(values)
 
 
 def write_report(
@@ -102,6 +74,8 @@ def write_report(
     max_table_rows: int = 2000,
     max_matching_rows: int = 50,
     overwrite: bool = False,
+    card_layers: int = 1,
+    max_cards: int = 64,
 ) -> Path:
     """Write the report folder of a knowledge file; returns the path of its ``index.html``.
 
@@ -113,19 +87,25 @@ def write_report(
 
     Args:
         knowledge_path: a ``.semvec.safetensors`` knowledge file. When it carries per-neuron
-            statistics (files exported after an analysed validation epoch), the table shows
-            each neuron's preferred class, class selectivity and mean activation and marks the
-            dead ones, and the PCA map is coloured by preferred class.
+            statistics (files exported after an analysed validation epoch), the neurons are
+            named by their class or preferred class, the cards show their class profile and
+            top-activating inputs, the tables their selectivity and mean activation, and the
+            dead ones are marked.
         out_dir: the folder to write (created, with its parents, if needed).
         log_dir: deprecated and ignored: the statistics now come from the knowledge file.
         max_heatmap_neurons: the heatmap shows at most this many neurons (evenly spaced).
         neighbours: nearest neighbours listed per neuron.
-        max_table_rows: neurons listed per layer (the first ones); the report says how many
-            were left out.
+        max_table_rows: neurons listed in each layer's table (the first ones); the report
+            says how many were left out.
         max_matching_rows: matched neurons listed in each "Matching" section of a joint
             knowledge file (``lightning_semvec.embed_models``), best correlation first.
         overwrite: replace ``out_dir`` as a whole if it holds files (another run's report);
             by default that is an error, raised before anything is written.
+        card_layers: the most telling layers that get a card per neuron (0: none; the first
+            is also the one the page opens on).
+        max_cards: cards per layer at most (a class-aligned layer's in class order, any other
+            layer's most selective alive neurons first); the report says how many were left
+            out. 64 covers the logits of 62 classes.
 
     Returns:
         ``<out_dir>/index.html``.
@@ -135,7 +115,8 @@ def write_report(
         SemvecFileNotFoundError: if ``knowledge_path`` does not exist.
         SemvecFileExistsError: if ``out_dir`` holds files and ``overwrite`` is false.
         SemvecValueError: if ``max_heatmap_neurons`` is not an integer >= 1, or
-            ``neighbours``, ``max_table_rows`` or ``max_matching_rows`` not one >= 0.
+            ``neighbours``, ``max_table_rows``, ``max_matching_rows``, ``card_layers`` or
+            ``max_cards`` not one >= 0.
 
     Example:
         >>> import tempfile, os, torch
@@ -145,12 +126,14 @@ def write_report(
         ...     path = knowledge.save(os.path.join(tmp, "k.semvec.safetensors"))
         ...     index = write_report(path, os.path.join(tmp, "report"))
         ...     sorted(p.name for p in index.parent.iterdir())
-        ['00_fc_pca.png', '00_fc_similarity.png', 'index.html']
+        ['00_fc_similarity.png', 'index.html']
     """
     check_int("max_heatmap_neurons", max_heatmap_neurons, 1)
     check_int("neighbours", neighbours, 0)
     check_int("max_table_rows", max_table_rows, 0)
     check_int("max_matching_rows", max_matching_rows, 0)
+    check_int("card_layers", card_layers, 0)
+    check_int("max_cards", max_cards, 0)
     if log_dir is not None:
         warnings.warn(
             "write_report(log_dir=...) is deprecated and ignored: the per-neuron statistics "
@@ -164,244 +147,115 @@ def write_report(
     knowledge = StaticKnowledge.load(knowledge_path)
     final = check_output_folder(out_dir, overwrite)
     with staged_folder(final) as out:
-        _write_pages(knowledge, knowledge_path, out, max_heatmap_neurons, neighbours, max_table_rows,
-                     max_matching_rows)
+        _write_pages(knowledge, knowledge_path, out, max_heatmap_neurons=max_heatmap_neurons,
+                     neighbours=neighbours, max_table_rows=max_table_rows,
+                     max_matching_rows=max_matching_rows, card_layers=card_layers,
+                     max_cards=max_cards)
     return final / "index.html"
 
 
-def _write_pages(knowledge: StaticKnowledge, knowledge_path: Path, out: Path, max_heatmap_neurons: int,
-                 neighbours: int, max_table_rows: int, max_matching_rows: int) -> None:
-    class_names = knowledge.class_names
-    sections, contents = [], []
-    for position, name in enumerate(knowledge.layer_names):
-        if not knowledge[name].learned:
-            continue  # its vectors are their random start (the page's facts name it)
-        vectors = knowledge[name].vectors
-        stats = knowledge.statistics(name)
+def _write_pages(
+    knowledge: StaticKnowledge, knowledge_path: Path, out: Path, *, max_heatmap_neurons: int,
+    neighbours: int, max_table_rows: int, max_matching_rows: int, card_layers: int,
+    max_cards: int,
+) -> None:
+    """Write the figures and ``index.html`` of ``knowledge`` into ``out``."""
+    scores = rank_layers(knowledge)
+    embedded = "embedded" in knowledge.extra
+    parts: list[str] = []
+    jumps: list[tuple[str, str]] = []
+    cards_parts, layer_parts = [], []
+    lead: tuple[LayerScore, dict[str, Tensor], tuple[list[str], list[str]], bool, set[int]] | None
+    lead = None
+    for rank, score in enumerate(scores):
+        vectors = knowledge.vectors(score.name)
+        stats = knowledge.statistics(score.name)
         n = vectors.shape[0]
-        # The position keeps names apart; 80 characters keep a file name within every file
-        # system's limit, however long the layer's name.
-        slug = f"{position:02d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', name)[:80]}"
+        names = class_names_of(knowledge.class_names, knowledge[score.name].num_classes)
+        aligned = class_aligned(n, names)
+        long, short = neuron_names(n, stats, names, aligned)
         ids = evenly_spaced(n, max_heatmap_neurons)
         figure = similarity_heatmaps(semantic_similarity(vectors[ids]), neuron_ids=ids,
-                                     title=f"{name}: semantic similarity")
-        figure.savefig(out / f"{slug}_similarity.png", dpi=100)
-        figure = pca_map(vectors, stats.get("preferred_class"), class_names, stats.get("dead"),
-                         title=f"{name}: PCA of the vectors")
-        figure.savefig(out / f"{slug}_pca.png", dpi=100)
-        sections.append(
-            _layer_section(name, slug, vectors, stats, class_names, neighbours, max_table_rows,
-                           shown=ids.numel(), embedded="embedded" in knowledge.extra)
-        )
-        dead = int(stats["dead"].sum()) if "dead" in stats else None
-        contents.append((name, slug, n, dead))
-    for title, anchor, n, section in matching_sections(knowledge, max_matching_rows):
-        sections.append(section)
-        contents.append((title, anchor, n, None))
-    with_selectivity = any("selectivity" in knowledge.statistics(n) for n in knowledge.layer_names)
-    page = _page(knowledge, knowledge_path, _contents(contents, with_selectivity), sections)
-    (out / "index.html").write_text(page, "utf-8")
-
-
-#: The note under every table that lists selectivity: what it is and when a cell is empty.
-SELECTIVITY_NOTE = (
-    "Selectivity is the class selectivity index of Morcos et al. (2018), (mu_max - mu_rest) / "
-    "(mu_max + mu_rest) of a neuron's class means: 0 for a neuron that responds alike to every "
-    "class, 1 for one that responds to a single class. It is defined for non-negative "
-    "activations; a neuron whose activations go below 0 (logits, layers before a ReLU) gets the "
-    "index of its activations shifted up by their minimum. Dead neurons have no preferred class "
-    "or selectivity."
-)
-
-
-def _format(value: float, decimals: int) -> str:
-    """A number rounded for a table cell; empty for NaN (no value)."""
-    return "" if value != value else f"{value:.{decimals}f}"
-
-
-def _statistic_cells(
-    stats: dict[str, Tensor], class_names: Sequence[str] | None, rows: int
-) -> tuple[dict[str, list[str]], int]:
-    """The table's statistic columns as text, one entry per listed neuron, and how many
-    selectivity cells were left empty because the file's value lies outside ``[0, 1]``.
-
-    Dead neurons get no preferred class and no selectivity: their class means are all equal,
-    so the argmax and the index say nothing about them.
-    """
-    cells: dict[str, list[str]] = {}
-    dead = stats["dead"][:rows].tolist() if "dead" in stats else [False] * rows
-    out_of_range = 0
-    for key in _STAT_COLUMNS:
-        value = stats.get(key)
-        if value is None:
-            continue
-        values = value[:rows].tolist()
-        if key == "preferred_class":
-            names = list(class_names or [])
-            cells[key] = [
-                "" if gone else names[c] if 0 <= c < len(names) else str(c)
-                for c, gone in zip(values, dead)
-            ]
-        elif key == "dead":
-            cells[key] = ["dead" if v else "" for v in values]
-        elif key == "selectivity":
-            # Files exported before the index was defined for signed activations can hold
-            # values outside [0, 1] (logits, pre-ReLU layers): those mean nothing.
-            valid = [0.0 <= v <= 1.0 + 1e-6 for v in values]
-            out_of_range += sum(1 for v, ok, gone in zip(values, valid, dead)
-                                if not ok and not gone and v == v)
-            cells[key] = ["" if gone or not ok else _format(min(v, 1.0), 2)
-                          for v, ok, gone in zip(values, valid, dead)]
+                                     title=f"{score.name}: semantic similarity")
+        figure.savefig(out / f"{score.slug}_similarity.png", dpi=100)
+        carded: set[int] = set()
+        if rank < card_layers and max_cards:
+            cards, shown, total = neuron_cards(score.slug, vectors, stats, names, (long, short),
+                                               aligned, neighbours=neighbours,
+                                               max_cards=max_cards)
+            carded = set(card_order(stats, n, aligned)[:max_cards])
+            cards_parts.append(_cards_section(score, cards, shown, total, vectors.shape[1],
+                                              stats if aligned else None, embedded,
+                                              ids.numel()))
+            jumps.append((score.slug, f"cards: {score.name}"))
         else:
-            cells[key] = [_format(v, 3) for v in values]
-    return cells, out_of_range
-
-
-#: Columns whose cells are numbers, aligned right.
-_NUMERIC = {"selectivity", "mean_activation", "vector_norm"}
-
-
-def _layer_section(
-    name: str,
-    slug: str,
-    vectors: Tensor,
-    stats: dict[str, Tensor],
-    class_names: Sequence[str] | None,
-    neighbours: int,
-    max_rows: int,
-    shown: int,
-    embedded: bool = False,
-) -> str:
-    n, d = vectors.shape
-    norms = vectors.norm(dim=1)
-    rows = min(n, max_rows)
-    idx, sim = nearest_neighbours(vectors, neighbours, rows=rows)
-    stat_cells, out_of_range = _statistic_cells(stats, class_names, rows)
-    keys = ["neuron", *stat_cells, "vector_norm", "neighbours"]
-    header = ["neuron", *(c.replace("_", " ") for c in stat_cells), "vector norm",
-              "nearest neighbours (semantic similarity)"]
-    dead = stat_cells.get("dead", [""] * rows)
-    body = []
-    for i in range(rows):
-        cells = [str(i), *(column[i] for column in stat_cells.values())]
-        cells.append(_format(norms[i].item(), 2))
-        cells.append(", ".join(f"{j} ({s:+.2f})" for j, s in zip(idx[i].tolist(), sim[i].tolist())))
-        tds = "".join(
-            f'<td class="num">{html.escape(c)}</td>' if key in _NUMERIC
-            else f"<td>{html.escape(c)}</td>"
-            for key, c in zip(keys, cells)
-        )
-        body.append(f'<tr class="dead">{tds}</tr>' if dead[i] else f"<tr>{tds}</tr>")
-    if stat_cells:
-        # embed_neurons / embed_models measure on the data they stream, not a validation epoch.
-        data = "the data it was embedded on" if embedded else "the validation data"
-        source = ("Statistics: from the knowledge file, measured on the data it was embedded on."
-                  if embedded else "Validation statistics: from the knowledge file (the last "
-                  "analysed validation epoch).")
-        dead_count = int(stats["dead"].sum()) if "dead" in stats else 0
-        if "dead" in stats:
-            source += f" {dead_count} of {n} neurons dead (constant on {data})."
+            figure = pca_map(vectors, stats.get("preferred_class"), names or None,
+                             stats.get("dead"), title=f"{score.name}: PCA of the vectors")
+            figure.savefig(out / f"{score.slug}_pca.png", dpi=100)
+            layer_parts.append(layer_section(score, vectors, stats, names, short,
+                                             neighbours=neighbours, max_rows=max_table_rows,
+                                             shown=ids.numel(), embedded=embedded))
+            jumps.append((score.slug, score.name))
+        if rank == 0:
+            lead = (score, stats, (long, short), aligned, carded)
+    matching = matching_sections(knowledge, max_matching_rows)
+    jumps += [(anchor, title) for title, anchor, _, _ in matching]
+    jumps.append(("about", "about this file"))
+    nav = '<nav class="jump">Jump to: ' + " ".join(
+        f'<a href="#{anchor}">{html.escape(title)}</a>' for anchor, title in jumps) + "</nav>"
+    if lead is None:
+        parts.append('<header id="top"><h1>What this network learned</h1><p class="lede">'
+                     "No layer of this file learned anything (see the end of the page).</p>"
+                     f"</header>{nav}")
     else:
-        source = ("No validation statistics in this knowledge file (export it after an analysed "
-                  "validation epoch to add them).")
-    notes = []
-    if out_of_range:
-        notes.append(
-            f"{out_of_range} selectivity values of this file lie outside [0, 1] and are left "
-            "empty: the file was exported before the index was defined for signed activations; "
-            "export it again to fill them."
-        )
-    if rows < n:
-        notes.append(f"{n - rows} more neurons are not listed (max_table_rows={max_rows}).")
-    note = "".join(f'<p class="note">{html.escape(t)}</p>' for t in notes)
-    heatmap_note = f" ({shown} of {n} neurons, evenly spaced)" if shown < n else ""
-    return f"""
-<section id="{slug}">
-<h2>{html.escape(name)} <a class="top" href="#contents">contents</a></h2>
-<p>{n} neurons, {d}-dimensional vectors. {html.escape(source)}</p>
-<div class="figures">
-<figure><img src="{slug}_similarity.png" alt="semantic similarity of {html.escape(name)}">
-<figcaption>Semantic similarity{heatmap_note}, neurons ordered by hierarchical clustering.
-</figcaption></figure>
-<figure><img src="{slug}_pca.png" alt="PCA map of {html.escape(name)}">
-<figcaption>The vectors on their first two principal components.</figcaption></figure>
-</div>
-<table>
-<thead><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in header)}</tr></thead>
-<tbody>
-{chr(10).join(body)}
-</tbody>
-</table>
-{note}
-</section>"""
+        first, first_stats, first_names, first_aligned, first_carded = lead
+        parts.append(lead_section(knowledge, knowledge_path, first, first_stats, first_names,
+                                  first_aligned, neighbours=neighbours,
+                                  max_listed=max(max_cards, 10), carded=first_carded, nav=nav))
+    parts += cards_parts + layer_parts + [section for *_, section in matching]
+    parts.append(about_section(knowledge, knowledge_path, scores))
+    (out / "index.html").write_text(page(knowledge_path.name, parts), "utf-8")
 
 
-def _contents(rows: list[tuple[str, str, int, int | None]], selectivity_note: bool) -> str:
-    """The table of contents: one linked row per layer with its neurons and dead ones, and
-    what the selectivity column means when a table shows it."""
-    with_dead = any(dead is not None for *_, dead in rows)
-    head = "<th>layer</th><th>neurons</th>" + ("<th>dead</th>" if with_dead else "")
-    body = "".join(
-        f'<tr><td><a href="#{slug}">{html.escape(name)}</a></td><td class="num">{n}</td>'
-        + (f'<td class="num">{"" if dead is None else dead}</td>' if with_dead else "")
-        + "</tr>"
-        for name, slug, n, dead in rows
-    )
-    return f"""<nav id="contents">
-<h2>Contents</h2>
-<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
-{f'<p class="note">{html.escape(SELECTIVITY_NOTE)}</p>' if selectivity_note else ""}
-</nav>"""
-
-
-def _page(
-    knowledge: StaticKnowledge, knowledge_path: Path, contents: str, sections: list[str]
+def _cards_section(
+    score: LayerScore, cards: str, shown: int, total: int, dim: int,
+    aligned_stats: dict[str, Tensor] | None, embedded: bool, heatmap_neurons: int,
 ) -> str:
-    extra = knowledge.extra
-    embedded = extra.get("embedded")
-    facts = [
-        ("knowledge file", str(knowledge_path)),
-        ("models" if "; " in (knowledge.source_model or "") else "teacher model" if not embedded
-         else "model", knowledge.source_model or "unknown"),
-        ("training steps", str(knowledge.training_steps) if knowledge.training_steps or not embedded
-         else "not recorded"),
-        *([("vectors", f"{embedded}, in-sample fidelity {float(extra['fidelity/joint']):.4f}"
-            if "fidelity/joint" in extra else str(embedded))] if embedded else []),
-        ("classes", ", ".join(knowledge.class_names) if knowledge.class_names else "unknown"),
-        ("lightning_semvec", knowledge.package_version),
-    ]
-    unlearned = [name for name, layer in knowledge.layers.items() if not layer.learned]
-    if unlearned:
-        facts.append(("left out", "layers that learned nothing (a constant output or one neuron: "
-                      "their vectors are their random start): " + ", ".join(unlearned)))
-    listing = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Semantic vectors: {html.escape(knowledge_path.name)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; font-size: 0.85em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: left; }}
-td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
-tr.dead td {{ color: #888; }}
-thead th {{ background: #f0f0f0; position: sticky; top: 0; }}
-.figures {{ display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }}
-figure {{ margin: 0; }}
-img {{ max-width: 100%; }}
-section {{ margin-top: 2.5em; }}
-a.top {{ font-size: 0.5em; font-weight: normal; margin-left: 1em; }}
-p.note {{ font-size: 0.85em; color: #555; max-width: 60em; }}
-</style>
-</head>
-<body>
-<h1>Semantic vectors</h1>
-<table>{listing}</table>
-{contents}
-{"".join(sections)}
-</body>
-</html>
-"""
+    """A telling layer's section: its cards, notes on those left out, its heatmap.
+
+    ``aligned_stats``: the statistics of a class-aligned layer (``None`` for any other), to
+    say how many class neurons prefer another class.
+    """
+    n = score.neurons
+    notes = []
+    if shown < total:
+        order = "in class order" if aligned_stats is not None else "the most selective first"
+        notes.append(f"{total - shown} more neurons have no card (max_cards={shown}; cards go "
+                     f"{order}).")
+    if total < n:
+        notes.append(f"{n - total} dead neurons have no card.")
+    if aligned_stats is not None and "preferred_class" in aligned_stats:
+        alive = (~aligned_stats["dead"] if "dead" in aligned_stats
+                 else torch.ones(n, dtype=torch.bool))
+        other = int(((aligned_stats["preferred_class"] != torch.arange(n)) & alive).sum())
+        if other:
+            notes.append(f"{other} of {int(alive.sum())} class neurons respond most, on average, "
+                         "to another class's inputs. Logits are read raw: softmax ignores an "
+                         "offset common to all of an input's logits, so inputs whose logits are "
+                         "all large can top several classes' profiles.")
+    note = "".join(f'<p class="note">{html.escape(t)}</p>' for t in notes)
+    heatmap_note = f" ({heatmap_neurons} of {n} neurons, evenly spaced)" if heatmap_neurons < n else ""
+    what = "class" if aligned_stats is not None else "neuron"
+    return f"""
+<section id="{score.slug}" class="layer">
+<h2>Neuron cards: {html.escape(score.name)} <a class="top" href="#top">top</a></h2>
+<p>{html.escape(layer_summary(score, dim, embedded))} One card per {what}: the inputs that
+activate it most, best first; a bar per class of its mean activation, rising from the lowest
+class mean, its preferred class dark (hover a bar for its class); and its nearest neurons by the
+cosine of their vectors (click one to go to its card).</p>
+{note}
+{cards}
+<figure><img src="{score.slug}_similarity.png" alt="semantic similarity of {html.escape(score.name)}">
+<figcaption>Semantic similarity of {html.escape(score.name)}{heatmap_note}, neurons ordered by
+hierarchical clustering.</figcaption></figure>
+</section>"""

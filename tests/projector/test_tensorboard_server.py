@@ -1,4 +1,5 @@
-"""The real reader: the installed TensorBoard serves every layer, neuron and metadata column.
+"""The real reader: the installed TensorBoard serves every layer, neuron, metadata column and
+bookmark.
 
 A small run is written by the callback, then ``python -m tensorboard.main`` is started on
 127.0.0.1 and its projector plugin is asked over HTTP what the Embedding Projector would load.
@@ -124,6 +125,10 @@ def test_tensorboard_projector_plugin_serves_every_layer_neuron_and_column(run_d
 
             sprite = get(port, "sprite_image", run=run, name=entry.tensor_name)
             assert sprite.startswith(b"\x89PNG")
+            # The Bookmarks panel's one view: colour by a column the server serves.
+            bookmarks = json.loads(get(port, "bookmarks", run=run, name=entry.tensor_name))
+            assert [b["selectedColorOptionName"] for b in bookmarks] == ["preferred_class"]
+            assert bookmarks[0]["selectedColorOptionName"] in col
     finally:
         server.terminate()
         try:

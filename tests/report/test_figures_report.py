@@ -12,6 +12,9 @@ from tiny_models import TinyConvNet, trainer_kwargs
 from lightning_semvec import AnalysisOptions, SemanticVectorCallback
 from lightning_semvec._utils.indices import evenly_spaced
 from lightning_semvec.analysis.figures import (
+    CARD_WIDTH_PX,
+    MAX_LEGEND_CLASSES,
+    MAX_TICK_LABELS,
     cluster_order,
     pca_2d,
     pca_map,
@@ -21,6 +24,7 @@ from lightning_semvec.cli import main as semvec
 from lightning_semvec.functional import semantic_similarity
 from lightning_semvec.knowledge import StaticKnowledge
 from lightning_semvec.report import nearest_neighbours, write_report
+from lightning_semvec.report._layer_order import rank_layers
 
 CLASSES = ["top-left", "top-right", "bottom-left"]
 
@@ -62,8 +66,8 @@ def test_heatmaps_side_by_side_share_the_order():
     s, _ = block_similarity([3, 3])
     figure = similarity_heatmaps(s, -s, title="layer")
     heatmaps = [ax for ax in figure.axes if ax.images and ax.get_title()]
-    assert [ax.get_title() for ax in heatmaps] == ["semantic similarity (6 neurons)",
-                                                 "activation similarity (6 neurons)"]
+    assert [ax.get_title() for ax in heatmaps] == ["semantic similarity", "activation similarity"]
+    assert heatmaps[0].get_xlabel() == "6 neurons, clustered"
     order = cluster_order(s)
     shown = [ax.images[0].get_array() for ax in heatmaps]
     np.testing.assert_allclose(shown[0], s[order][:, order].numpy(), atol=1e-6)
@@ -86,6 +90,54 @@ def test_pca_map_colours_by_preferred_class_and_marks_dead():
     assert [t.get_text() for t in only_dead.get_texts()] == ["alive", "dead"]
     with pytest.raises(ValueError, match="preferred_class"):
         pca_map(vectors, torch.zeros(3, dtype=torch.long))
+
+
+def _texts(figure):
+    """Every visible text of a drawn figure: (string, font size in points)."""
+    from matplotlib.text import Text
+
+    figure.canvas.draw()
+    return [(t.get_text(), t.get_fontsize()) for t in figure.findobj(Text)
+            if t.get_visible() and t.get_text()]
+
+
+@pytest.mark.parametrize("draw", ["heatmaps", "one heatmap", "pca", "pca of 62 classes"])
+def test_figures_are_sized_for_tensorboard_cards(draw):
+    """TensorBoard scales an image to its card, 350 to 500 pixels wide: a figure at most
+    CARD_WIDTH_PX wide keeps 9-point text at 5 pixels a point or more, and a heatmap of 32
+    neurons labels at most MAX_TICK_LABELS of them per axis."""
+    g = torch.Generator().manual_seed(0)
+    vectors = torch.randn(62 if "62" in draw else 32, 6, generator=g)
+    s = semantic_similarity(vectors)
+    figure = {
+        "heatmaps": lambda: similarity_heatmaps(s, s, title="net.features.2: step 40"),
+        "one heatmap": lambda: similarity_heatmaps(s, title="net.features.2"),
+        "pca": lambda: pca_map(vectors, torch.arange(32) % 10, [f"c{i}" for i in range(10)],
+                               title="net.features.2: PCA"),
+        "pca of 62 classes": lambda: pca_map(vectors, torch.arange(62),
+                                             [chr(ord("A") + i) for i in range(62)]),
+    }[draw]()
+    width, height = figure.get_size_inches() * figure.dpi
+    assert 300 <= width <= CARD_WIDTH_PX and height <= 450
+    texts = _texts(figure)
+    assert min(size for _, size in texts) >= 9
+    if draw.endswith("heatmaps") or draw == "one heatmap":
+        for ax in figure.axes[:-1]:  # the last axes is the colour bar
+            assert 0 < len(ax.get_xticklabels()) <= MAX_TICK_LABELS
+            assert len(ax.get_xticks()) <= MAX_TICK_LABELS
+
+
+def test_pca_map_of_many_classes_labels_the_points_with_their_class():
+    """More classes than a legend lists readably: no legend, each point says its class."""
+    vectors = torch.randn(40, 4, generator=torch.Generator().manual_seed(2))
+    names = [f"k{i}" for i in range(40)]
+    figure = pca_map(vectors, torch.arange(40), names, torch.arange(40) == 3)
+    assert figure.axes[0].get_legend() is None
+    annotations = {t.get_text() for t in figure.axes[0].texts}
+    assert annotations == {*names[:3], *names[4:]}  # the dead neuron (a cross) has no label
+    few = pca_map(vectors, torch.arange(40) % MAX_LEGEND_CLASSES, names)
+    assert len(few.axes[0].get_legend().get_texts()) == MAX_LEGEND_CLASSES
+    assert {t.get_text() for t in few.axes[0].texts} == {str(i) for i in range(40)}
 
 
 def test_pca_2d_matches_sklearn_up_to_sign():
@@ -114,8 +166,10 @@ def test_callback_logs_figures_to_tensorboard_once_at_the_end(run):
     assert steps == {f"semvec/{layer}/{kind}": [12] for layer in ("features.3", "classifier.2")
                      for kind in ("similarity", "pca")}
     first = events.Images("semvec/classifier.2/similarity")[0]
-    # Two panels: the activation similarity of the last analysed epoch is beside the vectors'.
-    assert first.width > 700 and first.encoded_image_string.startswith(b"\x89PNG")
+    # Two panels: the activation similarity of the last analysed epoch is beside the vectors',
+    # in an image no wider than TensorBoard's cards show without shrinking its text away.
+    assert 1.5 * first.height < first.width <= CARD_WIDTH_PX
+    assert first.encoded_image_string.startswith(b"\x89PNG")
 
 
 @pytest.mark.parametrize(("figures", "expected"), [("epoch", [6, 12]), (False, None)])
@@ -144,32 +198,40 @@ def test_report_shows_the_statistics_the_knowledge_file_carries(run, tmp_path):
     # No log folder: the statistics travel in the knowledge file.
     index = write_report(knowledge_path, tmp_path / "report")
     assert index == tmp_path / "report" / "index.html"
+    knowledge = StaticKnowledge.load(knowledge_path)
+    first, second = (s.slug for s in rank_layers(knowledge))
     names = sorted(p.name for p in index.parent.iterdir())
-    assert names == ["00_features.3_pca.png", "00_features.3_similarity.png",
-                     "01_classifier.2_pca.png", "01_classifier.2_similarity.png", "index.html"]
+    # The telling layer has cards (and its map inline), the other a PCA figure and a table.
+    assert names == sorted([f"{first}_similarity.png", f"{second}_similarity.png",
+                            f"{second}_pca.png", "index.html"])
     page = index.read_text()
-    assert page.count("<img ") == 4 and "preferred class" in page and "selectivity" in page
+    assert "preferred class" in page and "selectivity" in page
     stats = semvec.neuron_statistics["classifier.2"]
-    for neuron, cls in enumerate(stats["preferred_class"].tolist()):
-        assert f"<tr><td>{neuron}</td><td>{html.escape(CLASSES[cls])}</td>" in page
-    dead = StaticKnowledge.load(knowledge_path).statistics("features.3")["dead"]
+    # classifier.2 is the logits (3 neurons, 3 classes): named by class wherever it shows.
+    if first.endswith("classifier.2"):
+        for neuron, name in enumerate(CLASSES):
+            assert f'<article id="n-{first}-{neuron}" class="card"><h4><span class="chip">{html.escape(name)}' in page
+    else:
+        for neuron, cls in enumerate(stats["preferred_class"].tolist()):
+            assert f"<tr><td>{neuron}</td><td>{html.escape(CLASSES[cls])}</td>" in page
+    dead = knowledge.statistics("features.3")["dead"]
     assert dead.shape == (6,) and torch.equal(dead, semvec.neuron_statistics["features.3"]["dead"])
     with pytest.warns(FutureWarning, match=r"log_dir=\.\.\.\) is deprecated"):
         write_report(knowledge_path, tmp_path / "again", log_dir=log_dir)
 
 
-def test_report_without_log_dir_lists_norms_and_neighbours(tmp_path):
+def test_report_without_statistics_lists_norms_and_neighbours(tmp_path):
     vectors = torch.tensor([[1.0, 0.0], [0.9, 0.2], [0.0, 1.0], [0.1, 0.9]])
     path = StaticKnowledge.from_vectors({"fc": vectors}).save(tmp_path / "k.semvec.safetensors")
-    page = write_report(path, tmp_path / "out").read_text()
+    page = write_report(path, tmp_path / "out", card_layers=0).read_text()
     assert "preferred class" not in page and "No validation statistics" in page
     assert '<tr><td>0</td><td class="num">1.00</td><td>1 (+0.98)' in page  # norm 1, neuron 1
 
 
-def test_report_rounds_blanks_what_is_undefined_and_has_contents(tmp_path):
-    """Dead neurons have no preferred class or selectivity; a selectivity outside [0, 1] (from
-    a file exported before the index was defined for signed activations) is left empty with
-    a note; numbers are rounded; a table of contents links every layer."""
+def test_report_rounds_blanks_what_is_undefined_and_ranks_the_layers(tmp_path):
+    """Dead neurons have no preferred class, selectivity or neighbours; a selectivity outside
+    [0, 1] (from a file exported before the index was defined for signed activations) is left
+    empty with a note; numbers are rounded; "About this file" ranks and links every layer."""
     stats = {
         "mean_activation": torch.tensor([0.0474152, -1.23456, 0.5]),
         "dead": torch.tensor([False, False, True]),
@@ -180,21 +242,26 @@ def test_report_rounds_blanks_what_is_undefined_and_has_contents(tmp_path):
     path = StaticKnowledge.from_vectors(
         vectors, statistics={"logits": stats}, class_names=["a", "b", "c"]
     ).save(tmp_path / "k.semvec.safetensors")
-    page = write_report(path, tmp_path / "out").read_text()
-    rows = [line for line in page.splitlines() if line.startswith("<tr")]
-    logits = rows[-3:]
+    page = write_report(path, tmp_path / "out", card_layers=0).read_text()
+    rows = [line for line in page.splitlines() if line.startswith("<tr><td>")]
+    # The logits rank first (they have a selectivity, conv nothing); its dead neuron 2 is no row.
+    logits = rows[:2]
     assert logits[0].startswith('<tr><td>0</td><td>b</td><td class="num">0.05</td>'
-                                '<td class="num">0.047</td><td></td>')
+                                '<td class="num">0.047</td>')
     assert logits[1].startswith('<tr><td>1</td><td>a</td><td class="num"></td>'
-                                '<td class="num">-1.235</td><td></td>')
-    assert logits[2].startswith('<tr class="dead"><td>2</td><td></td><td class="num"></td>'
-                                '<td class="num">0.500</td><td>dead</td>')
+                                '<td class="num">-1.235</td>')
+    # The logits' neurons are the classes a, b, c; the dead c is nobody's neighbour.
+    assert logits[0].endswith("<td>b (+0.32)</td></tr>") and logits[1].endswith("<td>a (+0.32)</td></tr>")
+    assert "so not a column: vector norm 1.22." in page  # the same for both alive neurons
+    assert "Dead (constant on the validation data; no preferred class, selectivity or neighbours), not listed: 2." in page
     assert "0.0474152" not in page and "1.8" not in page
     assert "1 selectivity values of this file lie outside [0, 1]" in page
-    assert page.count("shifted up by their minimum") == 1  # only the layer with selectivity
-    assert '<a href="#00_conv">conv</a></td><td class="num">3</td><td class="num"></td>' in page
-    assert '<a href="#01_logits">logits</a></td><td class="num">3</td><td class="num">1</td>' in page
-    assert '<section id="00_conv">' in page and '<section id="01_logits">' in page
+    assert page.count("shifted up by their minimum") == 1  # once, in "About this file"
+    about = page[page.index('<section id="about">'):]
+    assert about.index('href="#01_logits"') < about.index('href="#00_conv"')
+    assert '<a href="#01_logits">logits</a></td><td class="num">3</td><td class="num">1</td>' in about
+    assert '<a href="#00_conv">conv</a></td><td class="num">3</td><td class="num"></td>' in about
+    assert '<section id="00_conv" class="layer">' in page and '<section id="01_logits" class="layer">' in page
 
 
 def test_report_main(tmp_path, capsys):

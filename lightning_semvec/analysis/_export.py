@@ -124,17 +124,20 @@ def fidelity_extra(
     return kept
 
 
-def tensorboard_logger_of(trainer: pl.Trainer, messages: WarningCache) -> TensorBoardLogger | None:
+def tensorboard_logger_of(
+    trainer: pl.Trainer, messages: WarningCache | None
+) -> TensorBoardLogger | None:
     """The first ``TensorBoardLogger`` among the trainer's loggers, or ``None`` (and a one-time
-    note through ``messages``)."""
+    note through ``messages``, unless it is ``None``)."""
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             return logger
-    messages.note(
-        "no-tensorboard",
-        f"{messages.owner}: no TensorBoardLogger among the trainer's loggers, so the "
-        "Embedding Projector export and the figures are skipped (fidelity is still logged).",
-    )
+    if messages is not None:
+        messages.note(
+            "no-tensorboard",
+            f"{messages.owner}: no TensorBoardLogger among the trainer's loggers, so the "
+            "Embedding Projector export and the figures are skipped (fidelity is still logged).",
+        )
     return None
 
 

@@ -21,6 +21,7 @@ from lightning_semvec.analysis._export import (
     write_projector_and_figures,
 )
 from lightning_semvec.analysis._finishing import finish_in_place
+from lightning_semvec.analysis._text_card import TEXT_TAG, reading_guide
 from lightning_semvec.analysis.batches import (
     analysis_due,
     find_num_classes,
@@ -60,6 +61,8 @@ class ValidationAnalysis:
         self.layers: dict[str, LayerAnalysis] | None = None  # during an analysed epoch only
         self.results: dict[str, LayerResult] = {}
         self.exported_step: int | None = None
+        #: The log folders that have the text card (:mod:`~lightning_semvec.analysis._text_card`).
+        self.card_written: set[str] = set()
 
     def setup(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, class_names: Sequence[str] | None
@@ -177,15 +180,19 @@ class ValidationAnalysis:
         figures: bool = True,
     ) -> None:
         """Write the projector files (unless ``projector=False``) and figures (unless
-        ``figures=False``) of every layer at ``step``, as far as the options allow."""
+        ``figures=False``) of every layer at ``step``, as far as the options allow; at the
+        first export into a log folder, the text card that says how to read them."""
         options = self.options
         projector = projector and options.projector
         figures = figures and options.figure_schedule is not None
-        if not (projector or figures):
-            return
-        logger = tensorboard_logger_of(trainer, self.messages)
+        # With nothing else to write the card still explains the scalars, without the note
+        # that the projector and the figures are skipped for want of a TensorBoardLogger.
+        logger = tensorboard_logger_of(trainer, self.messages if projector or figures else None)
         if logger is None:
             return
+        if logger.log_dir not in self.card_written:
+            logger.experiment.add_text(TEXT_TAG, reading_guide(vectors, options), global_step=step)
+            self.card_written.add(logger.log_dir)
         write_projector_and_figures(
             logger,
             vectors,
@@ -197,4 +204,5 @@ class ValidationAnalysis:
             figure_max_neurons=options.figure_max_neurons,
             messages=self.messages,
         )
-        self.exported_step = step
+        if projector or figures:
+            self.exported_step = step

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_semvec._utils.indices import evenly_spaced
 from lightning_semvec.errors import SemvecValueError
 from lightning_semvec.functional.similarity import normalize_vectors
 
@@ -72,8 +73,6 @@ def _tick_positions(n: int) -> list[int]:
         >>> _tick_positions(5), _tick_positions(32)
         ([0, 1, 2, 3, 4], [0, 3, 7, 10, 14, 17, 21, 24, 28, 31])
     """
-    from lightning_semvec._utils.indices import evenly_spaced
-
     return evenly_spaced(n, MAX_TICK_LABELS).tolist()
 
 

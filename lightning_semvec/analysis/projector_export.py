@@ -49,11 +49,10 @@ def write_projector(
     step: int,
     class_names: Sequence[str] | None,
     messages: WarningCache,
-    *,
-    history: int = DEFAULT_HISTORY,
 ) -> None:
     """Write every layer's projector entry for ``step`` and the ``(latest)`` entry, then
-    prune the menu to each layer's newest entry and ``history`` earlier ones.
+    prune the menu to each layer's newest entry and
+    :data:`~lightning_semvec.projector.DEFAULT_HISTORY` earlier ones.
 
     ``vectors`` are ``{layer: (N, d) CPU tensor}`` in the hooked order; ``results`` the last
     analysed validation of each layer (a layer without one gets no statistics or images).
@@ -87,7 +86,7 @@ def write_projector(
                                         bookmarks=class_bookmarks(metadata, tuple(shown.shape)))
     if written:
         write_latest_entry(log_dir, written[opening_layer(vectors, results)])
-        prune_history(log_dir, list(vectors), history)
+        prune_history(log_dir, list(vectors), DEFAULT_HISTORY)
 
 
 def class_bookmarks(metadata: Mapping[str, Any], shape: tuple[int, ...]) -> list[dict[str, Any]]:

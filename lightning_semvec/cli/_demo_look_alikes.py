@@ -11,14 +11,15 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from lightning_semvec.functional.agreement import (
     SimilarityAgreement,
-    class_profile_similarity,
     similarity_agreement,
     symmetric_confusion,
 )
-from lightning_semvec.knowledge import StaticKnowledge
 
-#: Pairs in the look-alike table and in the overlap with the most confused pairs.
-TOP_PAIRS = 15
+# The report holds every layer against its class profiles the same way (and TOP_PAIRS is the
+# pairs in the look-alike table and in the overlap with the most confused pairs, there too).
+from lightning_semvec.report._agreement import TOP_PAIRS, profile_agreement
+
+__all__ = ["TOP_PAIRS", "agreement_summary", "confusion_matrix", "look_alike_table", "profile_agreement"]
 
 
 @torch.no_grad()
@@ -69,20 +70,3 @@ def agreement_summary(agreement: SimilarityAgreement, what: str) -> str:
     return (f"{what}: Spearman {agreement.spearman:+.2f} over {agreement.pairs} pairs; "
             f"{round(agreement.top_overlap * agreement.top_k)} of the top {agreement.top_k} pairs shared "
             f"(chance: {agreement.chance_overlap * agreement.top_k:.2f}).")
-
-
-def profile_agreement(knowledge: StaticKnowledge, layer: str, top: int = TOP_PAIRS) -> SimilarityAgreement | None:
-    """Agreement of a layer's semantic similarity with its alive neurons' class profiles (the
-    ``class_means`` the knowledge file carries); ``None`` without them or with too few alive
-    neurons."""
-    entry = knowledge.layers[layer]
-    if "class_means" not in entry.statistics:
-        return None
-    profiles = class_profile_similarity(entry.statistics["class_means"])
-    alive = ~torch.isnan(profiles.diagonal())
-    if "dead" in entry.statistics:
-        alive &= ~entry.statistics["dead"].bool()
-    pairs = int(alive.sum()) * (int(alive.sum()) - 1) // 2
-    if pairs < max(3, top):
-        return None
-    return similarity_agreement(knowledge.semantic_similarity(layer), profiles, top_k=top, keep=alive)

@@ -17,8 +17,9 @@ names a JSON list of saved views, which the projector (2.21) lists in its "Bookm
 The JSON is what the projector's own "Download" of bookmarks writes (its ``State`` objects),
 with the fields it reads when a bookmark is loaded. It is read only by the frontend: a
 field it does not know is ignored, a missing one it needs would break the click, so every
-field ``loadState`` reads is given (``tests/projector`` checks the click in a real browser
-when one is installed).
+field ``loadState`` reads is given (``tests/projector/test_projector_menu.py`` reads the list
+of fields out of the installed projector's frontend; a click in TensorBoard 2.21 in Chromium
+colours the points by ``preferred_class`` and turns the view to 2-D).
 
 Example:
     >>> state = color_bookmark("preferred_class", (10, 8))

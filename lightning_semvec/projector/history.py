@@ -4,9 +4,14 @@ Each export writes one entry per layer, ``<layer>:<step:05d>``; kept forever, a 
 layers exported three times lists 73 tensors (with the ``(latest)`` entry) and its files
 grow with every export. :func:`prune_history` keeps, among the entries of the given layers:
 
-* the newest entry of each layer (highest step), always;
+* the newest entry of each layer (the one written last), always;
 * the ``(latest)`` entry (it lists one of those once more);
-* the ``history`` newest of the other, earlier entries (by step, then by write order);
+* the ``history`` newest of the other, earlier entries;
+
+"Newest" is by write order (an entry written again under its name counts as new), not by
+step: a second ``fit`` into the same folder starts again from step 0, and its entries must
+not be taken for older than those the first ``fit`` left. So the bound holds however many
+runs, restarts and resumes share the folder.
 
 and removes the rest from ``projector_config.pbtxt``, then deletes their files (tensors,
 metadata, sprite and bookmarks that no kept entry names). Entries of other tags (written by
@@ -59,7 +64,7 @@ def prune_history(
             each layer's newest.
 
     Returns:
-        The entries removed, oldest first (nothing is written when there are none).
+        The entries removed, in write order (nothing is written when there are none).
 
     Raises:
         ValueError: on a negative ``history`` or an invalid config file.
@@ -70,31 +75,24 @@ def prune_history(
     entries = entries_of(config)
     wanted = set(tags)
     candidates = [
-        (position, e) for position, e in enumerate(entries)
+        position for position, e in enumerate(entries)
         if not e.is_latest and e.tag in wanted and e.step is not None
     ]
-    newest: dict[str, tuple[int, int]] = {}
-    for position, e in candidates:
-        assert e.step is not None
-        newest[e.tag] = max(newest.get(e.tag, (-1, -1)), (e.step, position))
-    earlier = sorted(
-        ((e.step, position, e) for position, e in candidates
-         if (e.step, position) != newest[e.tag]),
-        key=lambda item: (item[0], item[1]),
-        reverse=True,
-    )
-    removed = sorted(earlier[history:], key=lambda item: (item[0], item[1]))
-    if not removed:
+    candidates.sort(key=lambda p: entries[p].step or 0)
+    # The config lists entries in write order: merge_entry appends, a rewrite moves to the end.
+    newest = {entries[position].tag: position for position in candidates}
+    earlier = [position for position in candidates if newest[entries[position].tag] != position]
+    gone = set(earlier[:max(0, len(earlier) - history)])
+    if not gone:
         return []
-    gone = {position for _, position, _ in removed}
+    removed = [entries[position] for position in sorted(gone)]
     kept = [info for position, info in enumerate(config.embeddings) if position not in gone]
     del config.embeddings[:]
     config.embeddings.extend(kept)
     save_config(folder, config)
     still_named = {path for e in entries_of(config) for path in _files_of(e)}
-    folder.remove(path for _, _, e in removed for path in _files_of(e)
-                  if path not in still_named)
-    return [e for _, _, e in removed]
+    folder.remove(path for e in removed for path in _files_of(e) if path not in still_named)
+    return removed
 
 
 def _files_of(entry: EmbeddingEntry) -> list[str]:

@@ -2,7 +2,7 @@
 
 Each card shows what the knowledge file knows of one neuron: its top-activating inputs
 (``top_inputs``, as inline PNG thumbnails), its class profile (a bar per class of its mean
-activation, ``class_means``; the preferred class darker) or, without one, its preferred class
+activation, ``class_means``; its own class, or its preferred class, darker) or, without one, its preferred class
 and selectivity, and its nearest neurons by the cosine of their vectors, each linked to its own
 card. Dead neurons (constant on the validation data) say so and list no neighbours.
 
@@ -19,11 +19,21 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from torch import Tensor
 
+from lightning_semvec.report._layer_order import LayerScore
 from lightning_semvec.report._neighbours import nearest_neighbours
+from lightning_semvec.report._tables import layer_summary
 
-__all__ = ["card_anchor", "card_order", "neuron_cards", "profile_svg", "thumbnail_uri"]
+__all__ = [
+    "card_anchor",
+    "card_order",
+    "cards_section",
+    "neuron_cards",
+    "profile_svg",
+    "thumbnail_uri",
+]
 
 # Classes up to this many get their names under the bars; more get tooltips only.
 _LABELLED_BARS = 24
@@ -56,11 +66,15 @@ def thumbnail_uri(image: Tensor) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def profile_svg(means: Tensor, names: Sequence[str], preferred: int | None) -> str:
+def profile_svg(
+    means: Tensor, names: Sequence[str], marked: int | None, other: int | None = None
+) -> str:
     """A small bar chart of one neuron's mean activation per class, ``(C,)`` ``means``.
 
     Bars rise from the lowest class mean (so the classes a logit prefers stand out even when
-    every mean is negative), the ``preferred`` class's darker; each bar's tooltip names the
+    every mean is negative), the ``marked`` class's dark blue (a logit's own class, any other
+    neuron's preferred class) and an ``other`` class orange (the class a logit responds to
+    more than to its own); each bar's tooltip names the
     class and value, and up to 24 classes are named under their bars.
 
     Example:
@@ -81,7 +95,7 @@ def profile_svg(means: Tensor, names: Sequence[str], preferred: int | None) -> s
              'stroke="#bbb"/>']
     for k, v in enumerate(values):
         h = 0.0 if v != v else (v - low) / span * (height - 2)
-        fill = "#2b6cb0" if k == preferred else "#a0b4c8"
+        fill = "#2b6cb0" if k == marked else "#dd8452" if k == other else "#a0b4c8"
         parts.append(f'<rect x="{k * bar:.1f}" y="{height - max(h, 1.0):.1f}" '
                      f'width="{bar - gap:.1f}" height="{max(h, 1.0):.1f}" fill="{fill}"><title>'
                      f'{html.escape(names[k])}: {v:.3f}</title></rect>')
@@ -133,7 +147,7 @@ def neuron_cards(
     *,
     neighbours: int,
     max_cards: int,
-) -> tuple[str, int, int]:
+) -> tuple[str, list[int], int]:
     """The cards of one layer's neurons.
 
     Args:
@@ -149,7 +163,7 @@ def neuron_cards(
         max_cards: the most cards shown.
 
     Returns:
-        ``(html, cards shown, neurons that would get a card)``.
+        ``(html, the neurons shown in order, how many neurons would get a card)``.
     """
     n = vectors.shape[0]
     long, short = names
@@ -186,9 +200,10 @@ def neuron_cards(
         if "class_means" in stats and not dead[i] and class_names:
             means = stats["class_means"][:, i]
             preferred = int(stats["preferred_class"][i]) if "preferred_class" in stats else None
+            marked, other = (i, preferred if preferred != i else None) if aligned else (preferred, None)
             ranked = means.argsort(descending=True)[:3].tolist()
             top = ", ".join(f"{_chip(class_names[c])} {float(means[c]):.2f}" for c in ranked)
-            body.append(f'<div class="profile">{profile_svg(means, class_names, preferred)}'
+            body.append(f'<div class="profile">{profile_svg(means, class_names, marked, other)}'
                         f'<p class="small">highest: {top}</p></div>')
         if not dead[i]:
             near = []
@@ -203,4 +218,53 @@ def neuron_cards(
                 body.append(f'<p class="near">nearest: {", ".join(near)}</p>')
         kind = ' class="card dead"' if dead[i] else ' class="card"'
         cards.append(f'<article id="{card_anchor(slug, i)}"{kind}>{"".join(body)}</article>')
-    return f'<div class="cards">{"".join(cards)}</div>', len(shown), len(order)
+    return f'<div class="cards">{"".join(cards)}</div>', shown, len(order)
+
+
+def cards_section(
+    score: LayerScore, cards: str, shown: int, total: int, dim: int,
+    aligned_stats: dict[str, Tensor] | None, embedded: bool, heatmap_neurons: int,
+    explain: str = "",
+) -> str:
+    """A telling layer's section: its cards (:func:`neuron_cards`), notes on those left out,
+    how far its vectors explain (``explain``, HTML) and its heatmap.
+
+    ``aligned_stats``: the statistics of a class-aligned layer (``None`` for any other), to
+    say how many class neurons prefer another class.
+    """
+    n = score.neurons
+    notes = []
+    if shown < total:
+        order = "in class order" if aligned_stats is not None else "the most selective first"
+        notes.append(f"{total - shown} more neurons have no card (max_cards={shown}; cards go "
+                     f"{order}).")
+    if total < n:
+        notes.append(f"{n - total} dead neurons have no card.")
+    if aligned_stats is not None and "preferred_class" in aligned_stats:
+        alive = (~aligned_stats["dead"] if "dead" in aligned_stats
+                 else torch.ones(n, dtype=torch.bool))
+        other = int(((aligned_stats["preferred_class"] != torch.arange(n)) & alive).sum())
+        if other:
+            notes.append(f"{other} of {int(alive.sum())} class neurons respond most, on average, "
+                         "to another class's inputs. Logits are read raw: softmax ignores an "
+                         "offset common to all of an input's logits, so inputs whose logits are "
+                         "all large can top several classes' profiles.")
+    note = "".join(f'<p class="note">{html.escape(t)}</p>' for t in notes)
+    heatmap_note = f" ({heatmap_neurons} of {n} neurons, evenly spaced)" if heatmap_neurons < n else ""
+    what = "class" if aligned_stats is not None else "neuron"
+    bars = ("its own class dark blue, another class it responds to more orange"
+            if aligned_stats is not None else "its preferred class dark blue")
+    return f"""
+<section id="{score.slug}" class="layer">
+<h2>Neuron cards: {html.escape(score.name)} <a class="top" href="#top">top</a></h2>
+<p>{html.escape(layer_summary(score, dim, embedded))} One card per {what}: the inputs that
+activate it most, best first; a bar per class of its mean activation, rising from the lowest
+class mean, {bars} (hover a bar for its class); and its nearest neurons by the cosine of their
+vectors (click one to go to its card).</p>
+{note}
+{explain}
+{cards}
+<figure><img src="{score.slug}_similarity.png" alt="semantic similarity of {html.escape(score.name)}">
+<figcaption>Semantic similarity of {html.escape(score.name)}{heatmap_note}, neurons ordered by
+hierarchical clustering.</figcaption></figure>
+</section>"""

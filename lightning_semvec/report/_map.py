@@ -24,6 +24,8 @@ __all__ = ["class_colour", "neuron_map_svg"]
 _TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22", "#17becf")
 _DEAD = "#aaaaaa"
+# A monospace face tells look-alike glyph names apart (O and 0, l, I and 1), as the chips do.
+_FONT = "ui-monospace, DejaVu Sans Mono, Menlo, Consolas, monospace"
 # Label offsets from a point, tried in this order: right, left, above, below, diagonals.
 _OFFSETS = ((9, 5), (-9, 5), (0, -9), (0, 17), (8, -6), (-8, -6), (8, 15), (-8, 15))
 
@@ -95,7 +97,7 @@ def neuron_map_svg(
     taken = [(x - 5, y - 5, x + 5, y + 5) for x, y in points]
     parts = []
     for i, (x, y) in enumerate(points):
-        text_width = 0.62 * font * len(labels[i]) + 2
+        text_width = 0.62 * font * len(labels[i]) + 2  # monospace advance
         best, best_cost = None, float("inf")
         for dx, dy in _OFFSETS:
             left = x + dx if dx > 0 else x + dx - text_width if dx < 0 else x - text_width / 2
@@ -111,7 +113,8 @@ def neuron_map_svg(
                   else f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4.5" fill="white" '
                   f'stroke="{_DEAD}" stroke-width="1.5"/>')
         text = (f'<text x="{best[0] + 1:.1f}" y="{best[3] - 2:.1f}" font-size="{font}" '
-                f'fill="{"#222" if colour else _DEAD}">{html.escape(labels[i])}</text>')
+                f'font-family="{_FONT}" fill="{"#222" if colour else _DEAD}">'
+                f"{html.escape(labels[i])}</text>")
         item = f"<title>{html.escape(titles[i])}</title>{circle}{text}"
         link = links[i]
         parts.append(f'<a href="{html.escape(link)}">{item}</a>' if link else f"<g>{item}</g>")

@@ -17,6 +17,7 @@ from pathlib import Path
 from torch import Tensor
 
 from lightning_semvec.knowledge import StaticKnowledge
+from lightning_semvec.report._agreement import AGREEMENT_RULE
 from lightning_semvec.report._cards import card_anchor, card_order
 from lightning_semvec.report._layer_order import RANKING_RULE, LayerScore
 from lightning_semvec.report._map import class_colour, neuron_map_svg
@@ -33,7 +34,14 @@ p.lede { margin: 0.2em 0 0.5em; max-width: 82em; }
 nav.jump { font-size: 0.85em; margin-bottom: 0.6em; color: #555; }
 nav.jump a { margin-right: 0.6em; }
 .lead { display: flex; gap: 1.5em; align-items: flex-start; }
-.lead figure { margin: 0; flex: none; }
+.lead .left { flex: none; width: 620px; }
+.lead figure { margin: 0; }
+div.explain { margin-top: 0.6em; font-size: 0.88em; line-height: 1.4; }
+div.explain h3 { font-size: 1.05em; margin: 0 0 0.3em; }
+div.explain ul.others { margin: 0.3em 0 0; padding-left: 1.2em; }
+p.explain { margin: 0.3em 0; max-width: 60em; }
+section p.explain { font-size: 0.9em; background: #f6f8fb; border-left: 3px solid #2b6cb0;
+                    padding: 0.3em 0.6em; }
 .lead figcaption, p.small { font-size: 0.8em; color: #555; max-width: 620px; margin: 0.2em 0; }
 .words { flex: 1; min-width: 20em; }
 .words h2 { font-size: 1.15em; }
@@ -99,6 +107,7 @@ def lead_section(
     neighbours: int,
     max_listed: int,
     carded: set[int],
+    explained: str = "",
     nav: str = "",
 ) -> str:
     """The first screen: a sentence on the file and its most telling layer, the map of that
@@ -113,6 +122,8 @@ def lead_section(
         neighbours: neighbours named per neuron.
         max_listed: the most neurons named in the list (those with cards first).
         carded: neurons that have a card (their map points link to it).
+        explained: how far the vectors explain what the network does (HTML,
+            :func:`~lightning_semvec.report._agreement.explanation_block`), under the map.
         nav: the page's jump links, under the heading.
     """
     vectors = knowledge.vectors(score.name)
@@ -136,9 +147,9 @@ def lead_section(
     what = "classes" if aligned else "neurons"
     colour_note = ("Colour: class." if aligned else "Colour: preferred class."
                    if preferred is not None else "")
-    if "dead" in stats:
+    if any(dead):
         colour_note += " Hollow grey: dead."
-    svg = neuron_map_svg(vectors, short, titles, colours, links,
+    svg = neuron_map_svg(vectors, short, titles, colours, links, height=520,
                          caption=f"map of the {what} of {score.name}")
     listed = [i for i in card_order(stats, n, aligned) if not dead[i]][:max_listed]
     items = []
@@ -167,22 +178,22 @@ def lead_section(
     if num_classes:
         file_facts.append(f"{num_classes} classes")
     file_facts.append(f"{len(knowledge)} layers")
-    role = " (the logits: neuron i is class i)" if aligned else ""
+    role = " (the logits: one neuron per class)" if aligned else ""
     heading = ("Look-alikes: the classes whose neurons fire together" if aligned
                else "Which neurons fire together")
     return f"""<header id="top">
 <h1>What this network learned</h1>
 <p class="lede">{" · ".join(file_facts)}. The most telling layer is
 <b>{html.escape(score.name)}</b>{role}: {html.escape(layer_summary(score, vectors.shape[1],
-"embedded" in knowledge.extra))} Each point below is one of its neurons; neurons whose vectors
-are close fire together.</p>
+"embedded" in knowledge.extra))} Neurons whose vectors are close fire together.</p>
 </header>
 {nav}
 <div class="lead" id="lookalikes">
-<figure>{svg}
+<div class="left"><figure>{svg}
 <figcaption>The {what} of {html.escape(score.name)} laid out by their semantic vectors (first
 two principal components of the unit vectors; near = similar). {colour_note} Hover a point
 for its neighbours{", click it for its card" if carded else ""}.</figcaption></figure>
+{explained}</div>
 <div class="words">
 <h2>{heading}</h2>
 <ul{many}>{"".join(items)}</ul>
@@ -228,6 +239,7 @@ def about_section(
         for rank, s in enumerate(scores, start=1)
     )
     with_selectivity = any("selectivity" in knowledge.statistics(n) for n in knowledge.layer_names)
+    with_profiles = any("class_means" in knowledge.statistics(s.name) for s in scores)
     fidelity = "in-sample fidelity" if embedded else "held-out fidelity"
     return f"""
 <section id="about">
@@ -238,6 +250,7 @@ def about_section(
 <th>mean selectivity</th><th>score</th></tr></thead><tbody>{ranking}</tbody></table>
 <p class="note">{html.escape(RANKING_RULE)}</p>
 {f'<p class="note">{html.escape(SELECTIVITY_NOTE)}</p>' if with_selectivity else ""}
+{f'<p class="note">{html.escape(AGREEMENT_RULE)}</p>' if with_profiles else ""}
 </section>"""
 
 

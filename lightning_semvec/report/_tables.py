@@ -113,6 +113,7 @@ def layer_section(
     max_rows: int,
     shown: int,
     embedded: bool = False,
+    explain: str = "",
 ) -> str:
     """The HTML section of one layer: summary, heatmap and PCA figures
     (``<slug>_similarity.png``, ``<slug>_pca.png``) and the neuron table.
@@ -127,6 +128,8 @@ def layer_section(
         max_rows: neurons listed (the first ones).
         shown: neurons in the heatmap.
         embedded: the statistics come from the embedding data, not a validation epoch.
+        explain: how far its vectors explain (HTML paragraphs of
+            :func:`~lightning_semvec.report._agreement.agreement_sentence`), under the summary.
     """
     name, slug = score.name, score.slug
     n, d = vectors.shape
@@ -193,6 +196,7 @@ def layer_section(
 <section id="{slug}" class="layer">
 <h2>{html.escape(name)} <a class="top" href="#top">top</a></h2>
 <p>{html.escape(layer_summary(score, d, embedded))} {html.escape(source)}</p>
+{explain}
 <div class="figures">
 <figure><img src="{slug}_similarity.png" alt="semantic similarity of {html.escape(name)}">
 <figcaption>Semantic similarity{heatmap_note}, neurons ordered by hierarchical clustering.

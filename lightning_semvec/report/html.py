@@ -36,7 +36,6 @@ import os
 import warnings
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from lightning_semvec._utils.checks import check_int
@@ -46,7 +45,15 @@ from lightning_semvec.analysis.figures import pca_map, similarity_heatmaps
 from lightning_semvec.errors import SemvecFileNotFoundError
 from lightning_semvec.functional.similarity import semantic_similarity
 from lightning_semvec.knowledge import StaticKnowledge
-from lightning_semvec.report._cards import card_order, neuron_cards
+from lightning_semvec.report._agreement import (
+    Agreement,
+    agreement_sentence,
+    checked_confusion,
+    confusion_agreement,
+    explanation_block,
+    profiles_of,
+)
+from lightning_semvec.report._cards import cards_section, neuron_cards
 from lightning_semvec.report._layer_order import LayerScore, rank_layers
 from lightning_semvec.report._neighbours import (
     class_aligned,
@@ -55,7 +62,7 @@ from lightning_semvec.report._neighbours import (
     neuron_names,
 )
 from lightning_semvec.report._page import about_section, lead_section, page
-from lightning_semvec.report._tables import layer_section, layer_summary
+from lightning_semvec.report._tables import layer_section
 from lightning_semvec.report.matching import matching_sections
 
 __all__ = [
@@ -76,6 +83,7 @@ def write_report(
     overwrite: bool = False,
     card_layers: int = 1,
     max_cards: int = 64,
+    confusion: Tensor | None = None,
 ) -> Path:
     """Write the report folder of a knowledge file; returns the path of its ``index.html``.
 
@@ -106,6 +114,12 @@ def write_report(
         max_cards: cards per layer at most (a class-aligned layer's in class order, any other
             layer's most selective alive neurons first); the report says how many were left
             out. 64 covers the logits of 62 classes.
+        confusion: optional ``(C, C)`` counts of the network's predictions on held-out data
+            (rows: true class, columns: prediction; ``torchmetrics``'
+            ``MulticlassConfusionMatrix``), ``C`` the class count of the logits (the most
+            telling layer with one neuron per class). The page then says how well the logits'
+            look-alikes agree with what the network confuses (:mod:`~lightning_semvec.report._agreement`).
+            Every layer with class means is held against its neurons' class profiles either way.
 
     Returns:
         ``<out_dir>/index.html``.
@@ -116,7 +130,10 @@ def write_report(
         SemvecFileExistsError: if ``out_dir`` holds files and ``overwrite`` is false.
         SemvecValueError: if ``max_heatmap_neurons`` is not an integer >= 1, or
             ``neighbours``, ``max_table_rows``, ``max_matching_rows``, ``card_layers`` or
-            ``max_cards`` not one >= 0.
+            ``max_cards`` not one >= 0; if ``confusion`` is not square, holds negative or
+            non-finite counts, or does not match the logits' class count (or the file has no
+            layer with one neuron per class).
+        SemvecTypeError: if ``confusion`` is not a real-valued tensor.
 
     Example:
         >>> import tempfile, os, torch
@@ -145,28 +162,54 @@ def write_report(
     if not knowledge_path.is_file():
         raise SemvecFileNotFoundError(f"Knowledge file {str(knowledge_path)!r} does not exist.")
     knowledge = StaticKnowledge.load(knowledge_path)
+    scores = rank_layers(knowledge)
+    checked = checked_confusion(confusion, knowledge, [s.name for s in scores])
     final = check_output_folder(out_dir, overwrite)
     with staged_folder(final) as out:
-        _write_pages(knowledge, knowledge_path, out, max_heatmap_neurons=max_heatmap_neurons,
+        _write_pages(knowledge, knowledge_path, out, scores, checked,
+                     max_heatmap_neurons=max_heatmap_neurons,
                      neighbours=neighbours, max_table_rows=max_table_rows,
                      max_matching_rows=max_matching_rows, card_layers=card_layers,
                      max_cards=max_cards)
     return final / "index.html"
 
 
+def _agreements(
+    knowledge: StaticKnowledge, scores: list[LayerScore], confusion: tuple[str, Tensor] | None
+) -> dict[str, list[Agreement]]:
+    """Each layer's comparisons, in page order: the logits against the network's confusion
+    (when given), every layer with class means against its class profiles."""
+    found: dict[str, list[Agreement]] = {}
+    for score in scores:
+        layer = found.setdefault(score.name, [])
+        if confusion is not None and confusion[0] == score.name:
+            layer.append(confusion_agreement(knowledge, score.name, confusion[1]))
+        profiles = profiles_of(knowledge, score.name)
+        if profiles is not None:
+            layer.append(profiles)
+    return found
+
+
 def _write_pages(
-    knowledge: StaticKnowledge, knowledge_path: Path, out: Path, *, max_heatmap_neurons: int,
-    neighbours: int, max_table_rows: int, max_matching_rows: int, card_layers: int,
-    max_cards: int,
+    knowledge: StaticKnowledge, knowledge_path: Path, out: Path, scores: list[LayerScore],
+    confusion: tuple[str, Tensor] | None, *, max_heatmap_neurons: int, neighbours: int,
+    max_table_rows: int, max_matching_rows: int, card_layers: int, max_cards: int,
 ) -> None:
-    """Write the figures and ``index.html`` of ``knowledge`` into ``out``."""
-    scores = rank_layers(knowledge)
+    """Write the figures and ``index.html`` of ``knowledge`` into ``out``; ``confusion``:
+    the logits layer and its checked held-out confusion counts."""
+    agreements = _agreements(knowledge, scores, confusion)
     embedded = "embedded" in knowledge.extra
-    parts: list[str] = []
-    jumps: list[tuple[str, str]] = []
-    cards_parts, layer_parts = [], []
-    lead: tuple[LayerScore, dict[str, Tensor], tuple[list[str], list[str]], bool, set[int]] | None
-    lead = None
+    with_cards = card_layers if max_cards else 0
+    matching = matching_sections(knowledge, max_matching_rows)
+    jumps = [(s.slug, f"cards: {s.name}" if rank < with_cards else s.name)
+             for rank, s in enumerate(scores)]
+    jumps += [(anchor, title) for title, anchor, _, _ in matching]
+    jumps.append(("about", "about this file"))
+    nav = '<nav class="jump">Jump to: ' + " ".join(
+        f'<a href="#{anchor}">{html.escape(title)}</a>' for anchor, title in jumps) + "</nav>"
+    sections: list[str] = []
+    lead = ('<header id="top"><h1>What this network learned</h1><p class="lede">No layer of '
+            f"this file learned anything (see the end of the page).</p></header>{nav}")
     for rank, score in enumerate(scores):
         vectors = knowledge.vectors(score.name)
         stats = knowledge.statistics(score.name)
@@ -178,84 +221,30 @@ def _write_pages(
         figure = similarity_heatmaps(semantic_similarity(vectors[ids]), neuron_ids=ids,
                                      title=f"{score.name}: semantic similarity")
         figure.savefig(out / f"{score.slug}_similarity.png", dpi=100)
-        carded: set[int] = set()
-        if rank < card_layers and max_cards:
-            cards, shown, total = neuron_cards(score.slug, vectors, stats, names, (long, short),
-                                               aligned, neighbours=neighbours,
-                                               max_cards=max_cards)
-            carded = set(card_order(stats, n, aligned)[:max_cards])
-            cards_parts.append(_cards_section(score, cards, shown, total, vectors.shape[1],
-                                              stats if aligned else None, embedded,
-                                              ids.numel()))
-            jumps.append((score.slug, f"cards: {score.name}"))
+        explain = "".join(agreement_sentence(a, short, where=True)
+                          for a in agreements[score.name])
+        carded: list[int] = []
+        if rank < with_cards:
+            cards, carded, total = neuron_cards(score.slug, vectors, stats, names, (long, short),
+                                                aligned, neighbours=neighbours,
+                                                max_cards=max_cards)
+            sections.append(cards_section(score, cards, len(carded), total, vectors.shape[1],
+                                          stats if aligned else None, embedded, ids.numel(),
+                                          explain))
         else:
             figure = pca_map(vectors, stats.get("preferred_class"), names or None,
                              stats.get("dead"), title=f"{score.name}: PCA of the vectors")
             figure.savefig(out / f"{score.slug}_pca.png", dpi=100)
-            layer_parts.append(layer_section(score, vectors, stats, names, short,
-                                             neighbours=neighbours, max_rows=max_table_rows,
-                                             shown=ids.numel(), embedded=embedded))
-            jumps.append((score.slug, score.name))
+            sections.append(layer_section(score, vectors, stats, names, short,
+                                          neighbours=neighbours, max_rows=max_table_rows,
+                                          shown=ids.numel(), embedded=embedded, explain=explain))
         if rank == 0:
-            lead = (score, stats, (long, short), aligned, carded)
-    matching = matching_sections(knowledge, max_matching_rows)
-    jumps += [(anchor, title) for title, anchor, _, _ in matching]
-    jumps.append(("about", "about this file"))
-    nav = '<nav class="jump">Jump to: ' + " ".join(
-        f'<a href="#{anchor}">{html.escape(title)}</a>' for anchor, title in jumps) + "</nav>"
-    if lead is None:
-        parts.append('<header id="top"><h1>What this network learned</h1><p class="lede">'
-                     "No layer of this file learned anything (see the end of the page).</p>"
-                     f"</header>{nav}")
-    else:
-        first, first_stats, first_names, first_aligned, first_carded = lead
-        parts.append(lead_section(knowledge, knowledge_path, first, first_stats, first_names,
-                                  first_aligned, neighbours=neighbours,
-                                  max_listed=max(max_cards, 10), carded=first_carded, nav=nav))
-    parts += cards_parts + layer_parts + [section for *_, section in matching]
-    parts.append(about_section(knowledge, knowledge_path, scores))
+            explained = explanation_block(
+                agreements, score.name, short, {s.name: s.slug for s in scores},
+                logits_without_confusion=confusion is None and aligned)
+            lead = lead_section(knowledge, knowledge_path, score, stats, (long, short), aligned,
+                                neighbours=neighbours, max_listed=max(max_cards, 10),
+                                carded=set(carded), explained=explained, nav=nav)
+    parts = [lead, *sections, *(section for *_, section in matching),
+             about_section(knowledge, knowledge_path, scores)]
     (out / "index.html").write_text(page(knowledge_path.name, parts), "utf-8")
-
-
-def _cards_section(
-    score: LayerScore, cards: str, shown: int, total: int, dim: int,
-    aligned_stats: dict[str, Tensor] | None, embedded: bool, heatmap_neurons: int,
-) -> str:
-    """A telling layer's section: its cards, notes on those left out, its heatmap.
-
-    ``aligned_stats``: the statistics of a class-aligned layer (``None`` for any other), to
-    say how many class neurons prefer another class.
-    """
-    n = score.neurons
-    notes = []
-    if shown < total:
-        order = "in class order" if aligned_stats is not None else "the most selective first"
-        notes.append(f"{total - shown} more neurons have no card (max_cards={shown}; cards go "
-                     f"{order}).")
-    if total < n:
-        notes.append(f"{n - total} dead neurons have no card.")
-    if aligned_stats is not None and "preferred_class" in aligned_stats:
-        alive = (~aligned_stats["dead"] if "dead" in aligned_stats
-                 else torch.ones(n, dtype=torch.bool))
-        other = int(((aligned_stats["preferred_class"] != torch.arange(n)) & alive).sum())
-        if other:
-            notes.append(f"{other} of {int(alive.sum())} class neurons respond most, on average, "
-                         "to another class's inputs. Logits are read raw: softmax ignores an "
-                         "offset common to all of an input's logits, so inputs whose logits are "
-                         "all large can top several classes' profiles.")
-    note = "".join(f'<p class="note">{html.escape(t)}</p>' for t in notes)
-    heatmap_note = f" ({heatmap_neurons} of {n} neurons, evenly spaced)" if heatmap_neurons < n else ""
-    what = "class" if aligned_stats is not None else "neuron"
-    return f"""
-<section id="{score.slug}" class="layer">
-<h2>Neuron cards: {html.escape(score.name)} <a class="top" href="#top">top</a></h2>
-<p>{html.escape(layer_summary(score, dim, embedded))} One card per {what}: the inputs that
-activate it most, best first; a bar per class of its mean activation, rising from the lowest
-class mean, its preferred class dark (hover a bar for its class); and its nearest neurons by the
-cosine of their vectors (click one to go to its card).</p>
-{note}
-{cards}
-<figure><img src="{score.slug}_similarity.png" alt="semantic similarity of {html.escape(score.name)}">
-<figcaption>Semantic similarity of {html.escape(score.name)}{heatmap_note}, neurons ordered by
-hierarchical clustering.</figcaption></figure>
-</section>"""

@@ -61,6 +61,36 @@ def test_a_long_run_lists_each_layers_newest_entry_and_a_bounded_history(tmp_pat
             assert (run / path).is_file()
 
 
+def test_a_second_fit_into_the_same_folder_keeps_its_own_entries_within_the_bound(tmp_path):
+    """A fresh fit into the log folder of a longer one starts again at step 0: its entries
+    are the newest (write order, not step), so the menu shows them, its "(latest)" entry is
+    listed with its own layer entry, and the bound still holds."""
+    logger = TensorBoardLogger(tmp_path, name="run", version=0)
+    for epochs in (8, 2):  # steps 6..48, then 6 and 12 again
+        semvec = SemanticVectorCallback(layers=LAYERS, dim=3, analysis=AnalysisOptions(
+            figures=False, class_names=CLASSES))
+        pl.seed_everything(0, verbose=False)
+        trainer = pl.Trainer(callbacks=[semvec], **trainer_kwargs(
+            logger=logger, limit_val_batches=None, max_epochs=epochs))
+        trainer.fit(TinyConvNet())
+    entries = read_projector_config(logger.log_dir)
+    steps = [e for e in entries if not e.is_latest]
+    assert len(steps) == len(LAYERS) + DEFAULT_HISTORY
+    names = [e.tensor_name for e in steps]
+    assert {f"{layer}:{s:05d}" for layer in LAYERS for s in (6, 12)} <= set(names)
+    # The second fit's last export is each layer's newest: the last entries listed.
+    assert names[-2:] == [f"{layer}:00012" for layer in LAYERS]
+    (latest,) = [e for e in entries if e.is_latest]
+    assert latest.tensor_name == "(latest) features.1:00012"
+    assert latest.tensor_name.removeprefix("(latest) ") in names
+    run = Path(logger.log_dir)
+    for e in entries:
+        for path in (e.tensor_path, e.metadata_path, e.sprite_path, e.bookmarks_path):
+            assert (run / path).is_file()
+    listed = {e.tensor_path.split("/")[0] for e in entries}
+    assert {p.name for p in run.iterdir() if p.is_dir()} == listed  # dropped: no files left
+
+
 def test_every_labelled_entry_has_a_bookmark_colouring_by_preferred_class(tmp_path):
     semvec = SemanticVectorCallback(layers=LAYERS, dim=3, analysis=AnalysisOptions(
         figures=False, class_names=CLASSES))

@@ -66,7 +66,7 @@ def test_the_page_opens_on_the_telling_layer_and_puts_the_facts_last(tmp_path):
     # The map: one labelled point per logit neuron, each linked to its card.
     svg = page[page.index("<svg class=\"map\""):page.index("</svg>")]
     assert svg.count("<circle") == 6
-    assert re.findall(r'font-size="\d+" fill="#222">([^<]+)</text>', svg) == LOGIT_CLASSES[:5]
+    assert re.findall(r'font-size="\d+" font-family="[^"]*monospace" fill="#222">([^<]+)</text>', svg) == LOGIT_CLASSES[:5]
     assert '<a href="#n-01_logits-2">' in svg
 
 
@@ -213,3 +213,27 @@ def test_nearest_neighbours_leave_dead_neurons_out():
     # Fewer alive neighbours than k: the missing places are -1 and NaN.
     two = nearest_neighbours(torch.eye(3), k=2, alive=torch.tensor([True, True, False]))[0]
     assert two.tolist() == [[1, -1], [0, -1], [-1, -1]]
+
+
+def test_a_logit_card_marks_its_own_class_and_the_class_it_prefers(tmp_path):
+    knowledge = _glyph_knowledge()
+    stats = dict(knowledge.statistics("logits"))
+    stats["preferred_class"] = torch.tensor([2, 1, 2, 3, 4, 0])  # O's logit responds most to Q
+    knowledge = StaticKnowledge.from_vectors(
+        {"logits": knowledge.vectors("logits")}, statistics={"logits": stats},
+        class_names=LOGIT_CLASSES)
+    page = _report(tmp_path, knowledge)
+    for i, other in ((0, 2), (1, None)):
+        card = re.search(rf'<article id="n-00_logits-{i}" class="card">(.*?)</article>', page).group(1)
+        fills = re.findall(r'<rect [^>]*fill="(#[0-9a-f]+)"><title>', card)
+        assert [k for k, f in enumerate(fills) if f == "#2b6cb0"] == [i]
+        assert [k for k, f in enumerate(fills) if f == "#dd8452"] == ([other] if other else [])
+
+
+def test_the_map_caption_names_dead_neurons_only_when_there_are_some(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert "Hollow grey: dead." in _report(tmp_path / "a", _glyph_knowledge())
+    alive = StaticKnowledge.from_vectors(
+        {"fc": torch.randn(4, 3)}, statistics={"fc": {"dead": torch.zeros(4, dtype=torch.bool)}})
+    assert "Hollow grey" not in _report(tmp_path / "b", alive)

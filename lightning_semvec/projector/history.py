@@ -78,7 +78,6 @@ def prune_history(
         position for position, e in enumerate(entries)
         if not e.is_latest and e.tag in wanted and e.step is not None
     ]
-    candidates.sort(key=lambda p: entries[p].step or 0)
     # The config lists entries in write order: merge_entry appends, a rewrite moves to the end.
     newest = {entries[position].tag: position for position in candidates}
     earlier = [position for position in candidates if newest[entries[position].tag] != position]

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from lightning_semvec.report._layer_order import LayerScore
 from lightning_semvec.report._neighbours import nearest_neighbours
-from lightning_semvec.report._tables import layer_summary
+from lightning_semvec.report._tables import layer_summary, statistics_source
 
 __all__ = [
     "card_anchor",
@@ -147,6 +147,7 @@ def neuron_cards(
     *,
     neighbours: int,
     max_cards: int,
+    embedded: bool = False,
 ) -> tuple[str, list[int], int]:
     """The cards of one layer's neurons.
 
@@ -161,6 +162,7 @@ def neuron_cards(
         aligned: whether neuron ``i`` is class ``i``.
         neighbours: nearest neurons listed per card.
         max_cards: the most cards shown.
+        embedded: the statistics come from the embedding data, not a validation epoch.
 
     Returns:
         ``(html, the neurons shown in order, how many neurons would get a card)``.
@@ -184,7 +186,7 @@ def neuron_cards(
                                      if 0 <= c < len(class_names) and not dead[i] else "")
         facts = []
         if dead[i]:
-            facts.append("dead: constant on the validation data")
+            facts.append(f"dead: constant on {'the data it was embedded on' if embedded else 'the validation data'}")
         else:
             value = float(stats["selectivity"][i]) if "selectivity" in stats else math.nan
             if 0 <= value <= 1 + 1e-6:
@@ -225,6 +227,7 @@ def cards_section(
     score: LayerScore, cards: str, shown: int, total: int, dim: int,
     aligned_stats: dict[str, Tensor] | None, embedded: bool, heatmap_neurons: int,
     explain: str = "",
+    has_statistics: bool = True,
 ) -> str:
     """A telling layer's section: its cards (:func:`neuron_cards`), notes on those left out,
     how far its vectors explain (``explain``, HTML) and its heatmap.
@@ -252,12 +255,13 @@ def cards_section(
     note = "".join(f'<p class="note">{html.escape(t)}</p>' for t in notes)
     heatmap_note = f" ({heatmap_neurons} of {n} neurons, evenly spaced)" if heatmap_neurons < n else ""
     what = "class" if aligned_stats is not None else "neuron"
+    source = statistics_source(has_statistics, embedded)
     bars = ("its own class dark blue, another class it responds to more orange"
             if aligned_stats is not None else "its preferred class dark blue")
     return f"""
 <section id="{score.slug}" class="layer">
 <h2>Neuron cards: {html.escape(score.name)} <a class="top" href="#top">top</a></h2>
-<p>{html.escape(layer_summary(score, dim, embedded))} One card per {what}: the inputs that
+<p>{html.escape(layer_summary(score, dim, embedded))} {html.escape(source)} One card per {what}: the inputs that
 activate it most, best first; a bar per class of its mean activation, rising from the lowest
 class mean, {bars} (hover a bar for its class); and its nearest neurons by the cosine of their
 vectors (click one to go to its card).</p>

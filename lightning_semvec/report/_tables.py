@@ -19,7 +19,7 @@ from torch import Tensor
 from lightning_semvec.report._layer_order import LayerScore
 from lightning_semvec.report._neighbours import nearest_neighbours
 
-__all__ = ["SELECTIVITY_NOTE", "layer_section", "layer_summary", "statistic_cells"]
+__all__ = ["SELECTIVITY_NOTE", "layer_section", "layer_summary", "statistic_cells", "statistics_source"]
 
 #: What the selectivity column means and when a cell is empty (in "About this file").
 SELECTIVITY_NOTE = (
@@ -82,6 +82,20 @@ def statistic_cells(
         else:
             cells[key] = [_format(v, 3) for v in values]
     return cells, out_of_range
+
+
+def statistics_source(has_statistics: bool, embedded: bool) -> str:
+    """Where a layer's statistics come from, in one sentence.
+
+    Example:
+        >>> statistics_source(True, False)
+        'Statistics: the last analysed validation epoch.'
+    """
+    if not has_statistics:
+        return ("No validation statistics in this knowledge file (export it after an analysed "
+                "validation epoch to add them).")
+    return ("Statistics: measured on the data it was embedded on." if embedded else
+            "Statistics: the last analysed validation epoch.")
 
 
 def layer_summary(score: LayerScore, dim: int, embedded: bool) -> str:
@@ -166,12 +180,7 @@ def layer_section(
             for key, (_, cells) in columns.items()
         )
         body.append(f"<tr>{tds}</tr>")
-    if stat_cells:
-        source = ("Statistics: measured on the data it was embedded on." if embedded else
-                  "Statistics: the last analysed validation epoch.")
-    else:
-        source = ("No validation statistics in this knowledge file (export it after an analysed "
-                  "validation epoch to add them).")
+    source = statistics_source(bool(stat_cells), embedded)
     notes = []
     gone = [i for i in range(rows) if dead[i]]
     if gone:

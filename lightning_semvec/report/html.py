@@ -227,10 +227,10 @@ def _write_pages(
         if rank < with_cards:
             cards, carded, total = neuron_cards(score.slug, vectors, stats, names, (long, short),
                                                 aligned, neighbours=neighbours,
-                                                max_cards=max_cards)
+                                                max_cards=max_cards, embedded=embedded)
             sections.append(cards_section(score, cards, len(carded), total, vectors.shape[1],
                                           stats if aligned else None, embedded, ids.numel(),
-                                          explain))
+                                          explain, has_statistics=bool(stats)))
         else:
             figure = pca_map(vectors, stats.get("preferred_class"), names or None,
                              stats.get("dead"), title=f"{score.name}: PCA of the vectors")

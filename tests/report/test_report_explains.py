@@ -34,7 +34,8 @@ def _knowledge() -> StaticKnowledge:
     statistics = {
         "logits": {"dead": dead, "class_means": class_means, "preferred_class": torch.arange(c),
                    "selectivity": torch.full((c,), 0.5)},
-        "hidden": {"dead": torch.zeros(9, dtype=torch.bool), "class_means": hidden_means,
+        # hidden neuron 0 is marked dead though its class means vary: it is left out all the same
+        "hidden": {"dead": torch.arange(9) == 0, "class_means": hidden_means,
                    "selectivity": torch.full((9,), 0.1)},
     }
     return StaticKnowledge.from_vectors(

@@ -31,8 +31,8 @@ RANKING_RULE = (
     "Layers are shown in order of score = mean class selectivity (over all neurons, a dead one "
     "counting 0) x "
     "max(fidelity, 0), highest first; fidelity is the layer's held-out fidelity stored in the "
-    "file (Spearman correlation of semantic and activation similarity on the last analysed "
-    "validation epoch; in-sample for embedded files). A factor the file does not hold is left "
+    "file (Spearman correlation of semantic and activation similarity: on the validation data "
+    "for files the callback exported, in-sample for embedded files). A factor the file does not hold is left "
     "out; layers with neither come last, in file order."
 )
 

@@ -70,13 +70,17 @@ class _SmallCommandParser(ArgumentParser):
 
 
 def command_parser(
-    name: str, function: Callable[..., Any], spellings: Mapping[str, Sequence[str]] | None = None
+    name: str,
+    function: Callable[..., Any],
+    spellings: Mapping[str, Sequence[str]] | None = None,
+    skip: set[str] | None = None,
 ) -> ArgumentParser:
     """The parser of the small command ``name``: ``function``'s parameters as options.
 
     Required parameters become positional arguments, the others ``--options``; their help is
     the docstring's ``Args:`` entry. ``spellings`` adds option strings by parameter name
-    (``{"out_dir": ["--out"]}``) to those every option gets (see the module docstring).
+    (``{"out_dir": ["--out"]}``) to those every option gets (see the module docstring);
+    ``skip`` names parameters a command line cannot fill (a tensor), left at their defaults.
     """
     command = SMALL_COMMANDS[name]
     parser = _SmallCommandParser(
@@ -85,7 +89,7 @@ def command_parser(
         # No prefixes (``--out`` for ``--out_dir``): a new option would silently take them over.
         allow_abbrev=False,
     )
-    parser.add_function_arguments(function, as_group=False, as_positional=True)
+    parser.add_function_arguments(function, as_group=False, as_positional=True, skip=skip)
     flags = {name for name, hint in get_type_hints(function).items() if hint is bool}
     _add_spellings(parser, spellings or {}, flags)
     return parser
@@ -129,7 +133,8 @@ def _run_demo(args: Sequence[str]) -> None:
 def _run_report(args: Sequence[str]) -> None:
     from lightning_semvec.report.html import write_report
 
-    parser = command_parser("report", write_report, {"log_dir": ["--logdir"]})
+    # confusion is a tensor of the user's own held-out predictions: the Python API takes it.
+    parser = command_parser("report", write_report, {"log_dir": ["--logdir"]}, skip={"confusion"})
     print(f"Report: {write_report(**_parse(parser, args))}")
 
 

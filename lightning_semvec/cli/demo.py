@@ -330,7 +330,8 @@ def _run(epochs: int, run_dir: Path, progress_bar: bool, student_epochs: int) ->
         print(f"      {name}: test accuracy {accuracy:.3f}, {seconds:.0f} s", flush=True)
     from lightning_semvec.report.html import write_report
 
-    result.report_path = write_report(result.knowledge_path, run_dir / "report")
+    result.report_path = write_report(result.knowledge_path, run_dir / "report",
+                                      confusion=result.confusion)
     percent = {name: 100 * acc for name, (acc, _) in result.students.items()}
     print(f"\nFrom the knowledge file alone, the student reaches {percent['static student']:.1f} % on the "
           f"6 unseen fonts, against {percent['plain student']:.1f} % trained alone and "

@@ -51,6 +51,9 @@ def test_demo_runs_end_to_end_announces_each_stage_and_never_overwrites(small_gl
     assert result.confusion is not None and int(result.confusion.sum()) == 6 * 62
     assert result.knowledge_path == run / "demo.semvec.safetensors"
     assert result.report_path == run / "report" / "index.html" and result.report_path.is_file()
+    # The report holds the logits against the teacher's held-out mistakes (demo passes confusion).
+    page = result.report_path.read_text("utf-8")
+    assert 'data-reference="confusion"' in page and "write_report(..., confusion=...)" not in page
     for name in ("teacher", "plain_student", "static_student", "kd_student"):
         assert list((run / name).glob("events.out.tfevents.*")), name
     # A run shorter than the analysis cadence is still analysed once: the entry the projector

@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from lightning_semvec._utils.indices import evenly_spaced
@@ -35,11 +36,15 @@ from lightning_semvec.projector import (
 )
 from lightning_semvec.projector import writer as projector_writer
 
-__all__ = ["CLASS_COLUMNS", "class_bookmarks", "opening_layer", "write_projector"]
+__all__ = ["CLASS_COLUMNS", "DEAD_GREY", "class_bookmarks", "dead_tiles_grey", "opening_layer",
+           "write_projector"]
 
 #: The metadata columns a class bookmark colours by, in order of preference: the class names
 #: (a legend of names) when the projector takes them, else the class index.
 CLASS_COLUMNS = ("preferred_class", "preferred_class_id")
+#: The value of every pixel of a dead neuron's thumbnails: a plain mid-grey tile. Its "top"
+#: inputs are ties at zero, whichever came first (the same character on every dead neuron).
+DEAD_GREY = 96
 
 
 def write_projector(
@@ -73,7 +78,8 @@ def write_projector(
             )
         sprite = None
         if result is not None and result.thumbnails is not None:
-            sprite = tile_images(result.thumbnails[ids])
+            sprite = tile_images(dead_tiles_grey(result.thumbnails[ids],
+                                                 result.statistics.get("dead"), ids))
         metadata = neuron_metadata(
             name,
             count,
@@ -87,6 +93,27 @@ def write_projector(
     if written:
         write_latest_entry(log_dir, written[opening_layer(vectors, results)])
         prune_history(log_dir, list(vectors), DEFAULT_HISTORY)
+
+
+def dead_tiles_grey(thumbnails: Tensor, dead: Tensor | None, ids: Tensor) -> Tensor:
+    """``thumbnails`` ``(n, k, 3, t, t)`` of the neurons ``ids``, those ``dead`` (a ``(N,)``
+    bool over all the layer's neurons, or ``None``) turned plain :data:`DEAD_GREY` (a copy).
+
+    Example:
+        >>> import torch
+        >>> thumbs = torch.full((2, 1, 3, 2, 2), 255, dtype=torch.uint8)
+        >>> out = dead_tiles_grey(thumbs, torch.tensor([False, True]), torch.arange(2))
+        >>> out[:, 0, 0, 0, 0].tolist()
+        [255, 96]
+    """
+    if dead is None:
+        return thumbnails
+    marked = dead.to(device="cpu", dtype=torch.bool)[ids.cpu()]
+    if not bool(marked.any()):
+        return thumbnails
+    out = thumbnails.clone()
+    out[marked] = DEAD_GREY
+    return out
 
 
 def class_bookmarks(metadata: Mapping[str, Any], shape: tuple[int, ...]) -> list[dict[str, Any]]:

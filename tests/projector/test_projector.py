@@ -110,6 +110,33 @@ def test_callback_writes_every_layer_with_all_metadata_columns_and_sprite(tmp_pa
     assert "semvec/features.1/neighbour_agreement" in trainer.callback_metrics
 
 
+def test_a_dead_neurons_thumbnail_is_a_plain_grey_tile(tmp_path):
+    """A neuron that never fires has no top input (only ties at zero): its sprite cell is plain
+    DEAD_GREY, not the first validation image, while the alive neurons keep theirs."""
+    from PIL import Image
+
+    from lightning_semvec.analysis.projector_export import DEAD_GREY
+
+    class OneDeadChannel(TinyConvNet):
+        def __init__(self) -> None:
+            super().__init__(lr=0.0)  # no update, so the channel stays dead
+            with torch.no_grad():
+                self.features[0].weight[2].zero_()
+                self.features[0].bias[2] = -1.0
+
+    semvec = SemanticVectorCallback(layers="features.1", dim=2, analysis=AnalysisOptions(
+        figures=False, thumbnail_size=6, num_classes=3))
+    fit(tmp_path, [semvec], model=OneDeadChannel(), max_epochs=1)
+    dead = semvec.neuron_statistics["features.1"]["dead"]
+    assert dead.tolist() == [False, False, True, False]
+    (entry,) = step_entries(tmp_path / "run" / "version_0")
+    sprite = np.asarray(Image.open(tmp_path / "run" / "version_0" / entry.sprite_path))
+    for neuron in range(4):
+        row, col = divmod(neuron, 2)
+        cell = sprite[row * 6 : row * 6 + 6, col * 6 : col * 6 + 6]
+        assert (cell == DEAD_GREY).all() == dead[neuron].item(), neuron
+
+
 def test_top1_image_is_the_validation_input_that_activates_the_neuron_most(tmp_path):
     semvec = SemanticVectorCallback(layers="classifier.2", dim=2, analysis=AnalysisOptions(
         figures=False, thumbnail_size=6, class_names=["a", "b", "c"]))

@@ -73,7 +73,7 @@ def command_parser(
     name: str,
     function: Callable[..., Any],
     spellings: Mapping[str, Sequence[str]] | None = None,
-    skip: set[str] | None = None,
+    skip: set[str | int] | None = None,
 ) -> ArgumentParser:
     """The parser of the small command ``name``: ``function``'s parameters as options.
 

@@ -78,6 +78,8 @@ STUDENT_PER_CLASS = 30
 #: training step (PooledCNN(8, 32), batch 64) took 10.6 ms with 2 threads against 20.9 ms with 1
 #: (the tiny 8x8-digits CNN of the old demo was the other way round); beyond 2 was not measured.
 DEMO_THREADS = 2
+#: Top-activating validation inputs kept per neuron of the teacher (projector grid, report cards).
+DEMO_TOP_INPUTS = 4
 #: Epochs between a student's validation passes (its TensorBoard val curves get a point each).
 STUDENT_VAL_EVERY = 10
 _LR = 3e-3
@@ -143,9 +145,10 @@ def run_demo(
     model = ImageClassifier(PooledCNN(in_channels=1, num_classes=62, width=16, hidden=64), num_classes=62,
                             optimizer=functools.partial(torch.optim.Adam, lr=_LR),
                             lr_scheduler=cosine_schedule(epochs))
-    # Projector, figures and fidelity at the last epoch suffice for a run this short.
-    semvec = SemanticVectorCallback(layers=DEMO_LAYERS, dim=dim, seed=seed,
-                                    analysis=AnalysisOptions(log_every_n_epochs=epochs))
+    # Projector, figures and fidelity at the last epoch suffice for a run this short. Each neuron
+    # keeps its 4 best validation inputs: a 2 x 2 grid in the projector, 4 images on its report card.
+    semvec = SemanticVectorCallback(layers=DEMO_LAYERS, dim=dim, seed=seed, analysis=AnalysisOptions(
+        log_every_n_epochs=epochs, projector_images="grid", projector_top_k=DEMO_TOP_INPUTS))
     trainer = _trainer(out, "teacher", epochs, progress_bar, callbacks=[semvec])
     trainer.fit(model, datamodule=data)
     test_accuracy = float(trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"])

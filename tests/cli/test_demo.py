@@ -1,7 +1,8 @@
 import pytest
 
+from lightning_semvec import StaticKnowledge
 from lightning_semvec.cli import demo
-from lightning_semvec.cli.demo import main
+from lightning_semvec.cli.demo import DEMO_TOP_INPUTS, LOGITS_LAYER, main
 from lightning_semvec.projector import (
     projector_open_order,
     read_embedding_metadata,
@@ -54,6 +55,9 @@ def test_demo_runs_end_to_end_announces_each_stage_and_never_overwrites(small_gl
     # The report holds the logits against the teacher's held-out mistakes (demo passes confusion).
     page = result.report_path.read_text("utf-8")
     assert 'data-reference="confusion"' in page and "write_report(..., confusion=...)" not in page
+    # Each logit neuron keeps its DEMO_TOP_INPUTS best inputs for its report card.
+    top = StaticKnowledge.load(result.knowledge_path).statistics(LOGITS_LAYER)["top_inputs"]
+    assert top.shape[:2] == (62, DEMO_TOP_INPUTS) and DEMO_TOP_INPUTS > 1
     for name in ("teacher", "plain_student", "static_student", "kd_student"):
         assert list((run / name).glob("events.out.tfevents.*")), name
     # A run shorter than the analysis cadence is still analysed once: the entry the projector

@@ -57,7 +57,7 @@ def look_alike_table(
     agreement = similarity_agreement(similarity, mistaken, top_k=top)
     confused = {tuple(p) for p in agreement.reference_pairs.tolist()}
     lines = [f"{'pair':<8}{'vectors':>8}{'mistaken':>10}   (the cosine of the two logit neurons' vectors; how often",
-             f"{'':<26}one was taken for the other on the unseen fonts; * among the {top} most mistaken)"]
+             f"{'':<29}one was taken for the other on the unseen fonts; * among the {top} most mistaken)"]
     for i, j in agreement.top_pairs.tolist():
         mark = " *" if (i, j) in confused else ""
         lines.append(f"{names[i] + ' / ' + names[j]:<8}{similarity[i, j].item():>+8.2f}"

@@ -317,12 +317,12 @@ def _run(epochs: int, run_dir: Path, progress_bar: bool, student_epochs: int) ->
     print(f"      teacher: test accuracy {result.test_accuracy:.3f} on 6 fonts it never saw, "
           f"{result.seconds:.0f} s; knowledge file {result.knowledge_path}", flush=True)
     result.students = {}
-    student = f"PooledCNN(width=8, hidden=32), {STUDENT_PER_CLASS} images a character, {_epochs(student_epochs)}"
+    student = f"PooledCNN(width=8, hidden=32), {STUDENT_PER_CLASS} images per character, {_epochs(student_epochs)}"
     for number, name, what in (
         (2, "plain student", "trained alone."),
         (3, "static student", "distilled from the knowledge file alone (the teacher is not loaded): the "
          "teacher's 62 x 62 class-level soft targets and its 62 x 16 logit vectors."),
-        (4, "KD student", "with the teacher run on every batch (knowledge distillation, T 4), for scale."),
+        (4, "KD student", "with the teacher run on every batch (knowledge distillation at temperature 4), for scale."),
     ):
         _stage(number, f"{name[0].upper() + name[1:]}: {student},", what)
         result.students[name] = train_student(

@@ -221,8 +221,9 @@ def _write_pages(
         figure = similarity_heatmaps(semantic_similarity(vectors[ids]), neuron_ids=ids,
                                      title=f"{score.name}: semantic similarity")
         figure.savefig(out / f"{score.slug}_similarity.png", dpi=100)
-        explain = "".join(agreement_sentence(a, short, where=True)
-                          for a in agreements[score.name])
+        # The first layer's comparisons are on the first screen already (explanation_block).
+        explain = "" if rank == 0 else "".join(agreement_sentence(a, short, where=True)
+                                               for a in agreements[score.name])
         carded: list[int] = []
         if rank < with_cards:
             cards, carded, total = neuron_cards(score.slug, vectors, stats, names, (long, short),

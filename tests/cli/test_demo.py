@@ -26,9 +26,9 @@ def test_demo_runs_end_to_end_announces_each_stage_and_never_overwrites(small_gl
     # Each training is announced before it starts: which model, how long, what comes out.
     headers = ["[1/4] Teacher: PooledCNN(width=16, hidden=64), 1 epoch on 992 glyphs of 16 fonts, with "
                "SemanticVectorCallback",
-               "[2/4] Plain student: PooledCNN(width=8, hidden=32), 5 images a character, 1 epoch,",
-               "[3/4] Static student: PooledCNN(width=8, hidden=32), 5 images a character, 1 epoch,",
-               "[4/4] KD student: PooledCNN(width=8, hidden=32), 5 images a character, 1 epoch,"]
+               "[2/4] Plain student: PooledCNN(width=8, hidden=32), 5 images per character, 1 epoch,",
+               "[3/4] Static student: PooledCNN(width=8, hidden=32), 5 images per character, 1 epoch,",
+               "[4/4] KD student: PooledCNN(width=8, hidden=32), 5 images per character, 1 epoch,"]
     positions = [out.index(h) for h in headers]
     assert positions == sorted(positions)
     assert out.index("teacher: test accuracy") < positions[1]

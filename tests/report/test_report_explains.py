@@ -77,6 +77,8 @@ def test_the_logits_are_held_against_the_confusion_given(tmp_path):
     path = knowledge.save(tmp_path / "k.semvec.safetensors")
     confusion = _confusion()
     page = write_report(path, tmp_path / "report", confusion=confusion).read_text()
+    # Said once, on the first screen: the first layer's cards do not repeat it.
+    assert page.count('data-reference="confusion"') == 1
     alive = ~knowledge.statistics("logits")["dead"]
     mistaken = symmetric_confusion(confusion)
     expected = similarity_agreement(knowledge.semantic_similarity("logits"), mistaken,
@@ -115,8 +117,12 @@ def test_every_layer_with_class_means_is_held_against_its_profiles(tmp_path):
         keep = ~stats["dead"] & ~profiles.diagonal().isnan()
         expected = similarity_agreement(knowledge.semantic_similarity(layer), profiles,
                                         top_k=TOP_PAIRS, keep=keep)
-        slug = next(s for s in re.findall(r'<section id="([^"]+)" class="layer">', page) if s.endswith(layer))
-        text, attrs = _paragraph(page, "profiles", after=f'<section id="{slug}"')
+        slugs = re.findall(r'<section id="([^"]+)" class="layer">', page)  # the ranked order
+        slug = next(s for s in slugs if s.endswith(layer))
+        # The first-ranked layer's comparison is on the first screen, not again in its section.
+        where = 'id="explain"' if slug == slugs[0] else f'<section id="{slug}"'
+        text, attrs = _paragraph(page, "profiles", after=where)
+        assert page.count(f'data-spearman="{attrs["spearman"]}"') == 1
         _expected_numbers(text, attrs, expected)
         assert f"class profiles of two of its {int(keep.sum())} alive neurons" in text
     # The hidden layer's vectors are its profiles plus noise: they explain them.
